@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.core.signals import setting_changed
+
+
+class MegaClusterConfig(AppConfig):
+    name = "mega_cluster"
+    verbose_name = "Mega cluster"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Nothing here may connect to a server: parse settings, register checks and
+        # discover plugins only. Runtimes start on first use or from the entry points.
+        from . import checks  # noqa: F401 - registers the system checks
+        from .registry import registry
+
+        setting_changed.connect(_on_setting_changed)
+        from .conf import get_settings
+
+        if not any(p.level == "error" for p in get_settings().problems):
+            registry.populate()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting in ("MEGA_CLUSTER", "INSTALLED_APPS", "DEBUG"):
+        from .registry import registry
+
+        registry.reset()

@@ -1,0 +1,56 @@
+"""What every backend class of every primitive shares.
+
+A backend is chosen by ``BACKEND`` (alias or dotted path, see :mod:`mega_cluster.conf`)
+and built once per cluster app with the app and its ``OPTIONS``. Constructing one
+must not connect to anything: connections are made on first use or in ``start()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .registry import ClusterApp
+
+
+class Backend:
+    """Base of the backend classes of every primitive.
+
+    Class attributes, read by the system checks without building the backend:
+
+    ``cluster_safe``
+        False for process-local backends (``memory``, ``local``); they get a warning
+        under ``DEBUG=False``.
+    ``requires``
+        ``(module, pip extra)`` pairs; a missing module is check error ``E010``
+        naming ``pip install "mega-cluster[extra]"``.
+    ``required_options``
+        ``OPTIONS`` keys that must be present (check error ``E011``).
+    """
+
+    cluster_safe: ClassVar[bool] = True
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    required_options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, app: ClusterApp, options: Mapping[str, Any]) -> None:
+        self.app = app
+        self.options = dict(options)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """Problems with ``options`` as sentences (empty when fine); never connects."""
+        return [
+            f"OPTIONS[{name!r}] is required by {cls.__name__}."
+            for name in cls.required_options
+            if not options.get(name)
+        ]
+
+    def start(self) -> None:  # noqa: B027 - optional hook
+        """Start background work (listeners, renewal threads); idempotent."""
+
+    def stop(self) -> None:  # noqa: B027 - optional hook
+        """Stop background work and close connections; idempotent."""
+
+    def ping(self) -> None:  # noqa: B027 - optional hook
+        """Raise ``BackendUnavailable`` when the server cannot be reached."""

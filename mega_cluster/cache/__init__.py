@@ -1,0 +1,1 @@
+"""Namespaced caches: ``app.cache_manager`` and ``app.cache``."""

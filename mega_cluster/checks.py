@@ -1,0 +1,141 @@
+"""Django system checks for the ``MEGA_CLUSTER`` setting (ids in docs/checks.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from . import conf
+
+NON_SHARED_CACHE_BACKENDS = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+
+
+def _message(problem: conf.SettingsProblem) -> CheckMessage:
+    cls = Error if problem.level == "error" else Warning
+    return cls(problem.msg, hint=problem.hint, id=problem.id)
+
+
+def _backend_messages(app: conf.AppSettings, debug: bool) -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for section in app.sections.values():
+        backend = section.backend
+        if backend is None:
+            continue
+        where = f"MEGA_CLUSTER app {app.name!r} {section.name}"
+        try:
+            cls = backend.load_class()
+        except conf.ConfigurationError as exc:
+            messages.append(
+                Error(
+                    f"{where} BACKEND {backend.path!r} cannot be imported: "
+                    f"{exc.__cause__ or exc}.",
+                    hint="Check the dotted path, or use one of "
+                    f"{', '.join(conf.BACKEND_ALIASES[section.name])}.",
+                    id="mega_cluster.E010",
+                )
+            )
+            continue
+        missing = conf.missing_modules(cls)
+        for module, extra in missing:
+            messages.append(
+                Error(
+                    f"{where} BACKEND {backend.alias or backend.path!r} needs the "
+                    f"Python package {module!r}, which is not installed.",
+                    hint=f'pip install "mega-cluster[{extra}]"',
+                    id="mega_cluster.E011",
+                )
+            )
+        if missing:
+            continue
+        check_options = getattr(cls, "check_options", None)
+        for problem in check_options(backend.options) if check_options else ():
+            messages.append(
+                Error(
+                    f"{where}: {problem}",
+                    hint=f"Set it in MEGA_CLUSTER {section.name} OPTIONS.",
+                    id="mega_cluster.E012",
+                )
+            )
+        if not debug and not getattr(cls, "cluster_safe", True):
+            label = backend.alias or backend.path
+            messages.append(
+                Warning(
+                    f"{where} uses the {label!r} backend, which works inside one "
+                    "process only; with several web or worker processes it is not "
+                    "cluster-safe.",
+                    hint=f"Set MEGA_CLUSTER {section.name} BACKEND to a shared backend "
+                    f"({_shared_aliases(section.name)}).",
+                    id="mega_cluster.W001",
+                )
+            )
+    return messages
+
+
+def _shared_aliases(section: str) -> str:
+    shared = {"PUBSUB": "redis, nats, channels", "LOCKS": "redis, database"}
+    return shared.get(section, "database, celery")
+
+
+def _cache_messages(app: conf.AppSettings, debug: bool) -> list[CheckMessage]:
+    store = app.cache["DEFAULT_STORE"]
+    caches: dict[str, Any] = getattr(settings, "CACHES", {}) or {}
+    if store not in caches:
+        return [
+            Error(
+                f"MEGA_CLUSTER app {app.name!r} CACHE DEFAULT_STORE {store!r} is not a "
+                "CACHES alias.",
+                hint=f"Use one of {', '.join(caches) or '(none defined)'} or add "
+                f"{store!r} to CACHES.",
+                id="mega_cluster.E013",
+            )
+        ]
+    if not debug and caches[store].get("BACKEND") in NON_SHARED_CACHE_BACKENDS:
+        return [
+            Warning(
+                f"MEGA_CLUSTER app {app.name!r} caches in CACHES[{store!r}] "
+                f"({caches[store].get('BACKEND')}), which each process keeps to "
+                "itself: a reset or a wrap on one node is not seen by the others.",
+                hint="Point CACHE DEFAULT_STORE at a shared store such as "
+                "django.core.cache.backends.redis.RedisCache or django-redis.",
+                id="mega_cluster.W003",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every problem with ``MEGA_CLUSTER``: shape, backends, dependencies, options."""
+    parsed = conf.parse(getattr(settings, conf.SETTING_NAME, None))
+    messages = [_message(p) for p in parsed.problems]
+    if any(p.level == "error" for p in parsed.problems):
+        return messages
+    debug = bool(settings.DEBUG)
+    for app in parsed.apps.values():
+        messages += _backend_messages(app, debug)
+        messages += _cache_messages(app, debug)
+    return messages
+
+
+@register(Tags.compatibility)
+def check_installed_apps(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``mega_cluster`` must come before ``channels`` so our ``runworker`` wins."""
+    names = [a.split(".apps.")[0] for a in settings.INSTALLED_APPS]
+    if "channels" in names and "mega_cluster" in names:
+        if names.index("channels") < names.index("mega_cluster"):
+            return [
+                Warning(
+                    "'channels' is listed before 'mega_cluster' in INSTALLED_APPS, "
+                    "so Channels' runworker command hides mega_cluster's.",
+                    hint="Move 'mega_cluster' above 'channels' in INSTALLED_APPS; "
+                    "mega_cluster's runworker still runs channel-layer workers when "
+                    "given channel names.",
+                    id="mega_cluster.W002",
+                )
+            ]
+    return []

@@ -1,0 +1,1 @@
+"""Distributed locks: ``app.lock_manager`` (SPEC section 6, LockManager)."""

@@ -1,0 +1,5 @@
+"""Database models of mega_cluster, one module per primitive."""
+
+from .plugins import PluginState
+
+__all__ = ["PluginState"]

@@ -1,0 +1,1 @@
+"""Pub/sub: ``app.pubsub_manager`` (SPEC section 6, PubSubManager)."""

@@ -1,0 +1,270 @@
+"""The cluster app registry: :class:`ClusterApp` and :func:`get_app`.
+
+A cluster app is a namespace (its name is on every channel, key and queue on the
+wire) plus the managers of the five primitives. Managers are built lazily on first
+attribute access and nothing connects before that, so ``AppConfig.ready()``,
+``migrate`` and ``check`` never touch a server. ``start()`` is called explicitly by the
+WSGI/ASGI entry points (:mod:`mega_cluster.wsgi`, :mod:`mega_cluster.asgi`) and by
+``runworker``; it runs the plugin lifecycle and starts the built managers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from django.apps import apps as django_apps
+from django.utils.module_loading import import_string
+
+from . import conf, node
+from .exceptions import AmbiguousApp, AppNotFound, AppNotReady
+
+if TYPE_CHECKING:
+    from .plugins.base import Plugin
+
+logger = logging.getLogger("mega_cluster.registry")
+
+#: attribute name -> dotted path of the manager class, built as ``cls(app)``.
+COMPONENTS: dict[str, str] = {
+    "lock_manager": "mega_cluster.locks.LockManager",
+    "pubsub_manager": "mega_cluster.pubsub.PubSubManager",
+    "sync_message_manager": "mega_cluster.sync_messages.SyncMessageManager",
+    "event_queue": "mega_cluster.events.EventQueue",
+    "cache_manager": "mega_cluster.cache.CacheManager",
+}
+#: start order; stop runs in reverse.
+START_ORDER = (
+    "lock_manager",
+    "pubsub_manager",
+    "sync_message_manager",
+    "cache_manager",
+    "event_queue",
+)
+
+
+class ClusterApp:
+    """One cluster app: a name, its parsed settings, its managers and plugins."""
+
+    def __init__(self, settings: conf.AppSettings) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.plugins: dict[str, Plugin] = {}
+        self._components: dict[str, Any] = {}
+        self._lock = threading.RLock()
+        self._started = False
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        return f"<ClusterApp {self.name!r} node={self.node_id!r}>"
+
+    @property
+    def node_id(self) -> str:
+        """This process's node id (same for every app of the process)."""
+        return node.get_node_id()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    # managers ------------------------------------------------------------------
+
+    def component(self, attr: str) -> Any:
+        """The manager named ``attr``, built on first use."""
+        try:
+            return self._components[attr]
+        except KeyError:
+            pass
+        with self._lock:
+            if attr not in self._components:
+                cls = import_string(COMPONENTS[attr])
+                self._components[attr] = cls(self)
+            return self._components[attr]
+
+    def built_components(self) -> dict[str, Any]:
+        """The managers built so far (never builds one)."""
+        return dict(self._components)
+
+    @property
+    def lock_manager(self) -> Any:
+        return self.component("lock_manager")
+
+    @property
+    def pubsub_manager(self) -> Any:
+        return self.component("pubsub_manager")
+
+    @property
+    def sync_message_manager(self) -> Any:
+        return self.component("sync_message_manager")
+
+    @property
+    def event_queue(self) -> Any:
+        return self.component("event_queue")
+
+    @property
+    def cache_manager(self) -> Any:
+        return self.component("cache_manager")
+
+    @property
+    def cache(self) -> Any:
+        """The app's default cache."""
+        return self.cache_manager.default
+
+    # lifecycle -------------------------------------------------------------------
+
+    def start(self) -> ClusterApp:
+        """Run the plugin lifecycle and start the built managers; idempotent."""
+        with self._lock:
+            if self._started:
+                return self
+            from .plugins.lifecycle import start_plugins
+
+            self._started = True
+            try:
+                start_plugins(self)
+                for attr in START_ORDER:
+                    component = self._components.get(attr)
+                    if component is not None and hasattr(component, "start"):
+                        component.start()
+            except BaseException:
+                self._started = False
+                raise
+            logger.info(
+                "cluster app %s started on node %s with %d plugin(s)",
+                self.name,
+                self.node_id,
+                len(self.plugins),
+            )
+            return self
+
+    def stop(self) -> None:
+        """Stop the managers in reverse start order and drop them; idempotent."""
+        with self._lock:
+            from .plugins.lifecycle import stop_plugins
+
+            if self._started:
+                stop_plugins(self)
+            for attr in reversed(START_ORDER):
+                component = self._components.pop(attr, None)
+                if component is not None and hasattr(component, "stop"):
+                    try:
+                        component.stop()
+                    except Exception:
+                        logger.exception("stopping %s of app %s failed", attr, self.name)
+            self._components.clear()
+            self._started = False
+
+    def enable_plugin(self, name: str) -> None:
+        """Enable a plugin: stored in the database, applied on every node."""
+        from .plugins.lifecycle import set_enabled
+
+        set_enabled(self, name, True)
+
+    def disable_plugin(self, name: str) -> None:
+        """Disable a plugin: stored in the database, applied on every node."""
+        from .plugins.lifecycle import set_enabled
+
+        set_enabled(self, name, False)
+
+    def _after_fork(self) -> None:
+        # The parent's sockets and threads are not ours: forget them, never close them.
+        self._components = {}
+        self._lock = threading.RLock()
+        self._started = False
+
+
+class Registry:
+    """All cluster apps of this process, built from the setting."""
+
+    def __init__(self) -> None:
+        self._apps: dict[str, ClusterApp] | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def ready(self) -> bool:
+        return self._apps is not None
+
+    def populate(self, settings: conf.ClusterSettings | None = None) -> None:
+        """Build the apps (no connections) and discover their plugins."""
+        with self._lock:
+            if self._apps is not None:
+                return
+            settings = settings or conf.get_settings()
+            settings.raise_for_errors()
+            apps = {name: ClusterApp(s) for name, s in settings.apps.items()}
+            from .plugins.loader import attach_plugins
+
+            attach_plugins(apps)
+            self._apps = apps
+
+    def apps(self) -> Mapping[str, ClusterApp]:
+        if self._apps is None:
+            if not django_apps.ready:
+                raise AppNotReady(
+                    "mega_cluster apps are not ready: call django.setup() (or run "
+                    "through manage.py / the WSGI or ASGI entry point) before get_app()."
+                )
+            self.populate()
+        assert self._apps is not None
+        return self._apps
+
+    def get(self, name: str | None = None) -> ClusterApp:
+        apps = self.apps()
+        if name is None:
+            if len(apps) == 1:
+                return next(iter(apps.values()))
+            raise AmbiguousApp(
+                f"Several cluster apps are configured ({', '.join(apps)}); "
+                "call get_app(name)."
+            )
+        try:
+            return apps[name]
+        except KeyError:
+            raise AppNotFound(
+                f"No cluster app named {name!r}; configured: {', '.join(apps)}."
+            ) from None
+
+    def start_all(self) -> None:
+        for app in self.apps().values():
+            app.start()
+
+    def stop_all(self) -> None:
+        with self._lock:
+            for app in (self._apps or {}).values():
+                app.stop()
+
+    def reset(self) -> None:
+        """Stop every app and forget them (used when the setting changes in tests)."""
+        with self._lock:
+            self.stop_all()
+            self._apps = None
+            conf.clear_cache()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.RLock()
+        for app in (self._apps or {}).values():
+            app._after_fork()
+
+
+registry = Registry()
+node.on_fork(registry._after_fork)
+atexit.register(registry.stop_all)
+
+
+def get_app(name: str | None = None) -> ClusterApp:
+    """The cluster app named ``name``, or the only one when ``name`` is omitted.
+
+    Raises ``AppNotReady`` before Django is set up, ``AppNotFound`` for an unknown
+    name and ``AmbiguousApp`` when several apps are configured and no name is given.
+    """
+    return registry.get(name)
+
+
+def start(name: str | None = None) -> ClusterApp | None:
+    """Start one app, or every app when ``name`` is omitted (entry points call this)."""
+    if name is not None:
+        return registry.get(name).start()
+    registry.start_all()
+    return None

@@ -1,0 +1,1 @@
+"""Sync messages sent after commit: ``app.sync_message_manager``."""

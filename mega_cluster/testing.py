@@ -1,0 +1,39 @@
+"""Helpers for testing code that uses mega_cluster (import them in your own tests)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from django.test import override_settings
+
+from . import conf
+from .exceptions import ConfigurationError
+from .registry import ClusterApp, registry
+
+
+def make_app(name: str = "test", settings: Mapping[str, Any] | None = None) -> ClusterApp:
+    """A standalone :class:`ClusterApp` (not in the registry, no plugins).
+
+    ``settings`` has the shape of one app in ``MEGA_CLUSTER``, e.g.
+    ``{"LOCKS": {"BACKEND": "redis", "OPTIONS": {"URL": url}}}``. Call ``app.stop()``
+    when done. Raises ``ConfigurationError`` for settings errors.
+    """
+    problems: list[conf.SettingsProblem] = []
+    parsed = conf.parse_app(name, dict(settings or {}), problems=problems)
+    errors = [p for p in problems if p.level == "error"]
+    if errors:
+        raise ConfigurationError("; ".join(f"{p.msg} {p.hint}" for p in errors))
+    return ClusterApp(parsed)
+
+
+@contextlib.contextmanager
+def cluster_settings(value: Mapping[str, Any] | None) -> Iterator[None]:
+    """Run the block with ``MEGA_CLUSTER = value``; apps are rebuilt and stopped after."""
+    registry.reset()
+    try:
+        with override_settings(MEGA_CLUSTER=value):
+            yield
+    finally:
+        registry.reset()

@@ -1,0 +1,75 @@
+"""Fixture layer: services per marker, per-run isolation, process clean-up."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+
+from . import services
+from .procs import ProcessGroup
+
+_counter = itertools.count()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config, items) -> None:
+    """Start (or find) the servers the selected tests need, once, before any runs."""
+    needed: set[str] = set()
+    for item in items:
+        for marker in item.iter_markers():
+            needed.update(services.MARKER_SERVICES.get(marker.name, ()))
+        if any(
+            "postgres" in (m.kwargs.get("databases") or ())
+            for m in item.iter_markers("django_db")
+        ):
+            needed.add("postgres")
+    for name in sorted(needed):
+        try:
+            services.ensure(name)
+        except RuntimeError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Delete every Redis key this run wrote (they all carry the run id)."""
+    if not services.port_open(settings.REDIS_HOST, settings.REDIS_PORT):
+        return
+    try:
+        import redis
+    except ImportError:
+        return
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        batch = list(client.scan_iter(match=f"*{settings.RUN_ID}*", count=1000))
+        for i in range(0, len(batch), 500):
+            client.delete(*batch[i : i + 500])
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A cluster app name unique to this test and run (safe on shared servers)."""
+    return f"t{settings.RUN_ID}-{next(_counter)}"[:50]
+
+
+@pytest.fixture
+def procs() -> Iterator[ProcessGroup]:
+    """Spawn real processes; every one still running is killed at teardown."""
+    group = ProcessGroup()
+    try:
+        yield group
+    finally:
+        group.cleanup()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return settings.REDIS_URL
+
+
+@pytest.fixture
+def nats_url() -> str:
+    return settings.NATS_URL
