@@ -107,6 +107,8 @@ SECTION_KEYS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "RETRY_BASE": (_number("float", minimum=0), 1.0),
         "RETRY_CAP": (_number("float", minimum=0), 300.0),
         "POLL_INTERVAL": (_number("float", minimum=0.01), 1.0),
+        "DRAIN_TIMEOUT": (_number("float", minimum=0), 30.0),
+        "CONSUME": (_bool, True),
     },
     "CACHE": {
         "DEFAULT_STORE": (_string, "default"),
