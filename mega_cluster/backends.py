@@ -46,11 +46,11 @@ class Backend:
             if not options.get(name)
         ]
 
-    def start(self) -> None:  # noqa: B027 - optional hook
+    def start(self) -> None:
         """Start background work (listeners, renewal threads); idempotent."""
 
-    def stop(self) -> None:  # noqa: B027 - optional hook
+    def stop(self) -> None:
         """Stop background work and close connections; idempotent."""
 
-    def ping(self) -> None:  # noqa: B027 - optional hook
+    def ping(self) -> None:
         """Raise ``BackendUnavailable`` when the server cannot be reached."""

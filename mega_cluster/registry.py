@@ -152,7 +152,9 @@ class ClusterApp:
                     try:
                         component.stop()
                     except Exception:
-                        logger.exception("stopping %s of app %s failed", attr, self.name)
+                        logger.exception(
+                            "stopping %s of app %s failed", attr, self.name
+                        )
             self._components.clear()
             self._started = False
 

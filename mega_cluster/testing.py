@@ -13,7 +13,9 @@ from .exceptions import ConfigurationError
 from .registry import ClusterApp, registry
 
 
-def make_app(name: str = "test", settings: Mapping[str, Any] | None = None) -> ClusterApp:
+def make_app(
+    name: str = "test", settings: Mapping[str, Any] | None = None
+) -> ClusterApp:
     """A standalone :class:`ClusterApp` (not in the registry, no plugins).
 
     ``settings`` has the shape of one app in ``MEGA_CLUSTER``, e.g.

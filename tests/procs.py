@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a child: same run id, test databases, tests.settings."""
     env = dict(os.environ)
+    env.update(extra or {})
     env["MC_TEST_CHILD"] = "1"
     env["DJANGO_SETTINGS_MODULE"] = env.get("MC_CHILD_SETTINGS", "tests.settings")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra or {})
     return env
 
 

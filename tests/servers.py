@@ -50,8 +50,17 @@ def redis_server() -> Iterator[ServerProcess]:
     """A throwaway ``redis-server`` on a free port (``.port``), killed at exit."""
     port = free_port()
     server = ServerProcess(
-        [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1",
-         "--port", str(port), "--save", "", "--appendonly", "no"],
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         port,
     )
     server.start()
@@ -66,8 +75,13 @@ def nats_server(jetstream: bool = True) -> Iterator[ServerProcess]:
     """A throwaway ``nats-server`` on a free port (``.port``), killed at exit."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="mc-nats-") as store:
-        argv = [shutil.which("nats-server") or "nats-server", "-a", "127.0.0.1",
-                "-p", str(port)]
+        argv = [
+            shutil.which("nats-server") or "nats-server",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ]
         if jetstream:
             argv += ["-js", "-sd", store]
         server = ServerProcess(argv, port)

@@ -29,31 +29,53 @@ class Service:
 
 
 def _pg_start() -> str:
-    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    versions = (
+        sorted(os.listdir("/etc/postgresql"))
+        if os.path.isdir("/etc/postgresql")
+        else []
+    )
     version = versions[-1] if versions else "15"
     return f"pg_ctlcluster --skip-systemctl-redirect {version} main start"
 
 
 SERVICES: dict[str, Service] = {
     "redis": Service(
-        "redis", "127.0.0.1", 6379, "redis-server", "redis-server",
+        "redis",
+        "127.0.0.1",
+        6379,
+        "redis-server",
+        "redis-server",
         'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" '
         "--appendonly no",
         "Start Redis on 127.0.0.1:6379.",
     ),
     "nats": Service(
-        "nats", "127.0.0.1", 4222, "nats-server", "nats-server",
+        "nats",
+        "127.0.0.1",
+        4222,
+        "nats-server",
+        "nats-server",
         "start-stop-daemon --start --oknodo --background --exec "
         "$(command -v nats-server) -- -a 127.0.0.1 -p 4222 -js -sd /tmp/mc-nats-js",
         "Start NATS with JetStream on 127.0.0.1:4222 (nats-server -js).",
     ),
     "postgres": Service(
-        "postgres", "127.0.0.1", 5432, "pg_ctlcluster", "postgresql",
-        "", "Start PostgreSQL on 127.0.0.1:5432 with trust auth and a 'test' database.",
+        "postgres",
+        "127.0.0.1",
+        5432,
+        "pg_ctlcluster",
+        "postgresql",
+        "",
+        "Start PostgreSQL on 127.0.0.1:5432 with trust auth and a 'test' database.",
     ),
     "rabbitmq": Service(
-        "rabbitmq", "127.0.0.1", 5672, "rabbitmq-server", "rabbitmq-server",
-        "rabbitmq-server -detached", "Start RabbitMQ on 127.0.0.1:5672 (guest/guest).",
+        "rabbitmq",
+        "127.0.0.1",
+        5672,
+        "rabbitmq-server",
+        "rabbitmq-server",
+        "rabbitmq-server -detached",
+        "Start RabbitMQ on 127.0.0.1:5672 (guest/guest).",
     ),
 }
 
@@ -98,7 +120,9 @@ def ensure(name: str, *, timeout: float = 60.0) -> None:
         return
     log = []
     try:
-        if shutil.which(svc.binary) is None and not glob.glob(f"/usr/*bin/{svc.binary}"):
+        if shutil.which(svc.binary) is None and not glob.glob(
+            f"/usr/*bin/{svc.binary}"
+        ):
             log.append(_run("apt-get update -qq", 300))
             log.append(_run(f"apt-get install -y -qq {svc.package}", 600))
         start = _pg_start() if name == "postgres" else svc.start

@@ -52,7 +52,9 @@ ROOT_URLCONF = "example_project.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [Path(__file__).resolve().parent.parent / "example_project" / "templates"],
+        "DIRS": [
+            Path(__file__).resolve().parent.parent / "example_project" / "templates"
+        ],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -79,7 +81,7 @@ DATABASES = {
         "NAME": PG_TEST_NAME if CHILD else "test",
         "HOST": PG_HOST,
         "USER": os.environ.get("MC_PG_USER", "postgres"),
-        "TEST": {"NAME": PG_TEST_NAME},
+        "TEST": {"NAME": PG_TEST_NAME, "DEPENDENCIES": []},
     },
 }
 

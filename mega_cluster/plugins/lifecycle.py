@@ -32,6 +32,7 @@ def call_hook(plugin: Plugin, hook: str, *args: Any) -> Any:
         return async_to_sync(fn)(*args)
     result = fn(*args)
     if inspect.isawaitable(result):
+
         async def _await() -> Any:
             return await result
 
@@ -93,7 +94,9 @@ def stop_plugins(app: ClusterApp) -> None:
             plugin.loaded = False
 
 
-def install_once(plugin: Plugin, *, claim_timeout: float = INSTALL_CLAIM_TIMEOUT) -> bool:
+def install_once(
+    plugin: Plugin, *, claim_timeout: float = INSTALL_CLAIM_TIMEOUT
+) -> bool:
     """Run ``plugin.install()`` unless another node did or does; True if this node did.
 
     The guard is a conditional UPDATE on the plugin's row: exactly one node sees one
@@ -140,9 +143,7 @@ def set_enabled(app: ClusterApp, name: str, enabled: bool) -> None:
     """Store the flag and apply it on this node (other nodes: see ``apply_enabled``)."""
     plugin = _get(app, name)
     if enabled:
-        missing = [
-            d for d in plugin.dependencies if not app.plugins[d].enabled
-        ]
+        missing = [d for d in plugin.dependencies if not app.plugins[d].enabled]
         if missing:
             raise PluginError(
                 f"Cannot enable plugin {name!r}: its dependencies {missing} are "
@@ -150,9 +151,7 @@ def set_enabled(app: ClusterApp, name: str, enabled: bool) -> None:
             )
     else:
         dependants = [
-            p.name
-            for p in app.plugins.values()
-            if name in p.dependencies and p.enabled
+            p.name for p in app.plugins.values() if name in p.dependencies and p.enabled
         ]
         if dependants:
             raise PluginError(

@@ -54,7 +54,7 @@ def plugin_class_for(app_config: AppConfig) -> type[Plugin] | None:
         if isinstance(obj, type)
         and issubclass(obj, Plugin)
         and obj.__module__ == module.__name__
-        and not getattr(obj, "abstract", False)
+        and not obj.__dict__.get("abstract", False)
     ]
     if len(candidates) > 1:
         names = ", ".join(sorted(c.__name__ for c in candidates))

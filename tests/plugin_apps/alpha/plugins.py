@@ -1,0 +1,6 @@
+from tests.plugin_apps.recorder import RecordingPlugin
+
+
+class AlphaPlugin(RecordingPlugin):
+    name = "alpha"
+    dependencies = ["beta"]

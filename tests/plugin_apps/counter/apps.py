@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CounterConfig(AppConfig):
+    name = "tests.plugin_apps.counter"
+    label = "mc_counter"

@@ -1,0 +1,9 @@
+from mega_cluster import Plugin
+
+
+class OnePlugin(Plugin):
+    pass
+
+
+class OtherPlugin(Plugin):
+    pass
