@@ -60,10 +60,13 @@ class ClusterApp:
     def __repr__(self) -> str:
         return f"<ClusterApp {self.name!r} node={self.node_id!r}>"
 
+    #: Set by ``testing.make_app(node_id=...)`` to run several nodes in one process.
+    node_id_override: str | None = None
+
     @property
     def node_id(self) -> str:
         """This process's node id (same for every app of the process)."""
-        return node.get_node_id()
+        return self.node_id_override or node.get_node_id()
 
     @property
     def started(self) -> bool:

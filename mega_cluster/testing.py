@@ -14,20 +14,27 @@ from .registry import ClusterApp, registry
 
 
 def make_app(
-    name: str = "test", settings: Mapping[str, Any] | None = None
+    name: str = "test",
+    settings: Mapping[str, Any] | None = None,
+    *,
+    node_id: str | None = None,
 ) -> ClusterApp:
     """A standalone :class:`ClusterApp` (not in the registry, no plugins).
 
     ``settings`` has the shape of one app in ``MEGA_CLUSTER``, e.g.
     ``{"LOCKS": {"BACKEND": "redis", "OPTIONS": {"URL": url}}}``. Call ``app.stop()``
-    when done. Raises ``ConfigurationError`` for settings errors.
+    when done. Raises ``ConfigurationError`` for settings errors. ``node_id`` gives
+    the app its own node id, so two apps of one process act as two nodes.
     """
     problems: list[conf.SettingsProblem] = []
     parsed = conf.parse_app(name, dict(settings or {}), problems=problems)
     errors = [p for p in problems if p.level == "error"]
     if errors:
         raise ConfigurationError("; ".join(f"{p.msg} {p.hint}" for p in errors))
-    return ClusterApp(parsed)
+    app = ClusterApp(parsed)
+    if node_id is not None:
+        app.node_id_override = node_id
+    return app
 
 
 @contextlib.contextmanager

@@ -1,0 +1,624 @@
+"""``app.pubsub_manager``: channels, handlers, skip-self, debounce, the listener."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Coroutine, Hashable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from django.db import close_old_connections
+
+from .. import conf
+from ..exceptions import ConfigurationError
+from ..names import validate_name
+from . import envelope, runtime
+from .backends.base import PubSubBackend
+
+if TYPE_CHECKING:
+    from ..registry import ClusterApp
+
+logger = logging.getLogger("mega_cluster.pubsub")
+
+#: Seconds to wait for the broker when connecting, subscribing or publishing.
+OPERATION_TIMEOUT = 15.0
+#: Channels starting with this prefix are internal (sync messages); users cannot
+#: write "~", so they never collide with a user channel.
+INTERNAL_PREFIX = "~"
+
+_STOP = object()
+_WAKE = object()
+_ids = itertools.count(1)
+
+Handler = Callable[[Any], Any]
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One handler on one channel (internal; ``raw`` handlers get the Envelope)."""
+
+    channel: str
+    handler: Handler
+    debounce: float = 0.0
+    debounce_key: Callable[[Any], Hashable] | None = None
+    on_gap: Callable[[], Any] | None = None
+    raw: bool = False
+    active: bool = True
+    id: int = field(default_factory=lambda: next(_ids))
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.handler)
+
+
+def _target(skip_self: bool, only_self: bool) -> str:
+    if only_self:
+        return envelope.TO_SELF
+    return envelope.TO_OTHERS if skip_self else envelope.TO_ALL
+
+
+def _load_backend(app: ClusterApp) -> PubSubBackend:
+    section = app.settings.pubsub.backend
+    assert section is not None
+    cls = section.load_class()
+    missing = conf.missing_modules(cls)
+    if missing:
+        module, extra = missing[0]
+        raise ConfigurationError(
+            f"MEGA_CLUSTER PUBSUB BACKEND {section.alias or section.path!r} needs "
+            f'the Python package {module!r}: pip install "mega-cluster[{extra}]".'
+        )
+    problems = cls.check_options(section.options)
+    if problems:
+        raise ConfigurationError(
+            f"MEGA_CLUSTER PUBSUB: {' '.join(problems)} Set it in PUBSUB OPTIONS."
+        )
+    return cls(app, section.options)
+
+
+class PubSubManager:
+    """Publish JSON messages to every node of the app and run local handlers.
+
+    One listener per process and backend: messages go from the backend into a
+    bounded buffer (``PUBSUB["BUFFER_SIZE"]``) and one dispatcher thread runs the
+    handlers in arrival order, so a publisher's messages on a channel are handled
+    in the order it sent them. A full buffer drops the newest message, counts it
+    in ``dropped``, logs it and tells every ``on_gap`` callback.
+
+    Pub/sub is async-native; the sync methods hand work to the process's pub/sub
+    event loop and never start a loop per call.
+    """
+
+    def __init__(self, app: ClusterApp) -> None:
+        self.app = app
+        self.backend = _load_backend(app)
+        self.backend.on_message = self._on_message
+        self.backend.on_gap = self._on_gap
+        self.max_bytes: int = app.settings["MESSAGE_MAX_BYTES"]
+        self.buffer_size: int = app.settings.pubsub["BUFFER_SIZE"]
+        #: messages dropped because the local buffer was full.
+        self.dropped = 0
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.buffer_size)
+        self._subs: dict[str, tuple[Subscription, ...]] = {}
+        self._wires: dict[str, str] = {}
+        self._seq: dict[str, itertools.count[int]] = {}
+        self._lock = threading.RLock()
+        self._send_lock = threading.Lock()
+        self._async_send_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._dispatcher: threading.Thread | None = None
+        self._pending: dict[tuple[int, Hashable], tuple[float, Subscription, Any]] = {}
+        self._gap_pending = False
+        self._stopping = False
+        self._started = False
+        self._node_id = app.node_id
+
+    def __repr__(self) -> str:
+        return f"<PubSubManager app={self.app.name!r} backend={self.backend!r}>"
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    # lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect and start the listener and dispatcher; idempotent.
+
+        Raises ``BackendUnavailable`` when the broker cannot be reached.
+        """
+        with self._lock:
+            if self._started:
+                return
+            loop = runtime.background_loop()
+            runtime.run_sync(loop, self.backend.connect(), OPERATION_TIMEOUT)
+            self._loop = loop
+            self._start_dispatcher()
+
+    async def astart(self) -> None:
+        """Like :meth:`start`; in the main thread the listener is a task of the
+        running loop (ASGI lifespan), elsewhere it uses the background loop."""
+        if self._started:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            await asyncio.to_thread(self.start)
+            return
+        with self._lock:
+            if self._started:
+                return
+            self._started = True  # claim before awaiting: one starter only
+        try:
+            await self.backend.connect()
+        except BaseException:
+            self._started = False
+            raise
+        self._loop = asyncio.get_running_loop()
+        self._start_dispatcher()
+
+    def _start_dispatcher(self) -> None:
+        self._node_id = self.app.node_id
+        self._stopping = False
+        self._dispatcher = threading.Thread(
+            target=self._dispatch_loop,
+            name=f"mega_cluster-pubsub-{self.app.name}",
+            daemon=True,
+        )
+        self._dispatcher.start()
+        self._started = True
+
+    def stop(self) -> None:
+        """Stop the listener, cancel pending debounces, close connections."""
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            self._stop_dispatcher()
+            loop, self._loop = self._loop, None
+            if loop is None or loop.is_closed():
+                return
+            if runtime.in_loop_thread(loop):
+                loop.create_task(self.backend.close())
+                return
+            try:
+                runtime.run_sync(loop, self.backend.close(), OPERATION_TIMEOUT)
+            except Exception:  # stopping must not fail
+                logger.exception("closing the pub/sub backend failed")
+
+    async def astop(self) -> None:
+        loop = self._loop
+        if loop is not None and runtime.in_loop_thread(loop):
+            with self._lock:
+                if not self._started:
+                    return
+                self._started = False
+                self._loop = None
+            await asyncio.to_thread(self._stop_dispatcher)
+            await self.backend.close()
+        else:
+            await asyncio.to_thread(self.stop)
+
+    def _stop_dispatcher(self) -> None:
+        self._stopping = True
+        self._wake()
+        thread, self._dispatcher = self._dispatcher, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10)
+        self._pending.clear()
+
+    def _ensure_started(self) -> asyncio.AbstractEventLoop:
+        if not self._started:
+            self.start()
+        assert self._loop is not None
+        return self._loop
+
+    async def _aensure_started(self) -> asyncio.AbstractEventLoop:
+        if not self._started:
+            await self.astart()
+        # another task is starting it (rare; a short poll is enough)
+        while self._loop is None and self._started:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        if self._loop is None:
+            raise RuntimeError("the pub/sub manager failed to start")
+        return self._loop
+
+    # subscribing -------------------------------------------------------------------
+
+    def _make(
+        self,
+        channel: str,
+        handler: Handler,
+        debounce: float,
+        debounce_key: Callable[[Any], Hashable] | None,
+        on_gap: Callable[[], Any] | None,
+    ) -> Subscription:
+        validate_name(channel)
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {handler!r}")
+        if isinstance(debounce, bool) or not isinstance(debounce, int | float):
+            raise TypeError(f"debounce must be a number of seconds, got {debounce!r}")
+        if debounce < 0:
+            raise ValueError(f"debounce must be >= 0 seconds, got {debounce!r}")
+        if debounce_key is not None and not callable(debounce_key):
+            raise TypeError(f"debounce_key must be callable, got {debounce_key!r}")
+        if on_gap is not None and not callable(on_gap):
+            raise TypeError(f"on_gap must be callable, got {on_gap!r}")
+        return Subscription(channel, handler, float(debounce), debounce_key, on_gap)
+
+    def _add(self, sub: Subscription) -> tuple[Subscription, bool]:
+        """Register locally; returns the live subscription and whether the channel
+        is new (needs a broker subscription)."""
+        with self._lock:
+            current = self._subs.get(sub.channel, ())
+            for existing in current:
+                if existing.handler == sub.handler:
+                    return existing, False
+            self._subs[sub.channel] = (*current, sub)
+            return sub, not current
+
+    def _wire(self, channel: str) -> str:
+        wire = self._wires.get(channel)
+        if wire is None:
+            wire = self._wires[channel] = self.backend.wire_channel(channel)
+        return wire
+
+    def subscribe(
+        self,
+        channel: str,
+        handler: Handler,
+        *,
+        debounce: float = 0,
+        debounce_key: Callable[[Any], Hashable] | None = None,
+        on_gap: Callable[[], Any] | None = None,
+    ) -> Callable[[], bool]:
+        """Run ``handler(payload)`` for every message on ``channel``.
+
+        The subscription is live at the broker when this returns. The same handler
+        subscribed twice is called once. ``debounce`` (seconds) delays calls to the
+        trailing edge: equal payloads (compared as canonical JSON, so key order does
+        not matter) arriving within ``debounce`` of each other become one call; with
+        ``debounce_key`` messages with the same key coalesce and the latest wins.
+        ``on_gap()`` is called when messages may have been lost (reconnect after
+        an outage, buffer overflow). Returns a callable that unsubscribes.
+        """
+        sub = self._make(channel, handler, debounce, debounce_key, on_gap)
+        return self._subscribe_sync(sub)
+
+    def _subscribe_sync(self, sub: Subscription) -> Callable[[], bool]:
+        loop = self._ensure_started()
+        sub, new = self._add(sub)
+        if new:
+            try:
+                runtime.run_sync(
+                    loop,
+                    self.backend.subscribe(self._wire(sub.channel)),
+                    OPERATION_TIMEOUT,
+                )
+            except BaseException:
+                self._remove_local(sub)
+                raise
+        return partial(self._unsubscribe_sub, sub)
+
+    async def asubscribe(
+        self,
+        channel: str,
+        handler: Handler,
+        *,
+        debounce: float = 0,
+        debounce_key: Callable[[Any], Hashable] | None = None,
+        on_gap: Callable[[], Any] | None = None,
+    ) -> Callable[[], bool]:
+        """Async twin of :meth:`subscribe`."""
+        sub = self._make(channel, handler, debounce, debounce_key, on_gap)
+        return await self._subscribe_async(sub)
+
+    async def _subscribe_async(self, sub: Subscription) -> Callable[[], bool]:
+        loop = await self._aensure_started()
+        sub, new = self._add(sub)
+        if new:
+            try:
+                await runtime.run_async(
+                    loop, self.backend.subscribe(self._wire(sub.channel))
+                )
+            except BaseException:
+                self._remove_local(sub)
+                raise
+        return partial(self._unsubscribe_sub, sub)
+
+    def _remove_local(self, sub: Subscription) -> bool:
+        """Forget ``sub``; True when it was the channel's last subscription."""
+        with self._lock:
+            current = self._subs.get(sub.channel, ())
+            if sub not in current:
+                return False
+            sub.active = False
+            rest = tuple(s for s in current if s is not sub)
+            if rest:
+                self._subs[sub.channel] = rest
+                return False
+            del self._subs[sub.channel]
+            return True
+
+    def _unsubscribe_sub(self, sub: Subscription) -> bool:
+        was_active = sub.active
+        if self._remove_local(sub):
+            self._backend_unsubscribe(sub.channel)
+        return was_active
+
+    def _backend_unsubscribe(self, channel: str) -> None:
+        loop = self._loop
+        if loop is None or not self._started:
+            return
+        coro = self.backend.unsubscribe(self._wire(channel))
+        if runtime.in_loop_thread(loop):
+            loop.create_task(coro)
+            return
+        try:
+            runtime.run_sync(loop, coro, OPERATION_TIMEOUT)
+        except Exception:  # locally unsubscribed already
+            logger.warning("broker unsubscribe of %s failed", channel, exc_info=True)
+
+    def _find(self, channel: str, handler: Handler) -> Subscription | None:
+        for sub in self._subs.get(channel, ()):
+            if sub.handler == handler:
+                return sub
+        return None
+
+    def unsubscribe(self, channel: str, handler: Handler) -> bool:
+        """Remove ``handler`` from ``channel``; False when it was not subscribed."""
+        validate_name(channel)
+        return self._unsubscribe_internal(channel, handler)
+
+    def _unsubscribe_internal(self, channel: str, handler: Handler) -> bool:
+        sub = self._find(channel, handler)
+        return False if sub is None else self._unsubscribe_sub(sub)
+
+    async def aunsubscribe(self, channel: str, handler: Handler) -> bool:
+        """Async twin of :meth:`unsubscribe`."""
+        validate_name(channel)
+        sub = self._find(channel, handler)
+        if sub is None:
+            return False
+        if self._remove_local(sub) and self._loop is not None and self._started:
+            await runtime.run_async(
+                self._loop, self.backend.unsubscribe(self._wire(channel))
+            )
+        return True
+
+    def subscriptions(self) -> dict[str, int]:
+        """Channel -> number of local handlers (internal channels included)."""
+        return {channel: len(subs) for channel, subs in self._subs.items()}
+
+    # publishing --------------------------------------------------------------------
+
+    def publish(
+        self,
+        channel: str,
+        message: Any,
+        *,
+        skip_self: bool = True,
+        only_self: bool = False,
+    ) -> None:
+        """Send ``message`` (JSON) to the handlers of ``channel`` on every node.
+
+        ``skip_self`` (default) leaves out this node's handlers; ``only_self``
+        reaches only them and wins over ``skip_self``. Raises ``InvalidName`` for a
+        bad channel, ``MessageEncodeError`` for a payload that is not JSON or too
+        big (nothing sent) and ``BackendUnavailable`` when the broker cannot take
+        the message. Delivery is at most once (docs/delivery-semantics.md).
+        """
+        validate_name(channel)
+        payload = envelope.encode_payload(message, self.max_bytes)
+        self._send(channel, payload, _target(skip_self, only_self))
+
+    def _next_seq(self, channel: str) -> int:
+        counter = self._seq.get(channel)
+        if counter is None:
+            counter = self._seq.setdefault(channel, itertools.count(1))
+        return next(counter)
+
+    def _build(self, channel: str, payload_json: str, to: str) -> bytes:
+        return envelope.build(
+            app=self.app.name,
+            node=self._node_id,
+            channel=channel,
+            seq=self._next_seq(channel),
+            to=to,
+            payload_json=payload_json,
+        )
+
+    def _send(self, channel: str, payload_json: str, to: str) -> None:
+        loop = self._ensure_started()
+        wire = self._wire(channel)
+        backend = self.backend
+        # seq numbering and hand-over under one lock: the wire order is the seq order
+        with self._send_lock:
+            data = self._build(channel, payload_json, to)
+            if backend.has_sync_publish:
+                backend.publish_sync(wire, data)
+            else:
+                runtime.run_sync(loop, backend.publish(wire, data), OPERATION_TIMEOUT)
+
+    async def apublish(
+        self,
+        channel: str,
+        message: Any,
+        *,
+        skip_self: bool = True,
+        only_self: bool = False,
+    ) -> None:
+        """Async twin of :meth:`publish`."""
+        validate_name(channel)
+        payload = envelope.encode_payload(message, self.max_bytes)
+        await self._asend(channel, payload, _target(skip_self, only_self))
+
+    async def _asend(self, channel: str, payload_json: str, to: str) -> None:
+        loop = await self._aensure_started()
+        await runtime.run_async(loop, self._asend_on_loop(channel, payload_json, to))
+
+    async def _asend_on_loop(self, channel: str, payload_json: str, to: str) -> None:
+        if self._async_send_lock is None:
+            self._async_send_lock = asyncio.Lock()
+        wire = self._wire(channel)
+        async with self._async_send_lock:
+            await self.backend.publish(wire, self._build(channel, payload_json, to))
+
+    # receiving (loop side) -----------------------------------------------------------
+
+    def _on_message(self, wire: str, data: bytes) -> None:
+        try:
+            self._queue.put_nowait(data)
+        except queue.Full:
+            self.dropped += 1
+            self._gap_pending = True
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                logger.warning(
+                    "pub/sub buffer of app %s on node %s is full (%d messages): "
+                    "%d message(s) dropped so far; raise PUBSUB BUFFER_SIZE or make "
+                    "handlers faster",
+                    self.app.name,
+                    self._node_id,
+                    self.buffer_size,
+                    self.dropped,
+                )
+
+    def _on_gap(self) -> None:
+        self._gap_pending = True
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._queue.put_nowait(_WAKE)
+        except queue.Full:
+            pass  # the dispatcher is busy and will look at the flags anyway
+
+    # dispatching (dispatcher thread) -------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        get = self._queue.get
+        while not self._stopping:
+            timeout = self._next_deadline()
+            try:
+                item = get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if self._stopping:
+                break
+            if item is not None and item is not _WAKE:
+                self._dispatch(item)
+            if self._pending:
+                self._fire_due()
+            if self._gap_pending:
+                self._gap_pending = False
+                self._fire_gaps()
+        self._pending.clear()
+
+    def _dispatch(self, data: bytes) -> None:
+        try:
+            env = envelope.decode(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("ignoring a malformed pub/sub message: %s", exc)
+            return
+        if env.app != self.app.name:
+            return
+        if env.to == envelope.TO_OTHERS and env.node == self._node_id:
+            return
+        if env.to == envelope.TO_SELF and env.node != self._node_id:
+            return
+        for sub in self._subs.get(env.channel, ()):
+            if sub.debounce > 0:
+                self._debounce(sub, env)
+            else:
+                self._call(sub, env)
+
+    def _debounce(self, sub: Subscription, env: envelope.Envelope) -> None:
+        key: Hashable
+        if sub.debounce_key is not None:
+            try:
+                key = sub.debounce_key(env.payload)
+                hash(key)
+            except Exception:
+                logger.exception(
+                    "debounce_key failed on channel %s (message %s); calling the "
+                    "handler without debounce",
+                    env.channel,
+                    env.id,
+                )
+                self._call(sub, env)
+                return
+        else:
+            key = json.dumps(env.payload, sort_keys=True, separators=(",", ":"))
+        # trailing edge: every new message moves the deadline and replaces the payload
+        self._pending[(sub.id, key)] = (time.monotonic() + sub.debounce, sub, env)
+
+    def _next_deadline(self) -> float | None:
+        if not self._pending:
+            return None
+        first = min(deadline for deadline, _, _ in self._pending.values())
+        return max(0.0, first - time.monotonic())
+
+    def _fire_due(self) -> None:
+        now = time.monotonic()
+        due = sorted(
+            (item for item in self._pending.items() if item[1][0] <= now),
+            key=lambda item: item[1][0],
+        )
+        for key, (_, sub, env) in due:
+            del self._pending[key]
+            if sub.active:
+                self._call(sub, env)
+
+    def _call(self, sub: Subscription, env: envelope.Envelope) -> None:
+        arg = env if sub.raw else env.payload
+        close_old_connections()
+        try:
+            result = sub.handler(arg)
+            if inspect.isawaitable(result):
+                self._await(result)
+        except Exception:
+            logger.exception(
+                "pub/sub handler %r failed on channel %s (node %s, message %s from "
+                "node %s)",
+                sub.handler,
+                env.channel,
+                self._node_id,
+                env.id,
+                env.node,
+            )
+        finally:
+            close_old_connections()
+
+    def _await(self, awaitable: Any) -> Any:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            raise RuntimeError("the pub/sub loop is gone; async handler not run")
+
+        async def run() -> Any:
+            return await awaitable
+
+        coro: Coroutine[Any, Any, Any] = run()
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    def _fire_gaps(self) -> None:
+        for subs in list(self._subs.values()):
+            for sub in subs:
+                if sub.on_gap is None or not sub.active:
+                    continue
+                try:
+                    result = sub.on_gap()
+                    if inspect.isawaitable(result):
+                        self._await(result)
+                except Exception:
+                    logger.exception(
+                        "on_gap callback %r of channel %s failed (node %s)",
+                        sub.on_gap,
+                        sub.channel,
+                        self._node_id,
+                    )
