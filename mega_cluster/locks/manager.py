@@ -1,0 +1,389 @@
+"""``app.lock_manager``: distributed locks with fencing, renewal and FIFO waiters."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from asgiref.sync import sync_to_async
+
+from .. import conf
+from ..exceptions import (
+    BackendUnavailable,
+    ConfigurationError,
+    InvalidLockKey,
+    LockLost,
+    LockTimeout,
+)
+from .backends.base import LockBackend, LockInfo
+from .handle import Lock
+
+if TYPE_CHECKING:
+    from ..registry import ClusterApp
+
+logger = logging.getLogger("mega_cluster.locks")
+
+T = TypeVar("T")
+
+#: Longest key accepted, in UTF-8 bytes.
+MAX_KEY_BYTES = 512
+
+
+def _in_thread(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    # Waiting for a lock can take `wait` seconds: never on Django's single
+    # thread-sensitive executor, where it would queue every other sync call.
+    return sync_to_async(fn, thread_sensitive=False)
+
+
+class LockManager:
+    """The distributed locks of one cluster app (``app.lock_manager``).
+
+    Keys are what the caller writes (any non-empty string of at most 512 UTF-8
+    bytes); the app name is added on the wire, so two cluster apps never exclude
+    each other with the same key. ``ttl`` and ``wait`` are seconds and default to
+    ``MEGA_CLUSTER[...]["LOCKS"]["TTL"]`` (30) and ``["WAIT"]`` (10).
+
+    Locks are not reentrant: acquiring a key the same caller already holds waits
+    for it like anyone else. Every method has an ``a``-prefixed async twin.
+    """
+
+    def __init__(self, app: ClusterApp) -> None:
+        self.app = app
+        section = app.settings.locks
+        backend = section.backend
+        if backend is None:  # pragma: no cover - LOCKS always has a backend
+            raise ConfigurationError("MEGA_CLUSTER LOCKS has no BACKEND.")
+        cls = backend.load_class()
+        if not (isinstance(cls, type) and issubclass(cls, LockBackend)):
+            raise ConfigurationError(
+                f"MEGA_CLUSTER LOCKS BACKEND {backend.path!r} is not a lock backend "
+                "(a subclass of mega_cluster.locks.backends.base.LockBackend)."
+            )
+        for module, extra in conf.missing_modules(cls):
+            raise ConfigurationError(
+                f"MEGA_CLUSTER LOCKS BACKEND {backend.alias or backend.path!r} needs "
+                f'the Python package {module!r}: pip install "mega-cluster[{extra}]".'
+            )
+        problems = cls.check_options(backend.options)
+        if problems:
+            raise ConfigurationError(
+                f"MEGA_CLUSTER app {app.name!r} LOCKS: {' '.join(problems)}"
+            )
+        self.backend: LockBackend = cls(app, backend.options)
+        self.backend_name = backend.alias or backend.path
+        self.default_ttl: float = section["TTL"]
+        self.default_wait: float = section["WAIT"]
+        self._held: weakref.WeakSet[Lock] = weakref.WeakSet()
+        self._stats_lock = threading.Lock()
+        self._counters = dict.fromkeys(
+            ("acquired", "released", "timeouts", "lost", "extended", "contended"), 0
+        )
+        self._wait_total = 0.0
+        self._wait_max = 0.0
+
+    def __repr__(self) -> str:
+        return f"<LockManager app={self.app.name!r} backend={self.backend_name!r}>"
+
+    # validation ----------------------------------------------------------------------
+
+    @staticmethod
+    def _key(key: object) -> str:
+        if not isinstance(key, str):
+            raise InvalidLockKey(
+                f"A lock key must be a string, got {type(key).__name__}: {key!r:.60}."
+            )
+        if not key:
+            raise InvalidLockKey("A lock key must not be empty.")
+        if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+            raise InvalidLockKey(
+                f"Lock key {key[:40]!r}… is {len(key.encode('utf-8'))} bytes in UTF-8; "
+                f"the limit is {MAX_KEY_BYTES}. Use a shorter key (hash long parts)."
+            )
+        return key
+
+    def _ttl(self, ttl: object) -> float:
+        if ttl is None:
+            return self.default_ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}.")
+        return float(ttl)
+
+    def _wait(self, wait: object) -> float:
+        if wait is None:
+            return self.default_wait
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
+            raise ValueError(
+                f"wait must be a number of seconds >= 0, got {wait!r} "
+                "(0 makes one attempt)."
+            )
+        return float(wait)
+
+    # bookkeeping ---------------------------------------------------------------------
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self._counters[name] += n
+
+    def _forget(self, lock: Lock) -> None:
+        self._held.discard(lock)
+        self._count("released")
+
+    def _take(
+        self, key: object, ttl: object, wait: float, auto_extend: bool
+    ) -> Lock | None:
+        key = self._key(key)
+        ttl = self._ttl(ttl)
+        token = secrets.token_hex(16)
+        started = time.monotonic()
+        fence = self.backend.acquire(key, token, ttl, wait, self.app.node_id)
+        waited = time.monotonic() - started
+        with self._stats_lock:
+            self._wait_total += waited
+            self._wait_max = max(self._wait_max, waited)
+            if fence is None:
+                self._counters["timeouts" if wait > 0 else "contended"] += 1
+                return None
+            self._counters["acquired"] += 1
+        lock = Lock(self, key, token, fence, ttl, auto_extend=auto_extend)
+        self._held.add(lock)
+        return lock
+
+    # sync API ------------------------------------------------------------------------
+
+    def acquire(
+        self,
+        key: str,
+        ttl: float | None = None,
+        *,
+        wait: float | None = None,
+        auto_extend: bool = False,
+    ) -> Lock:
+        """Take ``key``, waiting up to ``wait`` seconds in FIFO order.
+
+        The lease ends after ``ttl`` seconds unless extended; ``auto_extend=True``
+        lets the watchdog renew it at ``ttl / 3`` until ``release()``. Raises
+        ``LockTimeout`` when the key is still held after ``wait``,
+        ``BackendUnavailable`` when the server cannot be reached, ``InvalidLockKey``
+        for a bad key.
+        """
+        wait_s = self._wait(wait)
+        lock = self._take(key, ttl, wait_s, auto_extend)
+        if lock is None:
+            raise LockTimeout(
+                f"Lock {key!r} of app {self.app.name!r} is still held after waiting "
+                f"{wait_s:g}s; pass a larger wait= or check list_locks() for the "
+                "holder."
+            )
+        return lock
+
+    def try_acquire(
+        self, key: str, ttl: float | None = None, *, auto_extend: bool = False
+    ) -> Lock | None:
+        """Take ``key`` if it is free and nobody waits for it, else return None."""
+        return self._take(key, ttl, 0.0, auto_extend)
+
+    def run_exclusive(
+        self,
+        key: str,
+        fn: Callable[[], T],
+        ttl: float | None = None,
+        *,
+        wait: float | None = None,
+    ) -> T:
+        """Run ``fn()`` holding ``key`` (renewed by the watchdog) and return its result.
+
+        Raises ``LockTimeout`` (``fn`` not run) when the key stays held for
+        ``wait`` seconds, and ``LockLost`` after ``fn`` returns when the lease was
+        lost while it ran, so the section was not protected. Never skips ``fn``
+        silently.
+        """
+        lock = self.acquire(key, ttl, wait=wait, auto_extend=True)
+        try:
+            result = fn()
+        finally:
+            self._release_quietly(lock)
+        if lock.lost:
+            raise LockLost(self._lost_message(lock))
+        return result
+
+    def lock(
+        self, key: str, ttl: float | None = None, *, wait: float | None = None
+    ) -> LockContext:
+        """``with`` / ``async with`` block holding ``key``; yields the ``Lock``.
+
+        Same semantics as :meth:`run_exclusive`: renewed while the block runs,
+        ``LockTimeout`` on entry, ``LockLost`` on a normal exit when the lease was
+        lost.
+        """
+        return LockContext(self, key, ttl, wait)
+
+    def force_release(self, key: str) -> bool:
+        """Free ``key`` whoever holds it (operators, admin); True if it was held.
+
+        The holder's next renewal or release finds its lease gone and marks its
+        lock ``lost``.
+        """
+        released = self.backend.force_release(self._key(key))
+        if released:
+            logger.warning(
+                "lock %r of app %s force-released from node %s",
+                key,
+                self.app.name,
+                self.app.node_id,
+            )
+        return released
+
+    def list_locks(self) -> list[LockInfo]:
+        """The app's held locks: ``key``, ``holder`` (node id), ``fence``,
+        ``acquired_at``, ``expires_at`` (aware datetimes) and ``waiters``."""
+        return self.backend.list_locks()
+
+    def stats(self) -> dict[str, Any]:
+        """This process's counters for the app's locks (plus ``held`` right now)."""
+        with self._stats_lock:
+            return {
+                "backend": self.backend_name,
+                "held": sum(1 for lock in list(self._held) if not lock.released),
+                **self._counters,
+                "wait_seconds_total": round(self._wait_total, 6),
+                "wait_seconds_max": round(self._wait_max, 6),
+            }
+
+    def _release_quietly(self, lock: Lock) -> None:
+        try:
+            lock.release()
+        except BackendUnavailable as exc:
+            # The section is over; the lease ends at its TTL.
+            logger.warning(
+                "releasing lock %r of app %s failed (%s); it frees itself in %gs",
+                lock.key,
+                self.app.name,
+                exc,
+                lock.ttl,
+            )
+
+    def _lost_message(self, lock: Lock) -> str:
+        return (
+            f"Lock {lock.key!r} of app {self.app.name!r} (fence {lock.fence}) was "
+            "lost while the section ran, so it was not protected; raise the ttl or "
+            "check the lock backend's health."
+        )
+
+    # async twins -----------------------------------------------------------------------
+
+    async def aacquire(
+        self,
+        key: str,
+        ttl: float | None = None,
+        *,
+        wait: float | None = None,
+        auto_extend: bool = False,
+    ) -> Lock:
+        return await _in_thread(self.acquire)(
+            key, ttl, wait=wait, auto_extend=auto_extend
+        )
+
+    async def atry_acquire(
+        self, key: str, ttl: float | None = None, *, auto_extend: bool = False
+    ) -> Lock | None:
+        return await _in_thread(self.try_acquire)(key, ttl, auto_extend=auto_extend)
+
+    async def arun_exclusive(
+        self,
+        key: str,
+        fn: Callable[[], Any],
+        ttl: float | None = None,
+        *,
+        wait: float | None = None,
+    ) -> Any:
+        """Like :meth:`run_exclusive`; ``fn`` may be an ``async def`` (awaited)."""
+        lock = await self.aacquire(key, ttl, wait=wait, auto_extend=True)
+        try:
+            result = fn()
+            if inspect.isawaitable(result):
+                result = await result
+        finally:
+            await _in_thread(self._release_quietly)(lock)
+        if lock.lost:
+            raise LockLost(self._lost_message(lock))
+        return result
+
+    async def aforce_release(self, key: str) -> bool:
+        return await _in_thread(self.force_release)(key)
+
+    async def alist_locks(self) -> list[LockInfo]:
+        return await _in_thread(self.list_locks)()
+
+    async def astats(self) -> dict[str, Any]:
+        return self.stats()
+
+    # lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.backend.start()
+
+    def stop(self) -> None:
+        """Release the locks this manager still holds (best effort), then stop."""
+        for lock in list(self._held):
+            if not lock.released:
+                try:
+                    lock.release()
+                except Exception:
+                    logger.warning("could not release lock %r at stop", lock.key)
+        self.backend.stop()
+
+
+class LockContext:
+    """What :meth:`LockManager.lock` returns: a sync and async context manager."""
+
+    def __init__(
+        self, manager: LockManager, key: str, ttl: float | None, wait: float | None
+    ) -> None:
+        self.manager = manager
+        self.key, self.ttl, self.wait = key, ttl, wait
+        self.lock: Lock | None = None
+
+    def __enter__(self) -> Lock:
+        self.lock = self.manager.acquire(
+            self.key, self.ttl, wait=self.wait, auto_extend=True
+        )
+        return self.lock
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lock, self.lock = self.lock, None
+        if lock is None:
+            return
+        self.manager._release_quietly(lock)
+        if exc_type is None and lock.lost:
+            raise LockLost(self.manager._lost_message(lock))
+
+    async def __aenter__(self) -> Lock:
+        self.lock = await self.manager.aacquire(
+            self.key, self.ttl, wait=self.wait, auto_extend=True
+        )
+        return self.lock
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lock, self.lock = self.lock, None
+        if lock is None:
+            return
+        await _in_thread(self.manager._release_quietly)(lock)
+        if exc_type is None and lock.lost:
+            raise LockLost(self.manager._lost_message(lock))

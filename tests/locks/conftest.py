@@ -1,0 +1,75 @@
+"""One lock manager fixture per backend; the contract suite runs on each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from mega_cluster.locks import LockManager
+from mega_cluster.testing import make_app
+
+BACKENDS = [
+    pytest.param("local", id="local"),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param(
+        "database-sqlite",
+        id="database-sqlite",
+        marks=pytest.mark.django_db(transaction=True),
+    ),
+    pytest.param(
+        "database-postgres",
+        id="database-postgres",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
+        ],
+    ),
+]
+
+
+def locks_settings(kind: str) -> dict[str, Any]:
+    """The ``LOCKS`` section of a cluster app for one backend of the suite."""
+    if kind == "local":
+        return {"BACKEND": "local"}
+    if kind == "redis":
+        return {"BACKEND": "redis", "OPTIONS": {"URL": settings.REDIS_URL}}
+    alias = "postgres" if kind == "database-postgres" else "default"
+    return {"BACKEND": "database", "OPTIONS": {"DATABASE": alias}}
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_manager(
+    backend_kind: str, unique_name: str
+) -> Iterator[Callable[..., LockManager]]:
+    """Build lock managers of one backend; same ``name`` = same namespace (a node)."""
+    apps = []
+
+    def build(name: str | None = None, **locks: Any) -> LockManager:
+        app = make_app(
+            name or unique_name, {"LOCKS": {**locks_settings(backend_kind), **locks}}
+        )
+        apps.append(app)
+        return app.lock_manager
+
+    yield build
+    for app in apps:
+        app.stop()
+
+
+@pytest.fixture
+def manager(make_manager: Callable[..., LockManager]) -> LockManager:
+    return make_manager()
+
+
+@pytest.fixture
+def other(make_manager: Callable[..., LockManager]) -> LockManager:
+    """A second manager of the same app: another node as far as locks go."""
+    return make_manager()
