@@ -1,0 +1,179 @@
+"""The contract of an event-queue backend.
+
+:class:`~mega_cluster.events.EventQueue` does everything backends share — payload
+encoding, channel validation, deferral to ``transaction.on_commit``, the consumer
+loop with its slots, timeouts, retries with backoff and dead-lettering. A backend
+only stores events and hands them out. A backend is bound to one cluster app and
+adds the app namespace itself; every ``channel`` argument is the name as published.
+
+Pull backends (``memory``, ``database``) implement :meth:`EventBackend.claim`; the
+consumer claims as many events as it has free slots. Times are Unix timestamps
+(``time.time()``) and durations are seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from ...backends import Backend
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewEvent:
+    """An event being published (payload already JSON-encoded and size-checked)."""
+
+    id: str
+    channel: str
+    payload: str
+    max_retries: int
+    timeout: float | None
+    available_at: float
+    dedupe_key: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimedEvent:
+    """An event handed to this node for one attempt (``attempt`` is 1-based)."""
+
+    id: str
+    channel: str
+    payload: str
+    attempt: int
+    max_retries: int
+    timeout: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter:
+    """An event that failed every attempt, as listed by ``dead_letters()``."""
+
+    id: str
+    channel: str
+    payload: Any
+    attempts: int
+    error: str
+    failed_at: datetime | None
+
+
+#: The counters ``stats()`` returns per channel.
+STAT_KEYS = ("pending", "running", "succeeded", "failed", "dead")
+
+
+class EventBackend(Backend):
+    """Stores events of one cluster app and hands them to consumers.
+
+    Capability flags:
+
+    ``blocking``
+        True when calls do network or database I/O; the consumer then calls them
+        from its I/O threads instead of its event loop.
+    ``notifies``
+        True when :meth:`add_waker` callbacks fire for events published by any
+        process; otherwise the consumer also polls every ``POLL_INTERVAL``.
+    ``leases``
+        True when a claimed event whose worker dies is handed out again once its
+        lease lapses (durable backends); the consumer then renews leases.
+    """
+
+    blocking: ClassVar[bool] = True
+    notifies: ClassVar[bool] = False
+    leases: ClassVar[bool] = True
+
+    def __init__(self, app: Any, options: Any) -> None:
+        super().__init__(app, options)
+        self._wakers: list[Callable[[str | None], None]] = []
+
+    # wake-ups -------------------------------------------------------------------
+
+    def add_waker(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(channel)`` when an event may have become claimable.
+
+        ``channel`` is ``None`` when the backend does not know which channel.
+        Callbacks must be cheap and thread-safe; they are called from any thread.
+        """
+        self._wakers.append(callback)
+
+    def remove_waker(self, callback: Callable[[str | None], None]) -> None:
+        if callback in self._wakers:
+            self._wakers.remove(callback)
+
+    def wake(self, channel: str | None) -> None:
+        for callback in list(self._wakers):
+            callback(channel)
+
+    def transaction_alias(self) -> str:
+        """The database alias whose ``atomic()`` block defers a publish to commit."""
+        return "default"
+
+    # publishing -----------------------------------------------------------------
+
+    def enqueue(self, event: NewEvent) -> str:
+        """Store ``event`` and return its id.
+
+        With ``event.dedupe_key`` set and an event with that key and channel still
+        waiting for its first attempt, nothing is stored and that event's id is
+        returned.
+        """
+        raise NotImplementedError
+
+    # consuming ------------------------------------------------------------------
+
+    def claim(self, channel: str, limit: int, *, lease: float) -> list[ClaimedEvent]:
+        """Take up to ``limit`` events that are due, oldest first.
+
+        Each taken event's attempt counter is incremented (so an attempt whose
+        worker died counts) and it is leased to this node for ``lease`` seconds.
+        Events whose lease lapsed are claimable again. Never returns an event to two
+        consumers at once.
+        """
+        raise NotImplementedError
+
+    def next_due(self, channel: str) -> float | None:
+        """When the next pending or leased event of ``channel`` may become claimable."""
+        raise NotImplementedError
+
+    def renew(self, events: list[ClaimedEvent], *, lease: float) -> None:
+        """Extend the lease of events this node is still running."""
+
+    def complete(self, event: ClaimedEvent) -> None:
+        """Mark the attempt successful; ignored when this node lost the lease."""
+        raise NotImplementedError
+
+    def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
+        """Record a failed attempt; the event becomes claimable at ``available_at``."""
+        raise NotImplementedError
+
+    def bury(self, event: ClaimedEvent, error: str) -> None:
+        """Record a failed last attempt: the event becomes a dead letter."""
+        raise NotImplementedError
+
+    def release(self, event: ClaimedEvent) -> None:
+        """Give an unfinished event back without counting the attempt (shutdown)."""
+        raise NotImplementedError
+
+    # operations -------------------------------------------------------------------
+
+    def stats(self, channel: str | None = None) -> dict[str, dict[str, int]]:
+        """``{channel: {"pending", "running", "succeeded", "failed", "dead"}}``.
+
+        ``failed`` counts failed attempts (retried or dead-lettered).
+        """
+        raise NotImplementedError
+
+    def dead_letters(self, channel: str | None, limit: int) -> list[DeadLetter]:
+        """Dead letters, newest first (payloads decoded)."""
+        raise NotImplementedError
+
+    def retry_dead(self, event_id: str) -> None:
+        """Make a dead letter pending again with a fresh attempt budget.
+
+        Raises ``EventNotFound`` when no dead letter has that id.
+        """
+        raise NotImplementedError
+
+    def discard_dead(self, event_id: str) -> None:
+        """Delete a dead letter; raises ``EventNotFound`` when there is none."""
+        raise NotImplementedError

@@ -1,0 +1,304 @@
+"""Event queue in a Django model table (the embedded default).
+
+Workers claim with one ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)
+RETURNING`` on PostgreSQL, so concurrent workers never wait for each other's rows;
+SQLite runs the same statement without the locking clause (it serialises writers,
+so a claim is atomic). Each claimed event is leased to its worker; a running
+event whose lease lapsed (its worker died) is claimable again and the attempt
+counter keeps counting. On PostgreSQL every publish sends ``NOTIFY`` in the same
+statement and every started node ``LISTEN``s, so consumers wake at once; other
+databases rely on ``POLL_INTERVAL`` across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, connections
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from ...exceptions import EventNotFound
+from .base import STAT_KEYS, ClaimedEvent, DeadLetter, EventBackend, NewEvent
+
+logger = logging.getLogger("mega_cluster.events.database")
+
+_COLUMNS = "id, channel, payload, attempts, max_retries, timeout"
+
+
+def _model():
+    from ...models import QueuedEvent
+
+    return QueuedEvent
+
+
+class DatabaseEventBackend(EventBackend):
+    leases: ClassVar[bool] = True
+
+    def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
+        super().__init__(app, options)
+        self.alias: str = self.options.get("DATABASE", "default")
+        self.table = connections[self.alias].ops.quote_name(_model()._meta.db_table)
+        self.vendor = connections[self.alias].vendor
+        self.notifies = self.vendor == "postgresql"  # type: ignore[misc]
+        self.pg_channel = f"mc_events_{app.name}"
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        alias = options.get("DATABASE", "default")
+        if alias not in settings.DATABASES:
+            return [
+                f"OPTIONS['DATABASE'] is {alias!r}, which is not a DATABASES alias "
+                f"(have {', '.join(settings.DATABASES) or 'none'})."
+            ]
+        return []
+
+    def transaction_alias(self) -> str:
+        return self.alias
+
+    def _objects(self):
+        return _model().objects.using(self.alias).filter(app_name=self.app.name)
+
+    def _execute(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        connection = connections[self.alias]
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall() if cursor.description else []
+        except DatabaseError:
+            # A broken connection stays broken in a long-lived thread: drop it so
+            # the next call reconnects.
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()
+            raise
+
+    # publishing -------------------------------------------------------------------
+
+    def enqueue(self, event: NewEvent) -> str:
+        connection = connections[self.alias]
+        created = connection.ops.adapt_datetimefield_value(timezone.now())
+        insert = (
+            f"INSERT INTO {self.table} (id, app_name, channel, payload, status, "
+            "attempts, failures, max_retries, timeout, dedupe_key, available_at, "
+            "claimed_by, last_error, created_at) VALUES "
+            "(%s, %s, %s, %s, 'pending', 0, 0, %s, %s, %s, %s, '', '', %s)"
+        )
+        params = [
+            event.id,
+            self.app.name,
+            event.channel,
+            event.payload,
+            event.max_retries,
+            event.timeout,
+            event.dedupe_key,
+            event.available_at,
+            created,
+        ]
+        if self.vendor == "postgresql":
+            insert = (
+                f"WITH ins AS ({insert} RETURNING id) SELECT pg_notify(%s, %s) FROM ins"
+            )
+            params += [self.pg_channel, event.channel]
+        try:
+            self._execute(insert, params)
+        except IntegrityError:
+            if event.dedupe_key is None:
+                raise
+            existing = (
+                self._objects()
+                .filter(channel=event.channel, dedupe_key=event.dedupe_key)
+                .values_list("id", flat=True)
+                .first()
+            )
+            if existing is None:  # claimed in between: the key is free again
+                return self.enqueue(event)
+            return existing
+        self.wake(event.channel)
+        return event.id
+
+    def _notify(self, channel: str) -> None:
+        if self.vendor == "postgresql":
+            self._execute("SELECT pg_notify(%s, %s)", [self.pg_channel, channel])
+        self.wake(channel)
+
+    # consuming ------------------------------------------------------------------
+
+    def claim(self, channel: str, limit: int, *, lease: float) -> list[ClaimedEvent]:
+        now = time.time()
+        lock = " FOR UPDATE SKIP LOCKED" if self.vendor == "postgresql" else ""
+        rows = self._execute(
+            f"UPDATE {self.table} SET status = 'running', attempts = attempts + 1, "
+            "dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s "
+            f"WHERE id IN (SELECT id FROM {self.table} "
+            "WHERE app_name = %s AND channel = %s AND ("
+            "(status = 'pending' AND available_at <= %s) OR "
+            "(status = 'running' AND lease_expires_at < %s)) "
+            f"ORDER BY available_at LIMIT %s{lock}) RETURNING {_COLUMNS}",
+            [now + lease, self.app.node_id, self.app.name, channel, now, now, limit],
+        )
+        return [
+            ClaimedEvent(
+                id=row[0],
+                channel=row[1],
+                payload=row[2],
+                attempt=row[3],
+                max_retries=row[4],
+                timeout=row[5],
+            )
+            for row in rows
+        ]
+
+    def next_due(self, channel: str) -> float | None:
+        rows = self._execute(
+            "SELECT MIN(CASE WHEN status = 'pending' THEN available_at "
+            f"ELSE lease_expires_at END) FROM {self.table} "
+            "WHERE app_name = %s AND channel = %s AND status IN ('pending', 'running')",
+            [self.app.name, channel],
+        )
+        return rows[0][0] if rows else None
+
+    def _guard(self) -> str:
+        return "WHERE id = %s AND status = 'running' AND attempts = %s"
+
+    def renew(self, events: list[ClaimedEvent], *, lease: float) -> None:
+        for event in events:
+            self._execute(
+                f"UPDATE {self.table} SET lease_expires_at = %s {self._guard()}",
+                [time.time() + lease, event.id, event.attempt],
+            )
+
+    def complete(self, event: ClaimedEvent) -> None:
+        self._execute(
+            f"UPDATE {self.table} SET status = 'succeeded', finished_at = %s, "
+            f"lease_expires_at = NULL {self._guard()}",
+            [time.time(), event.id, event.attempt],
+        )
+
+    def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
+        self._execute(
+            f"UPDATE {self.table} SET status = 'pending', available_at = %s, "
+            "failures = failures + 1, last_error = %s, lease_expires_at = NULL, "
+            f"claimed_by = '' {self._guard()}",
+            [available_at, error[:10_000], event.id, event.attempt],
+        )
+        self.wake(event.channel)
+
+    def bury(self, event: ClaimedEvent, error: str) -> None:
+        self._execute(
+            f"UPDATE {self.table} SET status = 'dead', finished_at = %s, "
+            "failures = failures + 1, last_error = %s, lease_expires_at = NULL "
+            f"{self._guard()}",
+            [time.time(), error[:10_000], event.id, event.attempt],
+        )
+
+    def release(self, event: ClaimedEvent) -> None:
+        self._execute(
+            f"UPDATE {self.table} SET status = 'pending', attempts = attempts - 1, "
+            f"lease_expires_at = NULL, claimed_by = '' {self._guard()}",
+            [event.id, event.attempt],
+        )
+        self._notify(event.channel)
+
+    # operations -------------------------------------------------------------------
+
+    def stats(self, channel: str | None = None) -> dict[str, dict[str, int]]:
+        qs = self._objects()
+        if channel is not None:
+            qs = qs.filter(channel=channel)
+        result: dict[str, dict[str, int]] = {}
+        rows = (
+            qs.order_by()
+            .values_list("channel", "status")
+            .annotate(n=Count("id"), failed=Sum("failures"))
+        )
+        for name, status, count, failed in rows:
+            counts = result.setdefault(name, dict.fromkeys(STAT_KEYS, 0))
+            counts[status] += count
+            counts["failed"] += failed or 0
+        return result
+
+    def dead_letters(self, channel: str | None, limit: int) -> list[DeadLetter]:
+        qs = self._objects().filter(status="dead")
+        if channel is not None:
+            qs = qs.filter(channel=channel)
+        return [
+            DeadLetter(
+                id=row.id,
+                channel=row.channel,
+                payload=json.loads(row.payload),
+                attempts=row.attempts,
+                error=row.last_error,
+                failed_at=row.finished,
+            )
+            for row in qs.order_by("-finished_at")[:limit]
+        ]
+
+    def retry_dead(self, event_id: str) -> None:
+        qs = self._objects().filter(id=event_id, status="dead")
+        channel = qs.values_list("channel", flat=True).first()
+        updated = qs.update(
+            status="pending",
+            attempts=0,
+            available_at=time.time(),
+            finished_at=None,
+            claimed_by="",
+        )
+        if not updated or channel is None:
+            raise EventNotFound(f"No dead letter with id {event_id!r}.")
+        self._notify(channel)
+
+    def discard_dead(self, event_id: str) -> None:
+        deleted, _ = self._objects().filter(id=event_id, status="dead").delete()
+        if not deleted:
+            raise EventNotFound(f"No dead letter with id {event_id!r}.")
+
+    # notifications ----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.vendor == "postgresql" and self._listener is None:
+            self._stop.clear()
+            self._listener = threading.Thread(
+                target=self._listen,
+                name=f"mc-events-listen-{self.app.name}",
+                daemon=True,
+            )
+            self._listener.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.join(5)
+            self._listener = None
+
+    def _listen(self) -> None:
+        import psycopg
+
+        while not self._stop.is_set():
+            conn = None
+            try:
+                params = connections[self.alias].get_connection_params()
+                conn = psycopg.connect(**params, autocommit=True)
+                conn.execute(f'LISTEN "{self.pg_channel}"')
+                self.wake(None)  # whatever was published while not listening
+                while not self._stop.is_set():
+                    for notify in conn.notifies(timeout=0.25):
+                        self.wake(notify.payload)
+            except Exception as exc:
+                logger.warning(
+                    "event queue LISTEN on database %r failed (%s); polling every "
+                    "POLL_INTERVAL until it is back",
+                    self.alias,
+                    exc,
+                )
+                self._stop.wait(1.0)
+            finally:
+                if conn is not None:
+                    conn.close()

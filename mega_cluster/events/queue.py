@@ -1,0 +1,381 @@
+"""``app.event_queue``: publish events, subscribe handlers, inspect the queue."""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connections, transaction
+
+from .. import conf
+from ..exceptions import AlreadySubscribed, ConfigurationError, MessageEncodeError
+from ..names import validate_name
+from .backends.base import DeadLetter, EventBackend, NewEvent
+
+if TYPE_CHECKING:
+    from ..registry import ClusterApp
+    from .consumer import Consumer
+
+logger = logging.getLogger("mega_cluster.events")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventContext:
+    """What a handler learns about the event it runs.
+
+    ``id`` is the id ``publish()`` returned, ``channel`` the name as published,
+    ``attempt`` counts from 1 (a retry or a redelivery after a lost worker is the
+    next attempt) and ``cancelled`` is a ``threading.Event`` set when the attempt
+    timed out or the node is shutting down past its drain timeout: long handlers
+    should check it and stop.
+    """
+
+    id: str
+    channel: str
+    attempt: int
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(kw_only=True)
+class Subscription:
+    """A handler consuming one channel on this node."""
+
+    channel: str
+    process: Callable[..., Any]
+    concurrency: int
+    idle: Callable[[], Any] | None
+    timeout: float | None
+    max_retries: int | None
+
+    @property
+    def is_async(self) -> bool:
+        fn = self.process
+        return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
+        )
+
+
+def _seconds(name: str, value: Any, *, allow_zero: bool) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}.")
+    if value < 0 or (value == 0 and not allow_zero):
+        limit = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {limit} seconds, got {value!r}.")
+    return float(value)
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
+    return value
+
+
+class EventQueue:
+    """The event queue of one cluster app (SPEC section 6).
+
+    Events are JSON payloads published on a channel; every node that subscribed
+    the channel and is started (``app.start()``, ``runworker``) consumes it, each
+    event by one handler at a time. Durable backends deliver at least once, so make
+    handlers idempotent. Sync-native; every method has an ``a``-prefixed twin.
+    """
+
+    def __init__(self, app: ClusterApp) -> None:
+        self.app = app
+        section = app.settings.event_queue
+        self.settings = section
+        backend_settings = section.backend
+        assert backend_settings is not None
+        cls = backend_settings.load_class()
+        missing = conf.missing_modules(cls)
+        if missing:
+            module, extra = missing[0]
+            raise ConfigurationError(
+                f"MEGA_CLUSTER EVENT_QUEUE BACKEND {backend_settings.path!r} needs "
+                f'the Python package {module!r}: pip install "mega-cluster[{extra}]".'
+            )
+        problems = cls.check_options(backend_settings.options)
+        if problems:
+            raise ConfigurationError(
+                f"MEGA_CLUSTER EVENT_QUEUE of app {app.name!r}: {' '.join(problems)}"
+            )
+        self.backend: EventBackend = cls(app, backend_settings.options)
+        self._lock = threading.RLock()
+        self._subscriptions: dict[str, Subscription] = {}
+        self._consumer: Consumer | None = None
+        self._started = False
+        self.consume: bool = section["CONSUME"]
+        self.only_channels: frozenset[str] | None = None
+        self.concurrency_override: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<EventQueue app={self.app.name!r} backend={type(self.backend).__name__}>"
+        )
+
+    # subscribing ------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        channel: str,
+        *,
+        process: Callable[..., Any],
+        concurrency: int = 1,
+        idle: Callable[[], Any] | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        """Consume ``channel`` on this node with ``process(payload, ctx)``.
+
+        ``process`` may be sync (run in a worker thread) or ``async def`` (run on the
+        consumer's event loop). ``concurrency`` is the number of events of this
+        channel run at once in this process (0: unlimited). ``idle()`` (sync or
+        async, cheap) is asked before each pull; while it returns False no new event
+        is taken. ``timeout`` applies to events published without one;
+        ``max_retries`` raises the retry budget of events published with fewer.
+        Consuming begins when the app is started, or at once if it already is.
+        Raises ``AlreadySubscribed`` if this node already consumes ``channel``.
+        """
+        validate_name(channel, "event channel name")
+        if not callable(process):
+            raise TypeError(f"process must be callable, got {process!r}.")
+        if idle is not None and not callable(idle):
+            raise TypeError(f"idle must be callable or None, got {idle!r}.")
+        sub = Subscription(
+            channel=channel,
+            process=process,
+            concurrency=_count("concurrency", concurrency),
+            idle=idle,
+            timeout=_seconds("timeout", timeout, allow_zero=False),
+            max_retries=None
+            if max_retries is None
+            else _count("max_retries", max_retries),
+        )
+        with self._lock:
+            if channel in self._subscriptions:
+                raise AlreadySubscribed(
+                    f"Channel {channel!r} is already consumed on this node; call "
+                    "unsubscribe() first to replace its handler."
+                )
+            self._subscriptions[channel] = sub
+            if self._consumer is not None:
+                self._consumer.add(sub)
+            elif not self._started and self.app.started:
+                # Built after app.start() (which starts only built managers).
+                self.start()
+
+    def unsubscribe(self, channel: str) -> None:
+        """Stop taking events of ``channel`` here; events already running finish."""
+        validate_name(channel, "event channel name")
+        with self._lock:
+            if self._subscriptions.pop(channel, None) and self._consumer is not None:
+                self._consumer.remove(channel)
+
+    def subscriptions(self) -> dict[str, Subscription]:
+        with self._lock:
+            return dict(self._subscriptions)
+
+    # publishing -------------------------------------------------------------------
+
+    def encode(self, channel: str, payload: Any) -> str:
+        """``payload`` as JSON; ``MessageEncodeError`` when it cannot be sent."""
+        try:
+            text = json.dumps(
+                payload, cls=DjangoJSONEncoder, separators=(",", ":"), allow_nan=False
+            )
+        except (TypeError, ValueError) as exc:
+            raise MessageEncodeError(
+                f"The payload published on event channel {channel!r} is not "
+                f"JSON-serialisable ({exc}); send plain data (dicts, lists, strings, "
+                "numbers) or ids to load in the handler."
+            ) from exc
+        size = len(text.encode())
+        limit = self.app.settings["MESSAGE_MAX_BYTES"]
+        if size > limit:
+            raise MessageEncodeError(
+                f"The payload published on event channel {channel!r} is {size} bytes "
+                f"as JSON, over MESSAGE_MAX_BYTES ({limit}); publish an id and load "
+                "the data in the handler, or raise MESSAGE_MAX_BYTES."
+            )
+        return text
+
+    def publish(
+        self,
+        channel: str,
+        payload: Any,
+        *,
+        timeout: float | None = None,
+        max_retries: int = 0,
+        delay: float | None = None,
+        dedupe_key: str | None = None,
+    ) -> str:
+        """Queue ``payload`` for one of the nodes consuming ``channel``; return its id.
+
+        The publishing node need not subscribe. Inside ``transaction.atomic()`` (on
+        the backend's database, ``default`` for non-database backends) the event is
+        queued when the transaction commits and never on rollback; the id is known
+        at once. ``delay`` defers the first attempt by that many seconds; with
+        ``dedupe_key``, while an event with that key and channel waits for its first
+        attempt, no new event is queued and that event's id is returned (inside an
+        atomic block the check happens at commit). Raises ``MessageEncodeError``
+        (nothing queued) for a payload that is not JSON or too large, and a
+        ``ValueError`` for a bad channel name or argument.
+        """
+        validate_name(channel, "event channel name")
+        if dedupe_key is not None:
+            validate_name(dedupe_key, "dedupe key")
+        event = NewEvent(
+            id=uuid.uuid4().hex,
+            channel=channel,
+            payload=self.encode(channel, payload),
+            max_retries=_count("max_retries", max_retries),
+            timeout=_seconds("timeout", timeout, allow_zero=False),
+            available_at=time.time() + (_seconds("delay", delay, allow_zero=True) or 0),
+            dedupe_key=dedupe_key,
+        )
+        alias = self.backend.transaction_alias()
+        if connections[alias].in_atomic_block:
+            transaction.on_commit(lambda: self._enqueue_on_commit(event), using=alias)
+            return event.id
+        return self.backend.enqueue(event)
+
+    def _enqueue_on_commit(self, event: NewEvent) -> None:
+        try:
+            self.backend.enqueue(event)
+        except Exception:
+            # on_commit callbacks cannot report to the caller any more; the
+            # transaction is committed, so the loss must at least be loud.
+            logger.exception(
+                "event %s on channel %s could not be queued after commit",
+                event.id,
+                event.channel,
+            )
+
+    # operations -------------------------------------------------------------------
+
+    def stats(self, channel: str | None = None) -> dict[str, dict[str, int]]:
+        """``{channel: {"pending", "running", "succeeded", "failed", "dead"}}``.
+
+        ``failed`` counts failed attempts (each retry and each dead letter).
+        Subscribed channels with no events yet are listed with zeros.
+        """
+        if channel is not None:
+            validate_name(channel, "event channel name")
+        result = self.backend.stats(channel)
+        for name in self.subscriptions():
+            if channel is None or name == channel:
+                result.setdefault(name, dict.fromkeys(_STAT_KEYS, 0))
+        return dict(sorted(result.items()))
+
+    def dead_letters(
+        self, channel: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Events that failed every attempt, newest first: id, channel, payload,
+        attempts, error (the last one) and failed_at."""
+        if channel is not None:
+            validate_name(channel, "event channel name")
+        return self.backend.dead_letters(channel, _count("limit", limit))
+
+    def retry_dead(self, event_id: str) -> None:
+        """Queue a dead letter again, same id, with a fresh attempt budget.
+
+        Raises ``EventNotFound`` when no dead letter has that id.
+        """
+        self.backend.retry_dead(event_id)
+
+    def discard_dead(self, event_id: str) -> None:
+        """Delete a dead letter; raises ``EventNotFound`` when there is none."""
+        self.backend.discard_dead(event_id)
+
+    # async twins ------------------------------------------------------------------
+
+    async def asubscribe(self, channel: str, **kwargs: Any) -> None:
+        self.subscribe(channel, **kwargs)
+
+    async def aunsubscribe(self, channel: str) -> None:
+        self.unsubscribe(channel)
+
+    async def apublish(self, channel: str, payload: Any, **kwargs: Any) -> str:
+        return await sync_to_async(self.publish)(channel, payload, **kwargs)
+
+    async def astats(self, channel: str | None = None) -> dict[str, dict[str, int]]:
+        return await sync_to_async(self.stats)(channel)
+
+    async def adead_letters(
+        self, channel: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        return await sync_to_async(self.dead_letters)(channel, limit)
+
+    async def aretry_dead(self, event_id: str) -> None:
+        await sync_to_async(self.retry_dead)(event_id)
+
+    async def adiscard_dead(self, event_id: str) -> None:
+        await sync_to_async(self.discard_dead)(event_id)
+
+    # lifecycle --------------------------------------------------------------------
+
+    def configure_worker(
+        self, *, channels: Iterable[str] | None = None, concurrency: int | None = None
+    ) -> None:
+        """Used by ``runworker``: consume here, only ``channels`` if given, and run
+        ``concurrency`` events at once per channel instead of each subscription's."""
+        with self._lock:
+            self.consume = True
+            if channels is not None:
+                self.only_channels = frozenset(
+                    validate_name(c, "event channel name") for c in channels
+                )
+            if concurrency is not None:
+                self.concurrency_override = _count("concurrency", concurrency)
+
+    @property
+    def consuming(self) -> bool:
+        return self._consumer is not None
+
+    def start(self) -> None:
+        """Start the backend and, when ``CONSUME`` is on, consume the subscriptions."""
+        with self._lock:
+            if self._started:
+                return
+            self.backend.start()
+            self._started = True
+            if self.consume:
+                from .consumer import Consumer
+
+                self._consumer = Consumer(self)
+                self._consumer.start()
+                for sub in self._subscriptions.values():
+                    self._consumer.add(sub)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop consuming: wait up to ``timeout`` (default ``DRAIN_TIMEOUT``) for
+        running events, then cancel the rest and hand them back; stop the backend."""
+        with self._lock:
+            consumer, self._consumer = self._consumer, None
+            self._started = False
+        if consumer is not None:
+            consumer.stop(
+                self.settings["DRAIN_TIMEOUT"] if timeout is None else timeout
+            )
+        self.backend.stop()
+
+    def wait_failed(self, timeout: float | None = None) -> BaseException | None:
+        """The consumer's fatal error once it has one (``runworker`` exits on it)."""
+        consumer = self._consumer
+        return consumer.wait_failed(timeout) if consumer is not None else None
+
+
+_STAT_KEYS = ("pending", "running", "succeeded", "failed", "dead")

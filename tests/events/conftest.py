@@ -1,0 +1,92 @@
+"""Fixtures of the event-queue contract suite: one app per backend under test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mega_cluster.registry import ClusterApp
+from mega_cluster.testing import make_app
+
+#: Short timings so the suite is fast; every wait in a test is still bounded.
+FAST = {"LEASE": 2.0, "POLL_INTERVAL": 0.05, "RETRY_BASE": 0.01, "RETRY_CAP": 0.05}
+
+BACKENDS = [
+    pytest.param(
+        ("memory", None),
+        id="memory",
+        marks=pytest.mark.django_db(transaction=True),
+    ),
+    pytest.param(
+        ("database", "default"),
+        id="database-sqlite",
+        marks=pytest.mark.django_db(transaction=True),
+    ),
+    pytest.param(
+        ("database", "postgres"),
+        id="database-postgres",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
+        ],
+    ),
+]
+
+
+def queue_settings(backend: str, database: str | None, **overrides: Any) -> dict:
+    section: dict[str, Any] = {"BACKEND": backend, **FAST, **overrides}
+    if database is not None:
+        section["OPTIONS"] = {"DATABASE": database}
+    return {"EVENT_QUEUE": section}
+
+
+class Apps:
+    """Builds cluster apps on the backend under test; stops them all at teardown."""
+
+    def __init__(self, backend: str, database: str | None, name: str) -> None:
+        self.backend = backend
+        self.database = database
+        self.name = name
+        self.apps: list[ClusterApp] = []
+
+    @property
+    def transaction_alias(self) -> str:
+        return self.database or "default"
+
+    def make(self, *, name: str | None = None, **overrides: Any) -> ClusterApp:
+        app = make_app(
+            name or self.name, queue_settings(self.backend, self.database, **overrides)
+        )
+        self.apps.append(app)
+        return app
+
+    def stop(self) -> None:
+        for app in reversed(self.apps):
+            app.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def apps(request: pytest.FixtureRequest, unique_name: str) -> Iterator[Apps]:
+    backend, database = request.param
+    group = Apps(backend, database, unique_name)
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
