@@ -1,1 +1,9 @@
-"""Namespaced caches: ``app.cache_manager`` and ``app.cache``."""
+"""Namespaced caches: ``app.cache_manager`` and ``app.cache`` (SPEC section 6, Cache).
+
+Guide: docs/cache.md.
+"""
+
+from .cache import FOREVER, Cache
+from .manager import CacheManager
+
+__all__ = ["FOREVER", "Cache", "CacheManager"]

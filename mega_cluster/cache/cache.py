@@ -1,0 +1,550 @@
+"""The :class:`Cache`: one namespace in one store (SPEC section 6, Cache)."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import math
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+
+from ..exceptions import LockLost, LockTimeout
+from ..names import NAME_RE, validate_name
+from .flight import SingleFlight
+from .near import MISSING, NearCache
+
+if TYPE_CHECKING:
+    from ..registry import ClusterApp
+    from .stores import Store
+
+logger = logging.getLogger("mega_cluster.cache")
+
+#: ``ttl=FOREVER`` stores without expiry even when the cache has a default TTL.
+FOREVER = math.inf
+
+
+def _io(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    # Store clients are thread-safe: no need to queue behind the main thread.
+    return sync_to_async(func, thread_sensitive=False)
+
+
+def check_ttl(ttl: object, what: str = "ttl") -> float | None:
+    """``ttl`` when it is ``None`` or a positive number of seconds, else raise."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise TypeError(f"{what} must be a number of seconds or None, got {ttl!r}.")
+    if not ttl > 0:
+        raise ValueError(
+            f"{what} must be greater than 0 seconds, got {ttl!r} (None means the "
+            "cache's default; FOREVER means no expiry)."
+        )
+    return float(ttl)
+
+
+def _check_fn(fn: object) -> None:
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {fn!r}.")
+
+
+def wire_name(*parts: str) -> str:
+    """``"a:b:c"`` when it is a valid name, else a stable hashed stand-in."""
+    name = ":".join(parts)
+    if NAME_RE.match(name):
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()
+    return f"{parts[0]}:{digest}"
+
+
+class Cache:
+    """A namespace ``<app>:<prefix>:`` in a Django cache store.
+
+    Made by :meth:`CacheManager.create_cache`; do not build one directly. Keys are
+    1-200 characters of ``A-Z a-z 0-9 _ . : -`` (``InvalidName`` otherwise). Any
+    picklable value is cached, including ``None``, ``0``, ``""`` and ``False``:
+    ``get`` tells a cached ``None`` from a miss by its ``default`` argument.
+
+    Units are seconds. ``ttl=None`` on a call means the cache's ``ttl``; a cache
+    ``ttl`` of ``None`` means entries never expire; ``FOREVER`` stores one entry
+    without expiry whatever the default.
+
+    ``reset()`` starts a new *generation* of the namespace: the current generation
+    token is stored in the store next to the entries and read in the same
+    round trip as them (``get_many``), so a reset on any node is seen by every node
+    at its next read, in O(1), without scanning or clearing anything.
+    """
+
+    def __init__(
+        self,
+        app: ClusterApp,
+        *,
+        name: str,
+        prefix: str,
+        store: Store,
+        ttl: float | None,
+        shared: bool = False,
+        near: NearCache | None = None,
+        wrap_timeout: float = 10.0,
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.prefix = prefix
+        self.store = store
+        self.default_ttl = ttl
+        self.shared = shared
+        self.wrap_timeout = wrap_timeout
+        self._namespace = f"{app.name}:{prefix}"
+        # "@" cannot appear in a name, so no data key can collide with it.
+        self._gen_key = f"{self._namespace}@gen"
+        self._gen: str | None = None
+        self._flights = SingleFlight()
+        self._near = near
+        self._channel = wire_name("cache", store.alias, prefix)
+        self._unsubscribe: Callable[[], Any] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Cache {self.name!r} prefix={self.prefix!r} store={self.store.alias!r} "
+            f"app={self.app.name!r}>"
+        )
+
+    @property
+    def near_cache(self) -> bool:
+        return self._near is not None
+
+    # keys and generations ------------------------------------------------------
+
+    def _wire(self, gen: str, key: str) -> str:
+        return f"{self._namespace}@{gen}:{key}"
+
+    def _timeout(self, ttl: float | None) -> float | None:
+        ttl = check_ttl(ttl)
+        if ttl is None:
+            ttl = self.default_ttl
+        return None if ttl is None or ttl == math.inf else ttl
+
+    def _new_generation(self) -> str:
+        token = secrets.token_hex(4)
+        if self.store.add(self._gen_key, token, None):
+            return token
+        # Another node created it first: theirs wins.
+        return self.store.get_many([self._gen_key]).get(self._gen_key) or token
+
+    def _generation(self) -> str:
+        """The current generation, read from the store (one round trip)."""
+        gen = self.store.get_many([self._gen_key]).get(self._gen_key)
+        if gen is None:
+            gen = self._new_generation()
+        self._gen = gen
+        return gen
+
+    def _fetch(self, keys: list[str]) -> tuple[str, dict[str, Any]]:
+        """The generation and the found ``{key: value}`` among ``keys``.
+
+        One ``get_many`` of the generation key plus the keys under the last known
+        generation; only when that generation is stale (a reset elsewhere) is the
+        read repeated under the new one.
+        """
+        gen = self._gen
+        current = ""
+        for _ in range(5):
+            wire: dict[str, str] = {}
+            if gen is not None:
+                wire = {self._wire(gen, k): k for k in keys}
+            found = self.store.get_many([self._gen_key, *wire])
+            current = found.pop(self._gen_key, None) or self._new_generation()
+            if current == gen:
+                self._gen = current
+                return current, {wire[w]: value for w, value in found.items()}
+            gen = current
+        # Resets faster than reads: report a miss under the newest generation.
+        self._gen = current
+        return current, {}
+
+    # near cache and invalidation -----------------------------------------------
+
+    def _ensure_subscribed(self) -> None:
+        if self._unsubscribe is None:
+            near = self._near
+            self._unsubscribe = self.app.pubsub_manager.subscribe(
+                self._channel,
+                self._on_invalidation,
+                # Messages may have been lost (outage, overflow): trust nothing.
+                on_gap=near.clear if near is not None else None,
+            )
+
+    def _on_invalidation(self, message: Any) -> None:
+        if self._near is None:
+            return
+        if not isinstance(message, Mapping):
+            logger.warning("cache %s: ignored invalid message %r", self.name, message)
+            return
+        if message.get("reset"):
+            self._near.clear()
+        else:
+            self._near.invalidate(str(k) for k in message.get("keys", ()))
+
+    def _changed(self, keys: list[str] | None) -> None:
+        """Tell the other nodes' near caches (``None`` = the whole namespace)."""
+        if self._near is None:
+            return
+        if keys is None:
+            self._near.clear()
+            message: dict[str, Any] = {"reset": True}
+        else:
+            self._near.invalidate(keys)
+            message = {"keys": keys}
+        self._ensure_subscribed()
+        self.app.pubsub_manager.publish(self._channel, message, skip_self=True)
+
+    def _near_get(self, key: str) -> tuple[Any, int]:
+        near = self._near
+        if near is None:
+            return MISSING, 0
+        self._ensure_subscribed()
+        return near.get(key), near.epoch
+
+    def _near_put(self, key: str, value: Any, ttl: float | None, epoch: int) -> None:
+        if self._near is not None:
+            self._near.put(key, value, self._timeout(ttl), epoch)
+
+    # the API ---------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The cached value of ``key``, or ``default`` on a miss."""
+        validate_name(key, "cache key")
+        value, epoch = self._near_get(key)
+        if value is not MISSING:
+            return value
+        found = self._fetch([key])[1]
+        if key not in found:
+            return default
+        self._near_put(key, found[key], None, epoch)
+        return found[key]
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (default: the cache's)."""
+        validate_name(key, "cache key")
+        timeout = self._timeout(ttl)
+        self.store.set(self._wire(self._generation(), key), value, timeout)
+        self._changed([key])
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when it is absent)."""
+        validate_name(key, "cache key")
+        self.store.delete_many([self._wire(self._generation(), key)])
+        self._changed([key])
+
+    def reset(self) -> None:
+        """Forget every key of this namespace, on every node, in O(1).
+
+        Other caches and anything else in the store are untouched; the old entries
+        stay in the store until their TTL ends, unreadable.
+        """
+        token = secrets.token_hex(4)
+        self.store.set(self._gen_key, token, None)
+        self._gen = token
+        self._changed(None)
+
+    def mget(self, keys: Iterable[str]) -> list[Any]:
+        """The values of ``keys`` in order, ``None`` for a miss (one round trip)."""
+        keys = [validate_name(k, "cache key") for k in keys]
+        if not keys:
+            return []
+        near = self._near
+        if near is None:
+            found = self._fetch(keys)[1]
+            return [found.get(k) for k in keys]
+        self._ensure_subscribed()
+        epoch = near.epoch
+        local = {k: v for k in keys if (v := near.get(k)) is not MISSING}
+        missing = [k for k in keys if k not in local]
+        if missing:
+            found = self._fetch(missing)[1]
+            for k, v in found.items():
+                near.put(k, v, self._timeout(None), epoch)
+            local.update(found)
+        return [local.get(k) for k in keys]
+
+    def mset(
+        self,
+        pairs: Mapping[str, Any] | Iterable[tuple[str, Any]],
+        ttl: float | None = None,
+    ) -> None:
+        """Store many ``key -> value`` pairs with one ``set_many``."""
+        items = dict(pairs.items() if isinstance(pairs, Mapping) else pairs)
+        for key in items:
+            validate_name(key, "cache key")
+        if not items:
+            return
+        timeout = self._timeout(ttl)
+        gen = self._generation()
+        self.store.set_many({self._wire(gen, k): v for k, v in items.items()}, timeout)
+        self._changed(list(items))
+
+    def mdel(self, keys: Iterable[str]) -> None:
+        """Remove many keys with one ``delete_many``."""
+        keys = [validate_name(k, "cache key") for k in keys]
+        if not keys:
+            return
+        gen = self._generation()
+        self.store.delete_many([self._wire(gen, k) for k in keys])
+        self._changed(keys)
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds left before ``key`` expires: ``FOREVER`` (``math.inf``) when it
+        never does, ``None`` when it is not cached."""
+        validate_name(key, "cache key")
+        return self.store.ttl(self._wire(self._generation(), key))
+
+    def incr(self, key: str, delta: int = 1, ttl: float | None = None) -> int:
+        """Atomically add ``delta`` to the integer at ``key`` and return the result.
+
+        A missing key starts from 0 and gets ``ttl`` (default: the cache's); an
+        existing counter keeps its expiry. A non-integer value raises the store's
+        error.
+        """
+        validate_name(key, "cache key")
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise TypeError(f"delta must be an int, got {delta!r}.")
+        timeout = self._timeout(ttl)
+        value = self.store.incr(self._wire(self._generation(), key), delta, timeout)
+        self._changed([key])
+        return value
+
+    # wrap ------------------------------------------------------------------------
+
+    def wrap(self, key: str, fn: Callable[[], Any], ttl: float | None = None) -> Any:
+        """The cached value of ``key``, or ``fn()`` computed once and cached.
+
+        On a miss one caller in the whole cluster runs ``fn``: callers in this
+        process wait for the process's leader, and leaders of different nodes
+        take the cluster lock ``cache:<store>:<prefix>:<key>`` from
+        ``app.lock_manager``, re-read the cache once they hold it and compute only
+        if it is still missing. A caller waits at most ``CACHE["WRAP_TIMEOUT"]``
+        seconds and then computes itself. When ``fn`` raises, nothing is cached,
+        the lock is released and the exception reaches the callers that waited in
+        this process. On a store that is not shared (locmem) there is no cluster to
+        coordinate and no lock is taken.
+        """
+        return self.wrap_with_condition(key, fn, ttl=ttl)
+
+    def wrap_with_condition(
+        self,
+        key: str,
+        fn: Callable[[], Any],
+        *,
+        use_cache: bool = True,
+        is_cacheable: Callable[[Any], bool] | None = None,
+        ttl: float | None = None,
+    ) -> Any:
+        """Like :meth:`wrap`; ``use_cache=False`` just returns ``fn()`` (no read,
+        no write) and ``is_cacheable(value)`` returning False keeps a computed
+        value out of the cache."""
+        validate_name(key, "cache key")
+        _check_fn(fn)
+        check_ttl(ttl)
+        if not use_cache:
+            return fn()
+        value, epoch = self._near_get(key)
+        if value is not MISSING:
+            return value
+        gen, found = self._fetch([key])
+        if key in found:
+            self._near_put(key, found[key], None, epoch)
+            return found[key]
+
+        def compute() -> Any:
+            return self._compute(key, fn, is_cacheable, ttl, self._gen or gen)
+
+        return self._flights.run(
+            key, lambda: self._lead(key, compute), compute, self.wrap_timeout
+        )
+
+    def _compute(
+        self,
+        key: str,
+        fn: Callable[[], Any],
+        is_cacheable: Callable[[Any], bool] | None,
+        ttl: float | None,
+        gen: str,
+    ) -> Any:
+        value = fn()
+        if is_cacheable is None or is_cacheable(value):
+            # Under the generation read before fn ran: a reset meanwhile wins.
+            self.store.set(self._wire(gen, key), value, self._timeout(ttl))
+            self._changed([key])
+        return value
+
+    def store_key(self, key: str) -> str:
+        """The key ``key`` has in the store now (before the store's own KEY_PREFIX):
+        ``<app>:<prefix>@<generation>:<key>``."""
+        validate_name(key, "cache key")
+        return self._wire(self._generation(), key)
+
+    def lock_key(self, key: str) -> str:
+        """The cluster lock key ``wrap`` takes for ``key``."""
+        return wire_name("cache", self.store.alias, self.prefix, key)
+
+    def _lead(self, key: str, compute: Callable[[], Any]) -> Any:
+        if not self.store.shared:
+            return compute()
+        result: Any = MISSING
+        held = False
+        try:
+            with self.app.lock_manager.lock(self.lock_key(key), wait=self.wrap_timeout):
+                held = True
+                # Whoever held the lock before us may have filled it.
+                found = self._fetch([key])[1]
+                result = found[key] if key in found else compute()
+        except LockTimeout:
+            if held:  # raised by fn, not by the lock
+                raise
+            self._log_lock_timeout(key)
+            return compute()
+        except LockLost:
+            if result is MISSING:
+                raise
+            # The value is computed and cached; at worst another node computed too.
+            logger.warning("cache %s: lost the wrap lock of %r", self.name, key)
+        return result
+
+    def _log_lock_timeout(self, key: str) -> None:
+        logger.warning(
+            "cache %s: waited %.1fs for the computation of %r on another node; "
+            "computing here",
+            self.name,
+            self.wrap_timeout,
+            key,
+        )
+
+    # async twins -----------------------------------------------------------------
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        return await _io(self.get)(key, default)
+
+    async def aset(self, key: str, value: Any, ttl: float | None = None) -> None:
+        await _io(self.set)(key, value, ttl)
+
+    async def adelete(self, key: str) -> None:
+        await _io(self.delete)(key)
+
+    async def areset(self) -> None:
+        await _io(self.reset)()
+
+    async def amget(self, keys: Iterable[str]) -> list[Any]:
+        return await _io(self.mget)(list(keys))
+
+    async def amset(
+        self,
+        pairs: Mapping[str, Any] | Iterable[tuple[str, Any]],
+        ttl: float | None = None,
+    ) -> None:
+        items = dict(pairs.items() if isinstance(pairs, Mapping) else pairs)
+        await _io(self.mset)(items, ttl)
+
+    async def amdel(self, keys: Iterable[str]) -> None:
+        await _io(self.mdel)(list(keys))
+
+    async def attl(self, key: str) -> float | None:
+        return await _io(self.ttl)(key)
+
+    async def aincr(self, key: str, delta: int = 1, ttl: float | None = None) -> int:
+        return await _io(self.incr)(key, delta, ttl)
+
+    async def awrap(
+        self, key: str, fn: Callable[[], Any], ttl: float | None = None
+    ) -> Any:
+        """:meth:`wrap` for coroutines; ``fn`` may be ``async def`` or plain."""
+        return await self.awrap_with_condition(key, fn, ttl=ttl)
+
+    async def awrap_with_condition(
+        self,
+        key: str,
+        fn: Callable[[], Any],
+        *,
+        use_cache: bool = True,
+        is_cacheable: Callable[[Any], bool] | None = None,
+        ttl: float | None = None,
+    ) -> Any:
+        validate_name(key, "cache key")
+        _check_fn(fn)
+        check_ttl(ttl)
+        if not use_cache:
+            return await self._acall(fn)
+        if self._near is None or self._unsubscribe is not None:
+            value, epoch = self._near_get(key)
+        else:
+            value, epoch = await _io(self._near_get)(key)
+        if value is not MISSING:
+            return value
+        gen, found = await _io(self._fetch)([key])
+        if key in found:
+            self._near_put(key, found[key], None, epoch)
+            return found[key]
+
+        async def compute() -> Any:
+            value = await self._acall(fn)
+            if is_cacheable is None or is_cacheable(value):
+                wire = self._wire(self._gen or gen, key)
+                await _io(self.store.set)(wire, value, self._timeout(ttl))
+                await _io(self._changed)([key])
+            return value
+
+        async def lead() -> Any:
+            if not self.store.shared:
+                return await compute()
+            result: Any = MISSING
+            held = False
+            try:
+                async with self.app.lock_manager.lock(
+                    self.lock_key(key), wait=self.wrap_timeout
+                ):
+                    held = True
+                    found = (await _io(self._fetch)([key]))[1]
+                    result = found[key] if key in found else await compute()
+            except LockTimeout:
+                if held:
+                    raise
+                self._log_lock_timeout(key)
+                return await compute()
+            except LockLost:
+                if result is MISSING:
+                    raise
+                logger.warning("cache %s: lost the wrap lock of %r", self.name, key)
+            return result
+
+        return await self._flights.arun(key, lead, compute, self.wrap_timeout)
+
+    @staticmethod
+    async def _acall(fn: Callable[[], Any]) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            return await fn()
+        result = await sync_to_async(fn)()
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    # lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop the near cache's subscription (the manager calls this at stop)."""
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            try:
+                unsubscribe()
+            except Exception:
+                logger.exception("cache %s: unsubscribing failed", self.name)
+        if self._near is not None:
+            self._near.clear()
+
+    def _after_fork(self) -> None:
+        # The parent's subscription and in-flight computations are not ours.
+        self._unsubscribe = None
+        self._flights = SingleFlight()
+        if self._near is not None:
+            self._near.clear()
