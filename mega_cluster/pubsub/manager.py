@@ -511,13 +511,17 @@ class PubSubManager:
                 item = None
             if self._stopping:
                 break
-            if item is not None and item is not _WAKE:
-                self._dispatch(item)
-            if self._pending:
-                self._fire_due()
-            if self._gap_pending:
-                self._gap_pending = False
-                self._fire_gaps()
+            try:
+                if item is not None and item is not _WAKE:
+                    self._dispatch(item)
+                if self._pending:
+                    self._fire_due()
+                if self._gap_pending:
+                    self._gap_pending = False
+                    self._fire_gaps()
+            except Exception:
+                # handlers are isolated in _call; this is a bug, never a dead listener
+                logger.exception("pub/sub dispatcher error (node %s)", self._node_id)
         self._pending.clear()
 
     def _dispatch(self, data: bytes) -> None:
@@ -577,8 +581,8 @@ class PubSubManager:
 
     def _call(self, sub: Subscription, env: envelope.Envelope) -> None:
         arg = env if sub.raw else env.payload
-        close_old_connections()
         try:
+            close_old_connections()
             result = sub.handler(arg)
             if inspect.isawaitable(result):
                 self._await(result)
@@ -593,7 +597,10 @@ class PubSubManager:
                 env.node,
             )
         finally:
-            close_old_connections()
+            try:
+                close_old_connections()
+            except Exception:
+                logger.exception("closing database connections after a handler failed")
 
     def _await(self, awaitable: Any) -> Any:
         loop = self._loop

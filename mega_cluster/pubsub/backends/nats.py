@@ -47,9 +47,12 @@ class NatsPubSubBackend(PubSubBackend):
             else:
                 logger.debug("NATS error: %s", exc)
 
-        self._nc = await nats.connect(
+        connecting = nats.connect(
             self.options["URL"],
             allow_reconnect=False,
+            # without these nats-py retries the first connect for minutes
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.1,
             connect_timeout=5,
             ping_interval=10,
             max_outstanding_pings=2,
@@ -57,6 +60,7 @@ class NatsPubSubBackend(PubSubBackend):
             disconnected_cb=on_closed,
             error_cb=on_error,
         )
+        self._nc = await asyncio.wait_for(connecting, 10)
         self._subs = {}
         for wire in self.channels:
             await self._subscribe(wire)

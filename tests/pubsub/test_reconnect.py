@@ -1,0 +1,118 @@
+"""Broker outages: reconnect with backoff, subscriptions restored, on_gap told.
+
+Each test runs its own server on a free port (tests/servers.py); the shared
+servers are never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import pytest
+
+from mega_cluster.exceptions import BackendUnavailable
+from mega_cluster.testing import make_app
+from tests.servers import free_port, nats_server, redis_server
+
+from .helpers import Recorder, wait_for
+
+KINDS = [
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("nats", marks=pytest.mark.nats),
+]
+
+
+def _url(kind: str, port: int) -> str:
+    return (
+        f"redis://127.0.0.1:{port}/0" if kind == "redis" else f"nats://127.0.0.1:{port}"
+    )
+
+
+def _server(kind: str):
+    return redis_server() if kind == "redis" else nats_server(jetstream=False)
+
+
+@contextlib.contextmanager
+def _nodes(kind, name, port, *ids):
+    apps = [
+        make_app(
+            name,
+            {
+                "PUBSUB": {
+                    "BACKEND": kind,
+                    "OPTIONS": {"URL": _url(kind, port)},
+                    "RECONNECT_MAX_DELAY": 0.5,
+                }
+            },
+            node_id=f"{name}-{node_id}",
+        )
+        for node_id in ids
+    ]
+    try:
+        yield apps
+    finally:
+        for app in apps:
+            app.stop()
+
+
+def _publish_until_accepted(app, channel, message, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            app.pubsub_manager.publish(channel, message)
+            return
+        except BackendUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_listener_reconnects_after_restart_and_reports_the_gap(kind, unique_name):
+    """After a broker restart the listener reconnects by itself, on_gap fires once,
+    the subscription is restored and later messages arrive."""
+    with (
+        _server(kind) as server,
+        _nodes(kind, unique_name, server.port, "a", "b") as (
+            a,
+            b,
+        ),
+    ):
+        seen, gaps = Recorder("seen"), Recorder("gaps")
+        b.pubsub_manager.subscribe("news", seen, on_gap=lambda: gaps("gap"))
+        a.pubsub_manager.publish("news", "before")
+        assert seen.wait(1) == ["before"]
+        assert gaps.items == []
+
+        server.restart()
+
+        assert gaps.wait(1, timeout=15) == ["gap"]
+        _publish_until_accepted(a, "news", "after")
+        assert seen.wait_for_item("after", timeout=10)[-1] == "after"
+        assert b.pubsub_manager.backend.reconnects == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_publish_while_broker_is_down_raises(kind, unique_name):
+    """Publishing during an outage raises BackendUnavailable (never a silent drop)."""
+    with _server(kind) as server, _nodes(kind, unique_name, server.port, "a") as (a,):
+        a.pubsub_manager.publish("news", "fine")
+        server.stop()
+
+        def raises() -> bool:
+            try:
+                a.pubsub_manager.publish("news", "lost")
+            except BackendUnavailable:
+                return True
+            return False
+
+        assert wait_for(raises, timeout=10)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unreachable_broker_at_start(kind, unique_name):
+    """Starting against a server that does not answer raises BackendUnavailable."""
+    with _nodes(kind, unique_name, free_port(), "a") as (a,):
+        with pytest.raises(BackendUnavailable, match="cannot connect"):
+            a.pubsub_manager.subscribe("news", print)
