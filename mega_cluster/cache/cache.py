@@ -208,6 +208,11 @@ class Cache:
         self._ensure_subscribed()
         return near.get(key), near.epoch
 
+    def _keep(self, key: str, value: Any, timeout: float | None) -> None:
+        """Put a value this node just wrote into its own near cache."""
+        if self._near is not None:
+            self._near.put(key, value, timeout, self._near.epoch)
+
     def _near_put(self, key: str, value: Any, ttl: float | None, epoch: int) -> None:
         if self._near is not None:
             self._near.put(key, value, self._timeout(ttl), epoch)
@@ -232,6 +237,7 @@ class Cache:
         timeout = self._timeout(ttl)
         self.store.set(self._wire(self._generation(), key), value, timeout)
         self._changed([key])
+        self._keep(key, value, timeout)
 
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when it is absent)."""
@@ -376,8 +382,11 @@ class Cache:
         value = fn()
         if is_cacheable is None or is_cacheable(value):
             # Under the generation read before fn ran: a reset meanwhile wins.
-            self.store.set(self._wire(gen, key), value, self._timeout(ttl))
+            timeout = self._timeout(ttl)
+            self.store.set(self._wire(gen, key), value, timeout)
             self._changed([key])
+            if self._gen == gen:
+                self._keep(key, value, timeout)
         return value
 
     def store_key(self, key: str) -> str:
@@ -490,9 +499,12 @@ class Cache:
         async def compute() -> Any:
             value = await self._acall(fn)
             if is_cacheable is None or is_cacheable(value):
-                wire = self._wire(self._gen or gen, key)
-                await _io(self.store.set)(wire, value, self._timeout(ttl))
+                used = self._gen or gen
+                timeout = self._timeout(ttl)
+                await _io(self.store.set)(self._wire(used, key), value, timeout)
                 await _io(self._changed)([key])
+                if self._gen == used:
+                    self._keep(key, value, timeout)
             return value
 
         async def lead() -> Any:
