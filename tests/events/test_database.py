@@ -1,0 +1,139 @@
+"""Database-backend extras: leases, lost attempts, notifications, settings checks."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.test import override_settings
+
+from mega_cluster.checks import check_settings
+from mega_cluster.exceptions import ConfigurationError
+from mega_cluster.models import QueuedEvent
+from mega_cluster.testing import make_app
+
+from .conftest import queue_settings, wait_until
+
+DATABASES = [
+    pytest.param("default", id="sqlite", marks=pytest.mark.django_db(transaction=True)),
+    pytest.param(
+        "postgres",
+        id="postgres",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
+        ],
+    ),
+]
+
+
+@pytest.fixture(params=DATABASES)
+def make(request, unique_name):
+    built = []
+
+    def make(**overrides):
+        app = make_app(
+            unique_name, queue_settings("database", request.param, **overrides)
+        )
+        built.append(app)
+        return app
+
+    make.alias = request.param
+    yield make
+    for app in built:
+        app.stop()
+
+
+def test_lapsed_lease_is_redelivered_and_counts_the_lost_attempt(make):
+    """An event claimed by a worker that never finishes is run again after its
+    lease lapses, as attempt 2."""
+    dead_worker = make()
+    event_id = dead_worker.event_queue.publish("jobs", 1, max_retries=1)
+    [claimed] = dead_worker.event_queue.backend.claim("jobs", 10, lease=0.3)
+    assert claimed.attempt == 1
+    app = make()
+    seen = []
+    app.event_queue.subscribe("jobs", process=lambda p, ctx: seen.append(ctx.attempt))
+    app.start()
+    wait_until(lambda: seen, what="the redelivered event")
+    assert seen == [2]
+    rows = QueuedEvent.objects.using(make.alias).filter(id=event_id)
+    wait_until(lambda: rows.get().status == "succeeded", what="success recorded")
+    assert rows.get().attempts == 2
+
+
+def test_lost_attempts_use_up_the_budget(make):
+    """When the lost attempt was the last allowed one the event is dead-lettered
+    without running again."""
+    dead_worker = make()
+    event_id = dead_worker.event_queue.publish("jobs", 1)  # max_retries=0
+    dead_worker.event_queue.backend.claim("jobs", 10, lease=0.2)
+    app = make()
+    seen = []
+    app.event_queue.subscribe("jobs", process=lambda p, ctx: seen.append(ctx.attempt))
+    app.start()
+    wait_until(lambda: app.event_queue.dead_letters("jobs"), what="the dead letter")
+    [dead] = app.event_queue.dead_letters("jobs")
+    assert dead.id == event_id and "lost" in dead.error
+    assert seen == []
+
+
+def test_renewed_lease_prevents_redelivery(make):
+    """A handler running longer than the lease keeps its event: no second attempt."""
+    app = make(LEASE=0.3)
+    other = make(LEASE=0.3)
+    release = threading.Event()
+    attempts = []
+
+    def slow(payload, ctx):
+        attempts.append(ctx.attempt)
+        release.wait(10)
+
+    app.event_queue.subscribe("jobs", process=slow)
+    app.start()
+    app.event_queue.publish("jobs", 1)
+    wait_until(lambda: attempts)
+    other.event_queue.subscribe("jobs", process=slow)
+    other.start()
+    time.sleep(1.0)  # more than three leases
+    release.set()
+    wait_until(lambda: app.event_queue.stats("jobs")["jobs"]["succeeded"] == 1)
+    assert attempts == [1]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_postgres_notify_wakes_another_node(unique_name):
+    """A publish from another node wakes the consumer through LISTEN/NOTIFY, not a
+    poll (the poll interval is 30 s)."""
+    consumer = make_app(
+        unique_name, queue_settings("database", "postgres", POLL_INTERVAL=30.0)
+    )
+    publisher = make_app(unique_name, queue_settings("database", "postgres"))
+    try:
+        seen = []
+        consumer.event_queue.subscribe("jobs", process=lambda p, c: seen.append(p))
+        consumer.start()
+        time.sleep(0.5)  # the pull loop is now asleep, LISTEN is established
+        publisher.event_queue.publish("jobs", "hello")
+        wait_until(lambda: seen, timeout=5, what="the notified event")
+        assert seen == ["hello"]
+    finally:
+        consumer.stop()
+        publisher.stop()
+
+
+def test_unknown_database_alias_is_a_configuration_error(unique_name):
+    """OPTIONS['DATABASE'] must be a DATABASES alias: check error and at build time."""
+    settings = {"EVENT_QUEUE": {"BACKEND": "database", "OPTIONS": {"DATABASE": "nope"}}}
+    app = make_app(unique_name, settings)
+    with pytest.raises(
+        ConfigurationError, match="'nope', which is not a DATABASES alias"
+    ):
+        app.event_queue  # noqa: B018
+    with override_settings(MEGA_CLUSTER={"APP_NAME": unique_name, **settings}):
+        messages = check_settings()
+    assert any(m.id == "mega_cluster.E012" and "DATABASE" in m.msg for m in messages), (
+        messages
+    )
