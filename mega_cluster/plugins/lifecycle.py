@@ -74,6 +74,9 @@ def start_plugins(app: ClusterApp) -> None:
     enabled = [p for p in app.plugins.values() if states[p.name].enabled]
     for plugin in app.plugins.values():
         plugin.enabled = states[plugin.name].enabled
+    from ..sync_messages.plugins import subscribe_plugins
+
+    subscribe_plugins(app)  # sync messages, gaps, enable/disable from other nodes
     for plugin in enabled:
         call_hook(plugin, "before_load")
     for plugin in enabled:
@@ -160,6 +163,9 @@ def set_enabled(app: ClusterApp, name: str, enabled: bool) -> None:
             )
     _state_model().objects.filter(app_name=app.name, name=name).update(enabled=enabled)
     apply_enabled(app, name, enabled)
+    from ..sync_messages.plugins import broadcast_enabled
+
+    broadcast_enabled(app, name, enabled)  # the other nodes run apply_enabled
 
 
 def apply_enabled(app: ClusterApp, name: str, enabled: bool) -> None:

@@ -1,0 +1,166 @@
+"""Plugins on sync messages: round trip between nodes, gaps, enable/disable on
+every node, reconnect after a broker restart."""
+
+from __future__ import annotations
+
+import pytest
+
+from mega_cluster import Plugin
+from mega_cluster.pubsub import envelope
+from mega_cluster.sync_messages.manager import WIRE_PREFIX
+from mega_cluster.testing import make_app
+from tests.pubsub.helpers import wait_for
+from tests.servers import redis_server
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class SyncerPlugin(Plugin):
+    name = "syncer"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.messages = []
+        self.gaps = 0
+        self.hooks = []
+
+    def handle_sync_message(self, message):
+        self.messages.append(message)
+
+    def handle_sync_gap(self):
+        self.gaps += 1
+
+    def after_enable(self):
+        self.hooks.append("after_enable")
+
+    def after_disable(self):
+        self.hooks.append("after_disable")
+
+
+class AsyncSyncerPlugin(SyncerPlugin):
+    name = "asyncer"
+
+    async def handle_sync_message(self, message):
+        self.messages.append(("async", message))
+
+
+def _node(name, node_id, settings=None):
+    app = make_app(name, settings or {}, node_id=f"{name}-{node_id}")
+    app.plugins = {
+        "syncer": SyncerPlugin(app),
+        "asyncer": AsyncSyncerPlugin(app),
+    }
+    return app.start()
+
+
+@pytest.fixture
+def two_nodes(unique_name):
+    a, b = _node(unique_name, "a"), _node(unique_name, "b")
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def test_plugin_round_trip_between_nodes(two_nodes):
+    """send_sync_message on one node reaches handle_sync_message on the other only."""
+    a, b = two_nodes
+    a.plugins["syncer"].send_sync_message({"reload": "schema"})
+    a.plugins["asyncer"].send_sync_message(1)
+
+    assert wait_for(lambda: b.plugins["asyncer"].messages == [("async", 1)])
+    assert b.plugins["syncer"].messages == [{"reload": "schema"}]
+    assert a.plugins["syncer"].messages == []
+    assert a.plugins["asyncer"].messages == []
+
+
+def test_plugin_send_inside_atomic_waits_for_commit(two_nodes):
+    """Plugin.send_sync_message inside atomic() sends after commit."""
+    from django.db import transaction
+
+    a, b = two_nodes
+    with transaction.atomic():
+        a.plugins["syncer"].send_sync_message("late")
+        a.plugins["asyncer"].send_sync_message("now", transaction=False)
+        assert wait_for(lambda: b.plugins["asyncer"].messages == [("async", "now")])
+        assert b.plugins["syncer"].messages == []
+    assert wait_for(lambda: b.plugins["syncer"].messages == ["late"])
+
+
+def test_sequence_gap_calls_handle_sync_gap(two_nodes):
+    """A missed message (sequence jump) calls handle_sync_gap() on the receiver."""
+    a, b = two_nodes
+    plugin = a.plugins["syncer"]
+    plugin.send_sync_message(1)
+    a.pubsub_manager._send(WIRE_PREFIX + plugin.sync_channel, "2", envelope.TO_SELF)
+    plugin.send_sync_message(3)
+
+    assert wait_for(lambda: b.plugins["syncer"].messages == [1, 3])
+    assert b.plugins["syncer"].gaps == 1
+    assert b.plugins["asyncer"].gaps == 0
+
+
+def test_disable_and_enable_apply_on_every_node(two_nodes):
+    """disable_plugin/enable_plugin on one node run the hooks on the other too."""
+    a, b = two_nodes
+    a.disable_plugin("syncer")
+    assert wait_for(lambda: b.plugins["syncer"].hooks == ["after_disable"])
+    assert b.plugins["syncer"].enabled is False
+    assert a.plugins["syncer"].hooks == ["after_disable"]
+
+    # a disabled plugin does not get sync messages
+    a.plugins["syncer"].send_sync_message("ignored")
+    a.plugins["asyncer"].send_sync_message("sentinel")
+    assert wait_for(lambda: b.plugins["asyncer"].messages == [("async", "sentinel")])
+    assert b.plugins["syncer"].messages == []
+
+    a.enable_plugin("syncer")
+    assert wait_for(
+        lambda: b.plugins["syncer"].hooks == ["after_disable", "after_enable"]
+    )
+    assert b.plugins["syncer"].enabled is True
+
+
+def test_gap_on_the_enable_channel_reloads_flags_from_the_database(two_nodes):
+    """A node that missed an enable/disable message applies the stored flags."""
+    from mega_cluster.models import PluginState
+
+    _a, b = two_nodes
+    PluginState.objects.filter(app_name=b.name, name="syncer").update(enabled=False)
+    b.sync_message_manager._gap("~plugins", "test")
+    assert b.plugins["syncer"].enabled is False
+    assert b.plugins["syncer"].hooks == ["after_disable"]
+
+
+@pytest.mark.redis
+def test_broker_restart_calls_every_plugins_handle_sync_gap(unique_name):
+    """After a Redis restart each plugin's handle_sync_gap() runs and sync messages
+    flow again."""
+    with redis_server() as server:
+        settings = {
+            "PUBSUB": {
+                "BACKEND": "redis",
+                "OPTIONS": {"URL": f"redis://127.0.0.1:{server.port}/0"},
+                "RECONNECT_MAX_DELAY": 0.5,
+            }
+        }
+        a, b = _node(unique_name, "a", settings), _node(unique_name, "b", settings)
+        try:
+            server.restart()
+            assert wait_for(
+                lambda: (
+                    b.plugins["syncer"].gaps >= 1 and b.plugins["asyncer"].gaps >= 1
+                ),
+                15,
+            )
+
+            def delivered():
+                try:
+                    a.plugins["syncer"].send_sync_message("after")
+                except ConnectionError:
+                    return False
+                return wait_for(lambda: "after" in b.plugins["syncer"].messages, 0.5)
+
+            assert wait_for(delivered, 15)
+        finally:
+            a.stop()
+            b.stop()
