@@ -34,6 +34,7 @@ COMPONENTS: dict[str, str] = {
     "sync_message_manager": "mega_cluster.sync_messages.SyncMessageManager",
     "event_queue": "mega_cluster.events.EventQueue",
     "cache_manager": "mega_cluster.cache.CacheManager",
+    "node_registry": "mega_cluster.nodes.NodeRegistry",
 }
 #: start order; stop runs in reverse.
 START_ORDER = (
@@ -42,6 +43,7 @@ START_ORDER = (
     "sync_message_manager",
     "cache_manager",
     "event_queue",
+    "node_registry",  # last: beats once the rest runs, stops (leaves) first
 )
 
 
@@ -111,6 +113,10 @@ class ClusterApp:
         return self.component("cache_manager")
 
     @property
+    def node_registry(self) -> Any:
+        return self.component("node_registry")
+
+    @property
     def cache(self) -> Any:
         """The app's default cache."""
         return self.cache_manager.default
@@ -127,6 +133,7 @@ class ClusterApp:
             self._started = True
             try:
                 start_plugins(self)
+                self.component("node_registry")  # every started app heartbeats
                 for attr in START_ORDER:
                     component = self._components.get(attr)
                     if component is not None and hasattr(component, "start"):

@@ -2,6 +2,16 @@
 
 from .events import QueuedEvent
 from .locks import LockLease, LockWaiter
+from .nodes import Node
+from .ops import ClusterLock, ClusterQueue
 from .plugins import PluginState
 
-__all__ = ["LockLease", "LockWaiter", "PluginState", "QueuedEvent"]
+__all__ = [
+    "ClusterLock",
+    "ClusterQueue",
+    "LockLease",
+    "LockWaiter",
+    "Node",
+    "PluginState",
+    "QueuedEvent",
+]

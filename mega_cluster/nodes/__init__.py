@@ -1,0 +1,5 @@
+"""The node registry: which processes of the cluster are alive (``app.node_registry``)."""
+
+from .registry import ROLES, NodeInfo, NodeRegistry
+
+__all__ = ["ROLES", "NodeInfo", "NodeRegistry"]

@@ -1,0 +1,206 @@
+"""Where node heartbeats are kept: Redis when the app uses Redis, else the database.
+
+A store keeps one record per node id (a JSON-able dict with ``heartbeat_at``) and
+forgets records older than ``drop_after`` seconds whenever it is written or read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import BackendUnavailable
+
+if TYPE_CHECKING:
+    from ..registry import ClusterApp
+
+
+class NodeStore:
+    """The contract: ``put``, ``remove``, ``all`` and ``ping``."""
+
+    name = "base"
+
+    def put(self, record: Mapping[str, Any], *, drop_after: float) -> None:
+        raise NotImplementedError
+
+    def remove(self, node_id: str) -> None:
+        raise NotImplementedError
+
+    def all(self, *, drop_after: float) -> list[dict[str, Any]]:
+        """Every record younger than ``drop_after`` seconds (older ones are deleted)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections (the store may be used again afterwards)."""
+
+
+class RedisNodeStore(NodeStore):
+    """One Redis hash per app: node id -> JSON record."""
+
+    name = "redis"
+
+    def __init__(self, app: ClusterApp, options: Mapping[str, Any]) -> None:
+        self.options = dict(options)
+        prefix = self.options.get("KEY_PREFIX", "mc")
+        # Same hash-tag shape as the Redis lock keys, so a cluster keeps them together.
+        self.key = f"{prefix}:{{{app.name}}}:nodes"
+        self._client_obj: Any = None
+
+    def _client(self) -> Any:
+        if self._client_obj is None:
+            import redis
+
+            if self.options.get("URL"):
+                self._client_obj = redis.Redis.from_url(
+                    self.options["URL"],
+                    socket_timeout=float(self.options.get("SOCKET_TIMEOUT", 5)),
+                    socket_connect_timeout=float(self.options.get("SOCKET_TIMEOUT", 5)),
+                )
+            else:
+                from django.core.cache import caches
+
+                cache = caches[self.options["CACHE"]]
+                client = getattr(cache, "client", None)
+                if client is not None and hasattr(client, "get_client"):
+                    self._client_obj = client.get_client(write=True)  # django-redis
+                else:
+                    self._client_obj = cache._cache.get_client(write=True)
+        return self._client_obj
+
+    def _do(self, fn: Any) -> Any:
+        import redis
+
+        try:
+            return fn(self._client())
+        except redis.RedisError as exc:
+            raise BackendUnavailable(f"node registry (Redis): {exc}") from exc
+
+    def put(self, record: Mapping[str, Any], *, drop_after: float) -> None:
+        data = json.dumps(dict(record))
+        self._do(lambda c: c.hset(self.key, record["node_id"], data))
+        # The hash lives as long as some node beats; a dead cluster leaves nothing.
+        self._do(lambda c: c.expire(self.key, max(1, int(drop_after * 2))))
+
+    def remove(self, node_id: str) -> None:
+        self._do(lambda c: c.hdel(self.key, node_id))
+
+    def all(self, *, drop_after: float) -> list[dict[str, Any]]:
+        raw = self._do(lambda c: c.hgetall(self.key))
+        now = time.time()
+        records, stale = [], []
+        for field, value in raw.items():
+            try:
+                record = json.loads(value)
+            except ValueError:
+                stale.append(field)
+                continue
+            if now - float(record.get("heartbeat_at", 0)) > drop_after:
+                stale.append(field)
+            else:
+                records.append(record)
+        if stale:
+            self._do(lambda c: c.hdel(self.key, *stale))
+        return records
+
+    def ping(self) -> None:
+        self._do(lambda c: c.ping())
+
+    def close(self) -> None:
+        client, self._client_obj = self._client_obj, None
+        if client is not None and self.options.get("URL"):
+            client.close()
+
+
+class DatabaseNodeStore(NodeStore):
+    """Rows of :class:`~mega_cluster.models.Node` in the ``default`` database."""
+
+    name = "database"
+
+    def __init__(self, app: ClusterApp, options: Mapping[str, Any]) -> None:
+        self.app_name = app.name
+        self.alias = options.get("DATABASE", "default")
+
+    @staticmethod
+    def _model() -> Any:
+        from ..models import Node
+
+        return Node
+
+    def _do(self, fn: Any) -> Any:
+        from django.db import DatabaseError
+
+        try:
+            return fn(self._model().objects.using(self.alias))
+        except DatabaseError as exc:
+            raise BackendUnavailable(f"node registry (database): {exc}") from exc
+
+    def put(self, record: Mapping[str, Any], *, drop_after: float) -> None:
+        fields = {
+            "host": record["host"],
+            "pid": record["pid"],
+            "role": record["role"],
+            "version": record["version"],
+            "started_at": record["started_at"],
+            "heartbeat_at": record["heartbeat_at"],
+            "details": {
+                "channels": record["channels"],
+                "consumers": record["consumers"],
+            },
+        }
+        self._do(
+            lambda qs: qs.update_or_create(
+                app_name=self.app_name, node_id=record["node_id"], defaults=fields
+            )
+        )
+
+    def remove(self, node_id: str) -> None:
+        self._do(lambda qs: qs.filter(app_name=self.app_name, node_id=node_id).delete())
+
+    def all(self, *, drop_after: float) -> list[dict[str, Any]]:
+        cutoff = time.time() - drop_after
+
+        def read(qs: Any) -> list[Any]:
+            qs = qs.filter(app_name=self.app_name)
+            qs.filter(heartbeat_at__lt=cutoff).delete()
+            return list(qs.order_by("node_id"))
+
+        return [
+            {
+                "node_id": row.node_id,
+                "app": row.app_name,
+                "host": row.host,
+                "pid": row.pid,
+                "role": row.role,
+                "version": row.version,
+                "started_at": row.started_at,
+                "heartbeat_at": row.heartbeat_at,
+                "channels": list((row.details or {}).get("channels", [])),
+                "consumers": dict((row.details or {}).get("consumers", {})),
+            }
+            for row in self._do(read)
+        ]
+
+    def ping(self) -> None:
+        from django.db import DatabaseError, connections
+
+        try:
+            with connections[self.alias].cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except DatabaseError as exc:
+            raise BackendUnavailable(f"node registry (database): {exc}") from exc
+
+
+def store_for(app: ClusterApp) -> NodeStore:
+    """Redis when the app's locks or pub/sub use Redis, else the database."""
+    for section in (app.settings.locks, app.settings.pubsub):
+        backend = section.backend
+        if backend is None or backend.alias != "redis":
+            continue
+        options = backend.options
+        if options.get("URL") or options.get("CACHE"):
+            return RedisNodeStore(app, options)
+    queue = app.settings.event_queue.backend
+    options = queue.options if queue is not None and queue.alias == "database" else {}
+    return DatabaseNodeStore(app, options)

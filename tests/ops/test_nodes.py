@@ -1,0 +1,130 @@
+"""The node registry on the database and on Redis, in one process."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from django.conf import settings
+
+from mega_cluster.models import Node
+from mega_cluster.nodes import NodeRegistry
+from mega_cluster.testing import make_app
+
+from .conftest import FAST_NODES, redis_settings, wait_until
+
+STORES = [
+    pytest.param(
+        "database", id="database", marks=pytest.mark.django_db(transaction=True)
+    ),
+    pytest.param(
+        "redis",
+        id="redis",
+        marks=[pytest.mark.redis, pytest.mark.django_db(transaction=True)],
+    ),
+]
+
+
+def settings_for(store: str) -> dict:
+    base = (
+        redis_settings(settings.REDIS_URL, settings.KEY_PREFIX)
+        if store == "redis"
+        else {}
+    )
+    return {**base, **FAST_NODES}
+
+
+@pytest.fixture(params=STORES)
+def make(request, unique_name):
+    store = request.param
+    apps = []
+
+    def build(node_id=None):
+        app = make_app(unique_name, settings_for(store), node_id=node_id)
+        apps.append(app)
+        return app
+
+    build.store = store
+    yield build
+    for app in reversed(apps):
+        app.stop()
+
+
+def test_store_follows_the_backends(make):
+    """Redis locks put the heartbeats in Redis; without Redis they go to the database."""
+    app = make()
+    assert app.node_registry.store.name == make.store
+
+
+def test_started_app_heartbeats_and_stop_removes_it(make):
+    """app.start() makes the node visible with its identity; stop() removes it."""
+    web = make(node_id="web-1")
+    observer = make(node_id="observer")
+    web.start()
+    node = wait_until(lambda: observer.node_registry.get("web-1"), what="heartbeat")
+    assert node.alive and node.role == "web" and node.app == web.name
+    assert node.pid == os.getpid()
+    assert node.host and node.version
+    assert node.started_at <= time.time()
+    web.stop()
+    assert observer.node_registry.get("web-1") is None
+
+
+def test_role_channels_and_consumers_are_published(make):
+    """A worker's role, pub/sub channels and queue consumers are in its record."""
+    worker = make(node_id="worker-1")
+    worker.node_registry.role = "worker"
+    worker.event_queue.subscribe("orders", process=lambda p, ctx: None, concurrency=3)
+    worker.pubsub_manager.subscribe("news", lambda m: None)
+    worker.start()
+    node = wait_until(
+        lambda: (n := worker.node_registry.get("worker-1")) and n.consumers and n,
+        what="worker record",
+    )
+    assert node.role == "worker"
+    assert node.consumers == {"orders": 3}
+    assert any(c.endswith("news") for c in node.channels)
+
+
+def test_silent_node_is_dead_then_dropped(make):
+    """A node that stops beating is listed dead after NODE_TIMEOUT, gone after 2x."""
+    observer = make(node_id="observer")
+    registry = observer.node_registry
+    record = make(node_id="ghost").node_registry.describe()
+    registry.store.put(record, drop_after=registry.drop_after)
+    assert registry.get("ghost").alive
+    wait_until(lambda: not registry.get("ghost").alive, timeout=5, what="dead")
+    assert [n.node_id for n in registry.list_nodes(include_dead=False)] == []
+    wait_until(lambda: registry.get("ghost") is None, timeout=5, what="dropped")
+
+
+def test_role_is_validated(make):
+    """Only web and worker are roles."""
+    with pytest.raises(ValueError, match="role"):
+        make().node_registry.role = "cron"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_rows_are_per_app(unique_name):
+    """Two apps on one database see only their own nodes."""
+    one = make_app(unique_name, FAST_NODES, node_id="n1")
+    two = make_app(unique_name + "b", FAST_NODES, node_id="n2")
+    try:
+        one.node_registry.beat()
+        two.node_registry.beat()
+        assert [n.node_id for n in one.node_registry.list_nodes()] == ["n1"]
+        assert [n.node_id for n in two.node_registry.list_nodes()] == ["n2"]
+        assert Node.objects.filter(app_name=unique_name).count() == 1
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_registry_is_a_component():
+    """NodeRegistry is reachable as the node_registry component."""
+    from mega_cluster.registry import COMPONENTS, START_ORDER
+
+    assert COMPONENTS["node_registry"] == "mega_cluster.nodes.NodeRegistry"
+    assert START_ORDER[-1] == "node_registry"
+    assert NodeRegistry.__name__ == "NodeRegistry"
