@@ -1,9 +1,10 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
 urlpatterns = [
     path("", views.cluster_overview, name="overview"),
     path("admin/", admin.site.urls),
+    path("cluster/", include("mega_cluster.urls")),
 ]

@@ -1,0 +1,177 @@
+"""Prometheus metrics: counters the primitives increment, gauges read at scrape time.
+
+With ``prometheus-client`` installed (``pip install "mega-cluster[prometheus]"``)
+:func:`inc` and :func:`observe` update the metrics below and :func:`render` is what
+the ``mega_cluster:metrics`` view serves; without it both are no-ops and the view
+answers 404. Metrics live in their own :data:`REGISTRY`, not in prometheus-client's
+global one, so importing this module twice never raises "Duplicated timeseries".
+
+Counters and histograms (process-local, labelled ``app`` and, where it applies,
+``channel``):
+
+=====================================  ============================================
+``mega_cluster_messages_published``    pub/sub and sync messages sent
+``mega_cluster_messages_delivered``    messages handed to local handlers
+``mega_cluster_messages_dropped``      messages lost (buffer overflow, no connection)
+``mega_cluster_lock_wait_seconds``     time spent waiting to acquire a lock
+``mega_cluster_lock_hold_seconds``     time a lock was held until release
+``mega_cluster_event_attempts``        event handler attempts started
+``mega_cluster_event_failures``        attempts that raised or timed out
+``mega_cluster_event_dead_letters``    events dead-lettered on this node
+=====================================  ============================================
+
+Gauges computed at each scrape from the managers' operations API (cluster-wide):
+``mega_cluster_queue_events{app,channel,state}`` (``stats()``),
+``mega_cluster_locks_held{app}`` (``list_locks()``),
+``mega_cluster_nodes{app,status}`` (``node_registry.list_nodes()``) and
+``mega_cluster_scrape_errors{app,source}`` when one of them failed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+logger = logging.getLogger("mega_cluster.metrics")
+
+ENABLED = importlib.util.find_spec("prometheus_client") is not None
+
+#: name -> (kind, help, label names)
+METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "messages_published": (
+        "counter",
+        "Pub/sub and sync messages published.",
+        ("app", "channel"),
+    ),
+    "messages_delivered": (
+        "counter",
+        "Messages handed to local handlers.",
+        ("app", "channel"),
+    ),
+    "messages_dropped": (
+        "counter",
+        "Messages lost (buffer overflow or no connection).",
+        ("app", "channel"),
+    ),
+    "lock_wait_seconds": ("histogram", "Seconds spent acquiring a lock.", ("app",)),
+    "lock_hold_seconds": ("histogram", "Seconds a lock was held.", ("app",)),
+    "event_attempts": ("counter", "Event handler attempts.", ("app", "channel")),
+    "event_failures": ("counter", "Failed event attempts.", ("app", "channel")),
+    "event_dead_letters": ("counter", "Events dead-lettered.", ("app", "channel")),
+}
+
+REGISTRY: Any = None
+_metrics: dict[str, Any] = {}
+
+if ENABLED:
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client.core import GaugeMetricFamily
+
+    REGISTRY = CollectorRegistry(auto_describe=True)
+    for _name, (_kind, _help, _labels) in METRICS.items():
+        _cls = Counter if _kind == "counter" else Histogram
+        _metrics[_name] = _cls(
+            f"mega_cluster_{_name}", _help, _labels, registry=REGISTRY
+        )
+
+
+def _metric(name: str, kind: str, labels: dict[str, Any]) -> Any:
+    try:
+        actual, _help, names = METRICS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown metric {name!r}; known: {', '.join(METRICS)}."
+        ) from None
+    if actual != kind:
+        verb = "inc()" if actual == "counter" else "observe()"
+        raise ValueError(f"Metric {name!r} is a {actual}: use {verb}.")
+    if set(labels) != set(names):
+        raise ValueError(
+            f"Metric {name!r} takes labels {', '.join(names)}, got "
+            f"{', '.join(sorted(labels)) or 'none'}."
+        )
+    if not ENABLED:
+        return None
+    return _metrics[name].labels(**{k: str(v) for k, v in labels.items()})
+
+
+def inc(name: str, amount: float = 1, **labels: Any) -> None:
+    """Add ``amount`` to counter ``name`` (a key of :data:`METRICS`); no-op without
+    prometheus-client. Raises ``ValueError`` for an unknown name or wrong labels."""
+    metric = _metric(name, "counter", labels)
+    if metric is not None:
+        metric.inc(amount)
+
+
+def observe(name: str, value: float, **labels: Any) -> None:
+    """Record ``value`` (seconds) in histogram ``name``; no-op without
+    prometheus-client. Raises ``ValueError`` for an unknown name or wrong labels."""
+    metric = _metric(name, "histogram", labels)
+    if metric is not None:
+        metric.observe(value)
+
+
+class ClusterCollector:
+    """Gauges read from the operations API of every cluster app at scrape time."""
+
+    def describe(self) -> list[Any]:
+        return []  # computed per scrape: nothing to describe up front
+
+    def collect(self) -> Iterator[Any]:
+        from .registry import registry
+
+        queue = GaugeMetricFamily(
+            "mega_cluster_queue_events",
+            "Events per channel and state (failed counts failed attempts).",
+            labels=["app", "channel", "state"],
+        )
+        locks = GaugeMetricFamily(
+            "mega_cluster_locks_held", "Locks held right now.", labels=["app"]
+        )
+        nodes = GaugeMetricFamily(
+            "mega_cluster_nodes", "Nodes by status.", labels=["app", "status"]
+        )
+        errors = GaugeMetricFamily(
+            "mega_cluster_scrape_errors",
+            "1 when a source could not be read at this scrape.",
+            labels=["app", "source"],
+        )
+        for name, app in registry.apps().items():
+            try:
+                for channel, counts in app.event_queue.stats().items():
+                    for state, value in counts.items():
+                        queue.add_metric([name, channel, state], value)
+            except Exception as exc:
+                logger.warning("metrics: queue stats of app %s failed: %s", name, exc)
+                errors.add_metric([name, "event_queue"], 1)
+            try:
+                locks.add_metric([name], len(app.lock_manager.list_locks()))
+            except Exception as exc:
+                logger.warning("metrics: lock list of app %s failed: %s", name, exc)
+                errors.add_metric([name, "locks"], 1)
+            try:
+                listed = app.node_registry.list_nodes()
+                alive = sum(1 for n in listed if n.alive)
+                nodes.add_metric([name, "alive"], alive)
+                nodes.add_metric([name, "dead"], len(listed) - alive)
+            except Exception as exc:
+                logger.warning("metrics: node list of app %s failed: %s", name, exc)
+                errors.add_metric([name, "nodes"], 1)
+        yield from (queue, locks, nodes, errors)
+
+
+if ENABLED:
+    REGISTRY.register(ClusterCollector())
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type (requires prometheus-client)."""
+    if not ENABLED:
+        raise RuntimeError(
+            'prometheus-client is not installed: pip install "mega-cluster[prometheus]"'
+        )
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

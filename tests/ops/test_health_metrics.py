@@ -1,0 +1,102 @@
+"""The JSON health view and the Prometheus metrics view."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.urls import reverse
+
+from mega_cluster import metrics
+from mega_cluster.registry import get_app
+from mega_cluster.testing import cluster_settings
+
+from ..servers import redis_server
+
+pytestmark = pytest.mark.django_db
+
+
+def test_health_is_open_and_reports_every_backend(client):
+    """Anonymous GET answers 200 with each backend, this node and its uptime."""
+    response = client.get(reverse("mega_cluster:health"))
+    assert response.status_code == 200
+    assert response["Cache-Control"].startswith("max-age=0")
+    body = response.json()
+    assert body["status"] == "ok"
+    app = get_app()
+    assert body["node"]["id"] == app.node_id
+    assert body["node"]["role"] == "web"
+    assert body["uptime"] >= 0
+    checks = body["apps"][app.name]
+    assert set(checks) == {"locks", "pubsub", "event_queue", "nodes"}
+    assert checks["locks"] == {"backend": "local", "ok": True, **_lat(checks["locks"])}
+    assert all(check["ok"] for check in checks.values())
+    assert body["database"]["ok"]
+
+
+def _lat(check):
+    return {"latency_ms": check["latency_ms"]}
+
+
+def test_health_is_503_when_a_configured_backend_is_down(client):
+    """A Redis lock backend that stops answering turns the view 503 and says which."""
+    with redis_server() as server:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        value = {
+            "APP_NAME": f"t{settings.RUN_ID}h"[:50],
+            "LOCKS": {"BACKEND": "redis", "OPTIONS": {"URL": url, "SOCKET_TIMEOUT": 1}},
+        }
+        with cluster_settings(value):
+            up = client.get(reverse("mega_cluster:health"))
+            assert up.status_code == 200, up.content
+            assert up.json()["apps"][value["APP_NAME"]]["nodes"]["backend"] == "redis"
+            server.stop()
+            down = client.get(reverse("mega_cluster:health"))
+    assert down.status_code == 503
+    body = down.json()
+    checks = body["apps"][value["APP_NAME"]]
+    assert body["status"] == "unavailable"
+    assert checks["locks"]["ok"] is False and checks["locks"]["backend"] == "redis"
+    assert checks["nodes"]["ok"] is False
+    assert checks["pubsub"]["ok"] is True  # memory: still fine
+    # No secrets: neither the server address nor the secret key is in the body.
+    text = down.content.decode()
+    assert str(server.port) not in text and settings.SECRET_KEY not in text
+
+
+def test_health_only_answers_get(client):
+    """POST is refused with 405: the view never changes state."""
+    assert client.post(reverse("mega_cluster:health")).status_code == 405
+
+
+def test_metrics_view_serves_counters_and_scrape_gauges(client):
+    """Counters added with metrics.inc() and the queue/lock/node gauges are served."""
+    app = get_app()
+    metrics.inc("event_failures", app=app.name, channel="orders")
+    metrics.observe("lock_wait_seconds", 0.25, app=app.name)
+    lock = app.lock_manager.acquire("metrics-lock", ttl=30)
+    try:
+        response = client.get(reverse("mega_cluster:metrics"))
+    finally:
+        lock.release()
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    text = response.content.decode()
+    assert (
+        f'mega_cluster_event_failures_total{{app="{app.name}",channel="orders"}}'
+        in text
+    )
+    assert f'mega_cluster_lock_wait_seconds_count{{app="{app.name}"}}' in text
+    assert f'mega_cluster_locks_held{{app="{app.name}"}} 1.0' in text
+    assert f'mega_cluster_nodes{{app="{app.name}",status="alive"}}' in text
+
+
+def test_metric_helpers_reject_bad_names_and_labels():
+    """A typo in a metric name or its labels fails at the call."""
+    with pytest.raises(ValueError, match="Unknown metric"):
+        metrics.inc("messages_publishd", app="a", channel="c")
+    with pytest.raises(ValueError, match="takes labels"):
+        metrics.inc("messages_published", app="a")
+    with pytest.raises(ValueError, match="histogram"):
+        metrics.inc("lock_wait_seconds", app="a")
+    with pytest.raises(ValueError, match="counter"):
+        metrics.observe("event_attempts", 1.0, app="a", channel="c")
