@@ -72,6 +72,7 @@ class Worker:
         for app in self.apps:
             queue = app.event_queue
             queue.configure_worker(channels=self.channels, concurrency=self.concurrency)
+            app.node_registry.role = self.role  # listed as a worker on Nodes
             app.start()
             subscribed = sorted(queue.subscriptions())
             consumed = [
