@@ -34,6 +34,9 @@ OPERATION_TIMEOUT = 15.0
 #: write "~", so they never collide with a user channel.
 INTERNAL_PREFIX = "~"
 
+#: Database connections are checked at least every this many messages.
+MAX_BATCH = 100
+
 _STOP = object()
 _WAKE = object()
 _ids = itertools.count(1)
@@ -106,7 +109,8 @@ class PubSubManager:
         self.buffer_size: int = app.settings.pubsub["BUFFER_SIZE"]
         #: messages dropped because the local buffer was full.
         self.dropped = 0
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.buffer_size)
+        # SimpleQueue (C, lock-free for the GIL holder) bounded by our own check
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._subs: dict[str, tuple[Subscription, ...]] = {}
         self._wires: dict[str, str] = {}
         self._seq: dict[str, itertools.count[int]] = {}
@@ -473,9 +477,9 @@ class PubSubManager:
     # receiving (loop side) -----------------------------------------------------------
 
     def _on_message(self, wire: str, data: bytes) -> None:
-        try:
-            self._queue.put_nowait(data)
-        except queue.Full:
+        if self._queue.qsize() < self.buffer_size:
+            self._queue.put(data)
+        else:
             self.dropped += 1
             self._gap_pending = True
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -494,23 +498,30 @@ class PubSubManager:
         self._wake()
 
     def _wake(self) -> None:
-        try:
-            self._queue.put_nowait(_WAKE)
-        except queue.Full:
-            pass  # the dispatcher is busy and will look at the flags anyway
+        # never refused: a wake-up must reach the dispatcher even with a full buffer
+        self._queue.put(_WAKE)
 
     # dispatching (dispatcher thread) -------------------------------------------------
 
     def _dispatch_loop(self) -> None:
         get = self._queue.get
+        batch = 0
         while not self._stopping:
-            timeout = self._next_deadline()
             try:
-                item = get(timeout=timeout)
+                item = get(block=False)
             except queue.Empty:
-                item = None
+                if batch:
+                    self._close_connections()
+                    batch = 0
+                try:
+                    item = get(timeout=self._next_deadline())
+                except queue.Empty:
+                    item = None
             if self._stopping:
                 break
+            if batch == 0:
+                self._close_connections()
+            batch += 1
             try:
                 if item is not None and item is not _WAKE:
                     self._dispatch(item)
@@ -522,7 +533,18 @@ class PubSubManager:
             except Exception:
                 # handlers are isolated in _call; this is a bug, never a dead listener
                 logger.exception("pub/sub dispatcher error (node %s)", self._node_id)
+            if batch >= MAX_BATCH:
+                self._close_connections()
+                batch = 0
         self._pending.clear()
+
+    def _close_connections(self) -> None:
+        # As around a Django request: before the handlers of a batch of messages
+        # and after it (the queue ran empty or MAX_BATCH messages were handled).
+        try:
+            close_old_connections()
+        except Exception:
+            logger.exception("closing old database connections failed")
 
     def _dispatch(self, data: bytes) -> None:
         try:
@@ -582,7 +604,6 @@ class PubSubManager:
     def _call(self, sub: Subscription, env: envelope.Envelope) -> None:
         arg = env if sub.raw else env.payload
         try:
-            close_old_connections()
             result = sub.handler(arg)
             if inspect.isawaitable(result):
                 self._await(result)
@@ -596,11 +617,6 @@ class PubSubManager:
                 env.id,
                 env.node,
             )
-        finally:
-            try:
-                close_old_connections()
-            except Exception:
-                logger.exception("closing database connections after a handler failed")
 
     def _await(self, awaitable: Any) -> Any:
         loop = self._loop

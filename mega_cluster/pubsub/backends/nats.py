@@ -7,23 +7,36 @@ the outage. Our listener reconnects with exponential backoff and reports the gap
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import threading
+import time
 from typing import Any, ClassVar
 
 from .base import PubSubBackend
 
 logger = logging.getLogger("mega_cluster.pubsub")
 
+#: Sync publishers wait (back-pressure) while this many messages are queued.
+OUTBOX_LIMIT = 10_000
+
 
 class NatsPubSubBackend(PubSubBackend):
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("nats", "nats"),)
     required_options: ClassVar[tuple[str, ...]] = ("URL",)
+    # nats-py is async only; sync publishers hand messages to the loop through an
+    # outbox, so they do not wait for a cross-thread round trip per message
+    has_sync_publish: ClassVar[bool] = True
 
     def __init__(self, app, options) -> None:  # type: ignore[no-untyped-def]
         super().__init__(app, options)
         self._nc: Any = None
         self._subs: dict[str, Any] = {}
         self._lost: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._outbox_lock = threading.Lock()
+        self._drainer: asyncio.Task[None] | None = None
 
     def wire_channel(self, channel: str) -> str:
         # "." separates NATS subject tokens; "%" never occurs in a channel name,
@@ -34,6 +47,7 @@ class NatsPubSubBackend(PubSubBackend):
         import nats
 
         lost = self._lost = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
 
         async def on_closed() -> None:
             lost.set()
@@ -74,6 +88,18 @@ class NatsPubSubBackend(PubSubBackend):
 
         self._subs[wire] = await self._nc.subscribe(wire, cb=deliver)
 
+    async def close(self) -> None:
+        # hand over what sync publishers queued before closing the connection
+        drainer, nc = self._drainer, self._nc
+        try:
+            if drainer is not None and not drainer.done():
+                await asyncio.wait_for(asyncio.shield(drainer), 5)
+            if nc is not None and not nc.is_closed and self.connected:
+                await nc.flush(timeout=2)
+        except Exception as exc:
+            logger.warning("NATS flush before close failed: %s", exc)
+        await super().close()
+
     async def _read(self) -> None:
         assert self._lost is not None
         await self._lost.wait()
@@ -112,3 +138,44 @@ class NatsPubSubBackend(PubSubBackend):
             await nc.publish(wire_channel, data)
         except NatsError as exc:
             raise self.unavailable(exc) from exc
+
+    def publish_sync(self, wire_channel: str, data: bytes) -> None:
+        loop = self._loop
+        if not self.connected or self._nc is None or loop is None:
+            raise self.unavailable(ConnectionError("not connected"))
+        if len(self._outbox) >= OUTBOX_LIMIT:
+            deadline = time.monotonic() + 15
+            while len(self._outbox) >= OUTBOX_LIMIT:
+                if time.monotonic() > deadline or not self.connected:
+                    raise self.unavailable(TimeoutError("outbox not draining"))
+                time.sleep(0.001)
+        with self._outbox_lock:
+            self._outbox.append((wire_channel, data))
+            kick = len(self._outbox) == 1
+        if kick:
+            loop.call_soon_threadsafe(self._kick)
+
+    def _kick(self) -> None:
+        # on the loop: one drainer at a time keeps the outbox order
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        lost = 0
+        while True:
+            with self._outbox_lock:
+                if not self._outbox:
+                    break
+                wire, data = self._outbox.popleft()
+            nc = self._nc
+            try:
+                if nc is None or nc.is_closed:
+                    raise ConnectionError("not connected")
+                await nc.publish(wire, data)
+            except Exception as exc:
+                lost += 1
+                logger.debug("NATS publish failed: %s", exc)
+        if lost:
+            logger.warning(
+                "%d message(s) published during a NATS outage were not sent", lost
+            )
