@@ -8,12 +8,14 @@ block never undoes it.
 Exclusion rests on one conditional ``UPDATE`` (free or expired → ours) per attempt
 and the unique constraint on ``(app_name, key)`` for the first insert. Waiters
 queue in ``LockWaiter`` rows; the oldest live row goes first. Waiters in the same
-process are woken at once by a release; waiters in other processes re-check every
-``POLL_INTERVAL`` seconds (no database-independent notification exists).
+process are woken at once by a release. On PostgreSQL (psycopg 3) a release also
+sends ``NOTIFY`` and one ``LISTEN`` thread per backend wakes the waiters of other
+processes at once; elsewhere they re-check every ``POLL_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,9 +38,17 @@ from .base import WAITER_LEASE, WAITER_REFRESH, LockBackend, LockInfo
 
 T = TypeVar("T")
 
+logger = logging.getLogger("mega_cluster.locks")
+
 # Releases wake the waiters of every database lock backend of the process at once.
 _released = threading.Condition()
 _generation = [0]
+
+
+def _wake() -> None:
+    with _released:
+        _generation[0] += 1
+        _released.notify_all()
 
 
 class DatabaseLockBackend(LockBackend):
@@ -73,6 +83,9 @@ class DatabaseLockBackend(LockBackend):
         self.poll = float(self.options.get("POLL_INTERVAL", 0.05))
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
+        self._listener: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.channel = f"mc_locks_{self.app.name}"[:63]
 
     # the private connection ------------------------------------------------------------
 
@@ -166,8 +179,24 @@ class DatabaseLockBackend(LockBackend):
                     )
         return None
 
+    def _could_win(self, key: str, waiter: str) -> bool:
+        """Reads only: is the key free (or expired) with ``waiter`` first in line?"""
+        leases, waiters = self._models()
+        now = timezone.now()
+        row = leases.filter(key=key).values_list("token", "expires_at").first()
+        if row is not None and row[0] and row[1] is not None and row[1] >= now:
+            return False
+        head = (
+            waiters.filter(key=key, deadline__gte=now)
+            .order_by("id")
+            .values_list("waiter", flat=True)
+            .first()
+        )
+        return head is None or head == waiter
+
     def _leave(self, waiter: str) -> None:
         self._models()[1].filter(waiter=waiter).delete()
+        self._notify()  # the next waiter may be first now
 
     def _release(self, key: str, token: str) -> int:
         now = timezone.now()
@@ -176,7 +205,55 @@ class DatabaseLockBackend(LockBackend):
             rows = rows.filter(token=token)
         else:
             rows = rows.filter(expires_at__gte=now)
-        return rows.update(token="", holder="", expires_at=now)
+        released = rows.update(token="", holder="", expires_at=now)
+        if released:
+            self._notify()
+        return released
+
+    def _notify(self) -> None:
+        connection = connections[self.alias]
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_notify(%s, '')", [self.channel])
+
+    def _listen(self) -> None:
+        """Wake this process's waiters on every NOTIFY of the app's channel."""
+        import psycopg
+
+        params = connections[self.alias].get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(autocommit=True, **params) as conn:
+                    conn.execute(f'LISTEN "{self.channel}"')
+                    delay = 0.1
+                    _wake()  # anything released while we were not listening
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=0.25):
+                            _wake()
+            except Exception as exc:  # reconnect: waiters poll meanwhile
+                logger.debug("lock LISTEN connection failed: %s", exc)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _ensure_listener(self) -> None:
+        if self._listener is not None or connections[self.alias].vendor != "postgresql":
+            return
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:  # psycopg2: no listener, waiters poll
+            return
+        with self._executor_lock:
+            if self._listener is None:
+                self._stopping.clear()
+                self._listener = threading.Thread(
+                    target=self._listen,
+                    name=f"mc-locks-listen-{self.app.name}",
+                    daemon=True,
+                )
+                self._listener.start()
 
     def _extend(self, key: str, token: str, ttl: float) -> int:
         now = timezone.now()
@@ -222,12 +299,23 @@ class DatabaseLockBackend(LockBackend):
     ) -> int | None:
         waiter = token if wait > 0 else ""
         deadline = time.monotonic() + wait
+        if waiter:
+            self._ensure_listener()
+        refreshed = -WAITER_REFRESH
         try:
             while True:
                 generation = _generation[0]
-                fence = self._run(self._attempt, key, token, ttl, holder, waiter)
-                if fence is not None:
-                    return fence
+                # Waiting costs reads only; a write transaction (which serialises
+                # on SQLite and fsyncs on PostgreSQL) when the key looks winnable
+                # or our place in the queue needs its lease refreshed.
+                now = time.monotonic()
+                if now - refreshed >= WAITER_REFRESH or self._run(
+                    self._could_win, key, waiter
+                ):
+                    refreshed = now
+                    fence = self._run(self._attempt, key, token, ttl, holder, waiter)
+                    if fence is not None:
+                        return fence
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -250,15 +338,10 @@ class DatabaseLockBackend(LockBackend):
         except Exception:  # best effort while already failing
             pass
 
-    def _wake(self) -> None:
-        with _released:
-            _generation[0] += 1
-            _released.notify_all()
-
     def release(self, key: str, token: str) -> bool:
         released = bool(self._run(self._release, key, token))
         if released:
-            self._wake()
+            _wake()
         return released
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
@@ -267,7 +350,7 @@ class DatabaseLockBackend(LockBackend):
     def force_release(self, key: str) -> bool:
         released = bool(self._run(self._release, key, ""))
         if released:
-            self._wake()
+            _wake()
         return released
 
     def list_locks(self) -> list[LockInfo]:
@@ -281,6 +364,10 @@ class DatabaseLockBackend(LockBackend):
         self._run(select_one)
 
     def stop(self) -> None:
+        self._stopping.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.join(timeout=5)
         with self._executor_lock:
             executor, self._executor = self._executor, None
         if executor is not None:

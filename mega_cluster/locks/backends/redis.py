@@ -3,11 +3,11 @@
 Keys of app ``A`` (``P`` is ``OPTIONS["KEY_PREFIX"]``, default ``mc``; the ``{A}``
 hash tag keeps one app's keys in one Redis Cluster slot, scripts touch several)::
 
-    P:{A}:L:<key>     hash: token, holder, fence, acquired_at, expires_at (PX ttl)
+    P:{A}:L:<key>     hash: token, holder, fence, acquired_at (PX ttl)
     P:{A}:Q:<key>     zset: waiter id -> arrival number (FIFO order)
     P:{A}:D:<key>     hash: waiter id -> place lease deadline (ms)
     P:{A}:W:<waiter>  list: wake-up tokens for one waiter (BLPOP)
-    P:{A}:index       zset: key -> expires_at (ms), for list_locks()
+    P:{A}:index       set: keys held (pruned lazily), for list_locks()
     P:{A}:fence       counter shared by the app's keys
     P:{A}:seq         arrival counter of the queues
 
@@ -25,26 +25,38 @@ from typing import Any, ClassVar
 from ...exceptions import BackendUnavailable
 from .base import WAITER_LEASE, WAITER_REFRESH, LockBackend, LockInfo
 
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function int(n) return string.format('%d', n) end
+# Every script gets ARGV[1] = base ("P:{A}:") and ARGV[2] = the caller's key, and
+# derives the other key names from them: fewer arguments to send per call. The
+# server clock (TIME costs as much as the rest of an uncontended acquire) is read
+# only on the paths that need it: queued waiters, fence seeding, list_locks.
+_KEYS = """
+local base, key = ARGV[1], ARGV[2]
+local lock, queue, places = KEYS[1], base .. 'Q:' .. key, base .. 'D:' .. key
+local wake_prefix, lease = base .. 'W:', LEASE_MS
+local now = false
+local function clock()
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now
+end
 """
 
 # Pops dead waiters off the head of the queue and returns the live head, if any.
 _HEAD = """
-local function head(queue, places, wake_prefix)
+local function head()
   while true do
     local h = redis.call('ZRANGE', queue, 0, 0)[1]
     if not h then return false end
-    if tonumber(redis.call('HGET', places, h) or '0') >= now then return h end
+    if tonumber(redis.call('HGET', places, h) or '0') >= clock() then return h end
     redis.call('ZREM', queue, h)
     redis.call('HDEL', places, h)
     redis.call('DEL', wake_prefix .. h)
   end
 end
-local function wake_head(queue, places, wake_prefix, lease)
-  local h = head(queue, places, wake_prefix)
+local function wake_head()
+  local h = head()
   if h then
     redis.call('RPUSH', wake_prefix .. h, '1')
     redis.call('PEXPIRE', wake_prefix .. h, lease)
@@ -52,118 +64,114 @@ local function wake_head(queue, places, wake_prefix, lease)
 end
 """
 
-# KEYS: lock, queue, places, fence, seq, index
-# ARGV: token, ttl_ms, holder, key, waiter ('' = do not queue), lease_ms, wake_prefix
+# KEYS: lock
+# ARGV: base, key, token, ttl_ms, holder, waiter ('' = do not queue), acquired_at
 # -> {1, fence} granted | {0, pttl} held (pttl -2: free, an older waiter goes first)
 _ACQUIRE = (
-    _NOW
+    _KEYS
     + _HEAD
     + """
-local token, ttl, me, lease = ARGV[1], tonumber(ARGV[2]), ARGV[5], ARGV[6]
-local current = redis.call('HMGET', KEYS[1], 'token', 'fence')
+local token, me = ARGV[3], ARGV[6]
+local current = redis.call('HMGET', lock, 'token', 'fence')
 if current[1] == token then
   -- a retried call whose first reply was lost: it is already ours
   return {1, tonumber(current[2])}
 end
 if not current[1] then
-  local h = head(KEYS[2], KEYS[3], ARGV[7])
+  local h = head()
   if (not h) or h == me then
     if h then
-      redis.call('ZREM', KEYS[2], me)
-      redis.call('HDEL', KEYS[3], me)
-      redis.call('DEL', ARGV[7] .. me)
+      redis.call('ZREM', queue, me)
+      redis.call('HDEL', places, me)
+      redis.call('DEL', wake_prefix .. me)
     end
-    if redis.call('EXISTS', KEYS[4]) == 0 then
-      redis.call('SET', KEYS[4], t[1] .. string.format('%06d', tonumber(t[2])))
+    local fence_key = base .. 'fence'
+    local fence = redis.call('INCR', fence_key)
+    if fence == 1 then  -- a new (or lost) counter: seed it from the clock
+      local t = redis.call('TIME')
+      redis.call('SET', fence_key, t[1] .. string.format('%06d', tonumber(t[2])))
+      fence = redis.call('INCR', fence_key)
     end
-    local fence = redis.call('INCR', KEYS[4])
-    redis.call('HSET', KEYS[1], 'token', token, 'holder', ARGV[3], 'fence', fence,
-      'acquired_at', int(now), 'expires_at', int(now + ttl))
-    redis.call('PEXPIRE', KEYS[1], ttl)
-    redis.call('ZADD', KEYS[6], int(now + ttl), ARGV[4])
+    redis.call('HSET', lock, 'token', token, 'holder', ARGV[5], 'fence', fence,
+      'acquired_at', ARGV[7])
+    redis.call('PEXPIRE', lock, ARGV[4])
+    redis.call('SADD', base .. 'index', key)
     return {1, fence}
   end
   -- free, and an older waiter goes first: nudge it in case its wake-up was lost
-  redis.call('RPUSH', ARGV[7] .. h, '1')
-  redis.call('PEXPIRE', ARGV[7] .. h, lease)
+  redis.call('RPUSH', wake_prefix .. h, '1')
+  redis.call('PEXPIRE', wake_prefix .. h, lease)
 end
 if me ~= '' then
-  if redis.call('HEXISTS', KEYS[3], me) == 0 then
-    redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[5]), me)
+  if redis.call('HEXISTS', places, me) == 0 then
+    redis.call('ZADD', queue, redis.call('INCR', base .. 'seq'), me)
   end
-  redis.call('HSET', KEYS[3], me, int(now + tonumber(lease)))
-  redis.call('PEXPIRE', KEYS[2], 2 * lease)
-  redis.call('PEXPIRE', KEYS[3], 2 * lease)
+  redis.call('HSET', places, me, string.format('%d', clock() + lease))
+  redis.call('PEXPIRE', queue, 2 * lease)
+  redis.call('PEXPIRE', places, 2 * lease)
 end
 if not current[1] then return {0, -2} end
-return {0, redis.call('PTTL', KEYS[1])}
+return {0, redis.call('PTTL', lock)}
 """
 )
 
-# KEYS: lock, queue, places, index   ARGV: token ('' = any), key, wake_prefix, lease
+# KEYS: lock   ARGV: base, key, token ('' = whoever holds it)
 _RELEASE = (
-    _NOW
+    _KEYS
     + _HEAD
     + """
-local holder = redis.call('HGET', KEYS[1], 'token')
-if not holder or (ARGV[1] ~= '' and holder ~= ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[4], ARGV[2])
-wake_head(KEYS[2], KEYS[3], ARGV[3], ARGV[4])
+local holder = redis.call('HGET', lock, 'token')
+if not holder or (ARGV[3] ~= '' and holder ~= ARGV[3]) then return 0 end
+redis.call('DEL', lock)
+redis.call('SREM', base .. 'index', key)
+wake_head()
 return 1
 """
 )
 
-# KEYS: lock, index   ARGV: token, ttl_ms, key
-_EXTEND = (
-    _NOW
-    + """
+# KEYS: lock   ARGV: token, ttl_ms
+_EXTEND = """
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-local ttl = tonumber(ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('HSET', KEYS[1], 'expires_at', int(now + ttl))
-redis.call('ZADD', KEYS[2], int(now + ttl), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
-)
 
-# KEYS: lock, queue, places   ARGV: waiter, wake_prefix, lease
+# KEYS: lock   ARGV: base, key, waiter
 _LEAVE = (
-    _NOW
+    _KEYS
     + _HEAD
     + """
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('DEL', ARGV[2] .. ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  wake_head(KEYS[2], KEYS[3], ARGV[2], ARGV[3])
-end
+redis.call('ZREM', queue, ARGV[3])
+redis.call('HDEL', places, ARGV[3])
+redis.call('DEL', wake_prefix .. ARGV[3])
+if redis.call('EXISTS', lock) == 0 then wake_head() end
 return 1
 """
 )
 
-# KEYS: index   ARGV: lock key prefix, places key prefix
-_LIST = (
-    _NOW
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. int(now))
+# KEYS: index   ARGV: base  -> {key, holder, fence, acquired_at, expires_at, waiters}
+_LIST = """
+local base = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
-for _, k in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local v = redis.call('HMGET', ARGV[1] .. k, 'holder', 'fence', 'acquired_at',
-    'expires_at')
-  if v[1] then
+for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local lock = base .. 'L:' .. k
+  local v = redis.call('HMGET', lock, 'holder', 'fence', 'acquired_at')
+  local pttl = redis.call('PTTL', lock)
+  if v[1] and pttl > 0 then
     local waiting = 0
-    for _, d in ipairs(redis.call('HVALS', ARGV[2] .. k)) do
+    for _, d in ipairs(redis.call('HVALS', base .. 'D:' .. k)) do
       if tonumber(d) >= now then waiting = waiting + 1 end
     end
-    table.insert(out, {k, v[1], v[2], v[3], v[4], waiting})
-  else
-    redis.call('ZREM', KEYS[1], k)
+    table.insert(out, {k, v[1], v[2], v[3], string.format('%d', now + pttl),
+      waiting})
+  elseif not v[1] then
+    redis.call('SREM', KEYS[1], k)
   end
 end
 return out
 """
-)
 
 
 def _ms_to_datetime(value: Any):
@@ -216,6 +224,7 @@ class RedisLockBackend(LockBackend):
                 ("leave", _LEAVE),
                 ("list", _LIST),
             ):
+                text = text.replace("LEASE_MS", str(int(WAITER_LEASE * 1000)))
                 self._scripts[name] = self._client_obj.register_script(text)
         return self._client_obj
 
@@ -257,10 +266,6 @@ class RedisLockBackend(LockBackend):
                 f"Redis lock backend of app {self.app.name!r} is unreachable: {exc}"
             ) from exc
 
-    def _keys(self, key: str) -> tuple[str, str, str]:
-        b = self._base
-        return f"{b}L:{key}", f"{b}Q:{key}", f"{b}D:{key}"
-
     # contract ------------------------------------------------------------------------
 
     def acquire(
@@ -268,16 +273,22 @@ class RedisLockBackend(LockBackend):
     ) -> int | None:
         import redis
 
-        lock, queue, places = self._keys(key)
         b = self._base
+        lock = f"{b}L:{key}"
         waiter = token if wait > 0 else ""
-        lease_ms = int(WAITER_LEASE * 1000)
-        args = [token, max(1, int(ttl * 1000)), holder, key, waiter, lease_ms, f"{b}W:"]
-        keys = [lock, queue, places, f"{b}fence", f"{b}seq", f"{b}index"]
+        args = [
+            b,
+            key,
+            token,
+            max(1, int(ttl * 1000)),
+            holder,
+            waiter,
+            int(time.time() * 1000),
+        ]
         deadline = time.monotonic() + wait
         try:
             while True:
-                granted, value = self._call("acquire", keys, args)
+                granted, value = self._call("acquire", [lock], args)
                 if granted:
                     return int(value)
                 remaining = deadline - time.monotonic()
@@ -297,18 +308,12 @@ class RedisLockBackend(LockBackend):
                     ) from exc
         except BaseException:
             if waiter:
-                self._quietly(
-                    "leave", [lock, queue, places], [waiter, f"{b}W:", lease_ms]
-                )
+                self._quietly("leave", [lock], [b, key, waiter])
             # The grant may have happened with its reply lost: undo it.
-            self._quietly(
-                "release",
-                [lock, queue, places, f"{b}index"],
-                [token, key, f"{b}W:", lease_ms],
-            )
+            self._quietly("release", [lock], [b, key, token])
             raise
         if waiter:
-            self._call("leave", [lock, queue, places], [waiter, f"{b}W:", lease_ms])
+            self._call("leave", [lock], [b, key, waiter])
         return None
 
     def _quietly(self, name: str, keys: list[str], args: list[Any]) -> None:
@@ -318,28 +323,19 @@ class RedisLockBackend(LockBackend):
             pass
 
     def release(self, key: str, token: str) -> bool:
-        lock, queue, places = self._keys(key)
         b = self._base
-        lease_ms = int(WAITER_LEASE * 1000)
-        return bool(
-            self._call(
-                "release",
-                [lock, queue, places, f"{b}index"],
-                [token, key, f"{b}W:", lease_ms],
-            )
-        )
+        return bool(self._call("release", [f"{b}L:{key}"], [b, key, token]))
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
-        lock = self._keys(key)[0]
-        args = [token, max(1, int(ttl * 1000)), key]
-        return bool(self._call("extend", [lock, f"{self._base}index"], args))
+        args = [token, max(1, int(ttl * 1000))]
+        return bool(self._call("extend", [f"{self._base}L:{key}"], args))
 
     def force_release(self, key: str) -> bool:
         return self.release(key, "")
 
     def list_locks(self) -> list[LockInfo]:
         b = self._base
-        rows = self._call("list", [f"{b}index"], [f"{b}L:", f"{b}D:"])
+        rows = self._call("list", [f"{b}index"], [b])
         out = [
             LockInfo(
                 key=_text(k),
