@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from ...backends import Backend
-from ...exceptions import BackendUnavailable
+from ...exceptions import BackendUnavailable, ConfigurationError
 
 logger = logging.getLogger("mega_cluster.pubsub")
 
@@ -80,6 +80,9 @@ class PubSubBackend(Backend):
         self._closing = False
         try:
             await self._open()
+        except ConfigurationError:
+            await self._drop()
+            raise
         except Exception as exc:
             await self._drop()
             raise BackendUnavailable(

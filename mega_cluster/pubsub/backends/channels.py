@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ...exceptions import ConfigurationError
@@ -32,6 +33,18 @@ class ChannelsPubSubBackend(PubSubBackend):
         self._layer: Any = None
         self._name: str | None = None
         self._refresher: asyncio.Task[None] | None = None
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        from django.conf import settings
+
+        alias = options.get("LAYER", "default")
+        if alias not in (getattr(settings, "CHANNEL_LAYERS", None) or {}):
+            return [
+                f"CHANNEL_LAYERS has no layer {alias!r}, which {cls.__name__} "
+                "publishes through; configure it or set OPTIONS['LAYER']."
+            ]
+        return []
 
     def wire_channel(self, channel: str) -> str:
         # Group names are limited to 100 characters of [A-Za-z0-9_.-].
