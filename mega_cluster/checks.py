@@ -111,6 +111,8 @@ def _cache_messages(app: conf.AppSettings, debug: bool) -> list[CheckMessage]:
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Every problem with ``MEGA_CLUSTER``: shape, backends, dependencies, options."""
+    from .cache.checks import check_shared_caches
+
     parsed = conf.parse(getattr(settings, conf.SETTING_NAME, None))
     messages = [_message(p) for p in parsed.problems]
     if any(p.level == "error" for p in parsed.problems):
@@ -119,6 +121,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     for app in parsed.apps.values():
         messages += _backend_messages(app, debug)
         messages += _cache_messages(app, debug)
+        messages += check_shared_caches(app, debug)
     return messages
 
 

@@ -69,8 +69,8 @@ class Cache:
     ``get`` tells a cached ``None`` from a miss by its ``default`` argument.
 
     Units are seconds. ``ttl=None`` on a call means the cache's ``ttl``; a cache
-    ``ttl`` of ``None`` means entries never expire; ``FOREVER`` stores one entry
-    without expiry whatever the default.
+    ``ttl`` of ``None`` means the store's own default (``CACHES[...]["TIMEOUT"]``,
+    300 s unless set); ``FOREVER`` (``math.inf``) means no expiry.
 
     ``reset()`` starts a new *generation* of the namespace: the current generation
     token is stored in the store next to the entries and read in the same
@@ -125,7 +125,9 @@ class Cache:
         ttl = check_ttl(ttl)
         if ttl is None:
             ttl = self.default_ttl
-        return None if ttl is None or ttl == math.inf else ttl
+            if ttl is None:
+                return self.store.default_timeout
+        return None if ttl == math.inf else ttl
 
     def _new_generation(self) -> str:
         token = secrets.token_hex(4)

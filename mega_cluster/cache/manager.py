@@ -78,8 +78,8 @@ class CacheManager:
 
         ``prefix`` defaults to ``name``; ``store`` is a ``CACHES`` alias (default
         ``MEGA_CLUSTER["CACHE"]["DEFAULT_STORE"]``); ``ttl`` is the default
-        lifetime in seconds of its entries (default ``CACHE["TTL"]``; ``None``:
-        no expiry). ``shared=True`` declares that other nodes must see what this
+        lifetime in seconds of its entries (default ``CACHE["TTL"]``, and when
+        that is ``None`` the store's ``TIMEOUT``; ``FOREVER``: no expiry). ``shared=True`` declares that other nodes must see what this
         cache holds (a warning is logged when its store is process-local under
         ``DEBUG=False``). ``near_cache=True`` keeps a per-process copy of read
         entries for at most ``near_ttl`` seconds (``near_max_entries`` of them),
@@ -94,8 +94,6 @@ class CacheManager:
         if ttl is None:
             ttl = self.app.settings.cache["TTL"]
         ttl = check_ttl(ttl)
-        if ttl == float("inf"):
-            ttl = None
         check_ttl(near_ttl, "near_ttl")
         if isinstance(near_max_entries, bool) or not isinstance(near_max_entries, int):
             raise TypeError(

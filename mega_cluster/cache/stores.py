@@ -96,6 +96,8 @@ class Store:
         self.alias = alias
         self.backend = backend
         self.backend_path = backend_path
+        #: ``CACHES[alias]["TIMEOUT"]`` in seconds (``None``: never expires).
+        self.default_timeout: float | None = backend.default_timeout
         self.shared = not any(
             _path(base) in NON_SHARED_BACKENDS for base in type(backend).__mro__
         )

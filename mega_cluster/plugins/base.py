@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -46,6 +46,9 @@ class Plugin:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "0.0.0"
     dependencies: ClassVar[Sequence[str]] = ()
+    #: ``create_cache`` options per cache name (``self.cache`` is named after the
+    #: plugin), seen by ``manage.py check``: ``{"schemas": {"shared": True}}``.
+    caches: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, app: ClusterApp, app_config: AppConfig | None = None) -> None:
         self.app = app
@@ -113,7 +116,8 @@ class Plugin:
             full = f"plugin:{self.name}"
         else:
             full = f"plugin:{self.name}:{name}"
-        return self.app.cache_manager.create_cache(full, **kwargs)
+        options = {**type(self).caches.get(name, {}), **kwargs}
+        return self.app.cache_manager.create_cache(full, **options)
 
     def send_sync_message(self, message: Any, *, transaction: Any = None) -> Any:
         """Send ``message`` to this plugin on the other nodes (after commit in atomic)."""

@@ -52,7 +52,6 @@ def test_falsy_values_are_cached_and_told_apart_from_a_miss(cache: Cache):
         got = cache.get(f"f{i}", MISS)
         assert got == value and type(got) is type(value)
     assert cache.mget([f"f{i}" for i in range(len(FALSY))]) == FALSY
-    assert cache.ttl("f0") == math.inf
 
 
 def test_delete_removes_only_that_key(cache: Cache):
@@ -91,12 +90,16 @@ def test_entries_expire_after_their_ttl(
 def test_ttl_reports_seconds_left_inf_without_expiry_and_none_when_absent(
     cache: Cache,
 ):
-    """ttl(key): seconds left (float), math.inf for no expiry, None for a miss."""
+    """ttl(key): seconds left (float), math.inf for no expiry, None for a miss;
+    with no TTL anywhere an entry gets the store's TIMEOUT (Django's 300 s)."""
     cache.set("timed", 1, ttl=30)
-    cache.set("untimed", 1)
+    cache.set("untimed", 1, ttl=FOREVER)
+    cache.set("default", 1)
     left = cache.ttl("timed")
     assert left is not None and 25 < left <= 30
     assert cache.ttl("untimed") == math.inf
+    left = cache.ttl("default")
+    assert left is not None and 290 < left <= 300
     assert cache.ttl("absent") is None
 
 
