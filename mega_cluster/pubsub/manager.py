@@ -397,8 +397,12 @@ class PubSubManager:
         return True
 
     def subscriptions(self) -> dict[str, int]:
-        """Channel -> number of local handlers (internal channels included)."""
-        return {channel: len(subs) for channel, subs in self._subs.items()}
+        """Channel -> number of local handlers (user channels only)."""
+        return {
+            channel: len(subs)
+            for channel, subs in self._subs.items()
+            if not channel.startswith(INTERNAL_PREFIX)
+        }
 
     # publishing --------------------------------------------------------------------
 

@@ -116,3 +116,36 @@ def test_unreachable_broker_at_start(kind, unique_name):
     with _nodes(kind, unique_name, free_port(), "a") as (a,):
         with pytest.raises(BackendUnavailable, match="cannot connect"):
             a.pubsub_manager.subscribe("news", print)
+
+
+@pytest.mark.redis
+def test_frozen_redis_is_detected_by_the_ping_watchdog(unique_name):
+    """A server that stops answering without closing TCP (SIGSTOP) is noticed by the
+    idle PING; after it resumes the listener reconnects and reports the gap."""
+    import signal
+
+    with redis_server() as server:
+        settings = {
+            "PUBSUB": {
+                "BACKEND": "redis",
+                "OPTIONS": {"URL": _url("redis", server.port), "PING_INTERVAL": 0.3},
+                "RECONNECT_MAX_DELAY": 0.5,
+            }
+        }
+        a = make_app(unique_name, settings, node_id=f"{unique_name}-a")
+        b = make_app(unique_name, settings, node_id=f"{unique_name}-b")
+        try:
+            seen, gaps = Recorder("seen"), Recorder("gaps")
+            b.pubsub_manager.subscribe("news", seen, on_gap=lambda: gaps("gap"))
+            backend = b.pubsub_manager.backend
+            server.proc.send_signal(signal.SIGSTOP)
+            try:
+                assert wait_for(lambda: not backend.connected, 10)
+            finally:
+                server.proc.send_signal(signal.SIGCONT)
+            assert gaps.wait(1, timeout=20) == ["gap"]
+            _publish_until_accepted(a, "news", "after")
+            assert seen.wait_for_item("after", timeout=10) == ["after"]
+        finally:
+            a.stop()
+            b.stop()

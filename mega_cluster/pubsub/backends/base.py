@@ -187,6 +187,11 @@ class PubSubBackend(Backend):
         """Send from a plain thread without the loop (when ``has_sync_publish``)."""
         raise NotImplementedError
 
+    def ping(self) -> None:
+        """Raise ``BackendUnavailable`` while the listener is known disconnected."""
+        if self._task is not None and not self.connected:
+            raise self.unavailable(ConnectionError("listener disconnected"))
+
     def unavailable(self, exc: BaseException) -> BackendUnavailable:
         return BackendUnavailable(
             f"{type(self).__name__} cannot publish ({exc}); the message was not sent."

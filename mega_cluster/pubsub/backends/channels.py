@@ -80,7 +80,8 @@ class ChannelsPubSubBackend(PubSubBackend):
                 except Exception as exc:
                     if _is_read_timeout(exc):
                         # channels_redis blocks 5 s in BZPOPMIN and redis-py >= 8
-                        # times reads out after 5 s too: an idle layer, not an outage
+                        # times reads out after 5 s too: an idle layer, not an
+                        # outage (a dead server raises ConnectionError instead)
                         continue
                     raise
                 if message.get("type") == MESSAGE_TYPE:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import threading
 import time
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from .base import PubSubBackend
 
@@ -179,3 +181,19 @@ class NatsPubSubBackend(PubSubBackend):
             logger.warning(
                 "%d message(s) published during a NATS outage were not sent", lost
             )
+
+    def ping(self) -> None:
+        super().ping()
+        if self._task is not None:
+            return
+        # not started: a plain socket, so a health check never needs an event loop
+        url = urlsplit(self.options["URL"])
+        try:
+            with socket.create_connection(
+                (url.hostname or "127.0.0.1", url.port or 4222), timeout=3
+            ) as conn:
+                greeting = conn.recv(8)
+        except OSError as exc:
+            raise self.unavailable(exc) from exc
+        if not greeting.startswith(b"INFO"):
+            raise self.unavailable(ConnectionError(f"not a NATS server: {greeting!r}"))

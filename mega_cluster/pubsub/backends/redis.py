@@ -7,12 +7,16 @@ sync ``publish()`` costs one round trip and never touches the event loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, ClassVar
 
 from .base import PubSubBackend
 
 #: How long a subscriber waits for the broker to confirm SUBSCRIBE.
 SUBSCRIBE_TIMEOUT = 10.0
+#: An idle subscriber connection is PINGed this often (OPTIONS["PING_INTERVAL"]);
+#: no answer within the same time again means a dead (half-open) connection.
+PING_INTERVAL = 10.0
 
 
 class RedisPubSubBackend(PubSubBackend):
@@ -26,6 +30,8 @@ class RedisPubSubBackend(PubSubBackend):
         self._pubsub: Any = None
         self._sync_client: Any = None
         self._confirmed: dict[str, asyncio.Future[None]] = {}
+        self._last_seen = 0.0
+        self.ping_interval = float(self.options.get("PING_INTERVAL", PING_INTERVAL))
 
     def _client_kwargs(self) -> dict[str, Any]:
         from redis.backoff import NoBackoff
@@ -55,8 +61,31 @@ class RedisPubSubBackend(PubSubBackend):
     async def _read(self) -> None:
         pubsub = self._pubsub
         on_message = self.on_message
+        self._last_seen = time.monotonic()
+        watchdog = asyncio.get_running_loop().create_task(self._watchdog(pubsub))
+        try:
+            await self._read_messages(pubsub, on_message)
+        finally:
+            watchdog.cancel()
+
+    async def _watchdog(self, pubsub: Any) -> None:
+        # A blocked read never notices a peer that vanished without closing TCP.
+        interval = self.ping_interval
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self._last_seen < interval:
+                continue
+            await pubsub.ping()
+            await asyncio.sleep(interval)
+            if time.monotonic() - self._last_seen >= 2 * interval:
+                # closing the socket makes the blocked read raise: reconnect path
+                await pubsub.connection.disconnect()
+                return
+
+    async def _read_messages(self, pubsub: Any, on_message: Any) -> None:
         while True:
             message = await pubsub.get_message(timeout=None)
+            self._last_seen = time.monotonic()
             if message is None:
                 continue
             kind = message["type"]
