@@ -46,7 +46,8 @@ class Lock:
         self.fence = fence
         self.ttl = ttl
         self.auto_extend = auto_extend
-        self._lease_end = time.monotonic() + ttl
+        self.acquired_monotonic = time.monotonic()  # for the hold-time metric
+        self._lease_end = self.acquired_monotonic + ttl
         self._lost = False
         self._released = False
         self._mutex = threading.Lock()

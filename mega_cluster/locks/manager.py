@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from .. import conf
+from .. import conf, metrics
 from ..exceptions import (
     BackendUnavailable,
     ConfigurationError,
@@ -134,6 +134,8 @@ class LockManager:
     def _forget(self, lock: Lock) -> None:
         self._held.discard(lock)
         self._count("released")
+        held = time.monotonic() - lock.acquired_monotonic
+        metrics.observe("lock_hold_seconds", held, app=self.app.name)
 
     def _take(
         self, key: object, ttl: object, wait: float, auto_extend: bool
@@ -144,6 +146,7 @@ class LockManager:
         started = time.monotonic()
         fence = self.backend.acquire(key, token, ttl, wait, self.app.node_id)
         waited = time.monotonic() - started
+        metrics.observe("lock_wait_seconds", waited, app=self.app.name)
         with self._stats_lock:
             self._wait_total += waited
             self._wait_max = max(self._wait_max, waited)

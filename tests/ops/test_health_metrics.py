@@ -100,3 +100,29 @@ def test_metric_helpers_reject_bad_names_and_labels():
         metrics.inc("lock_wait_seconds", app="a")
     with pytest.raises(ValueError, match="counter"):
         metrics.observe("event_attempts", 1.0, app="a", channel="c")
+
+
+@pytest.mark.skipif(not metrics.ENABLED, reason="prometheus-client is not installed")
+def test_lock_manager_reports_wait_and_hold_times(unique_name):
+    """Each acquire observes its wait and each release the time the lock was held."""
+    from mega_cluster.testing import make_app
+
+    app = make_app(unique_name)
+
+    def count(name):
+        value = metrics.REGISTRY.get_sample_value(
+            f"mega_cluster_{name}_count", {"app": unique_name}
+        )
+        return value or 0
+
+    try:
+        lock = app.lock_manager.acquire("timed", ttl=30)
+        assert count("lock_wait_seconds") == 1 and count("lock_hold_seconds") == 0
+        lock.release()
+        assert count("lock_hold_seconds") == 1
+        held = metrics.REGISTRY.get_sample_value(
+            "mega_cluster_lock_hold_seconds_sum", {"app": unique_name}
+        )
+        assert 0 <= held < 5
+    finally:
+        app.stop()
