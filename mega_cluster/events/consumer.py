@@ -54,6 +54,73 @@ def _call_sync(fn: Callable[..., Any], payload: Any, ctx: EventContext) -> Any:
         close_old_connections()
 
 
+def finish_attempt(
+    backend: Any,
+    event: ClaimedEvent,
+    error: str | None,
+    exc_info: BaseException | None,
+    max_retries: int,
+    retry_base: float,
+    retry_cap: float,
+) -> float | None:
+    """Record an attempt's outcome and log it; the retry delay if one is due."""
+    extra = {"event_id": event.id, "channel": event.channel}
+    if error is None:
+        backend.complete(event)
+        logger.debug(
+            "event %s on channel %s succeeded", event.id, event.channel, extra=extra
+        )
+        return None
+    if event.attempt <= max_retries:
+        delay = backoff(event.attempt, retry_base, retry_cap)
+        backend.retry(event, error, available_at=time.time() + delay)
+        logger.warning(
+            "event %s on channel %s: attempt %d of %d failed (%s); retry in %.2fs",
+            event.id,
+            event.channel,
+            event.attempt,
+            max_retries + 1,
+            error,
+            delay,
+            exc_info=exc_info,
+            extra=extra,
+        )
+        return delay
+    backend.bury(event, error)
+    logger.warning(
+        "event %s on channel %s: attempt %d failed (%s)",
+        event.id,
+        event.channel,
+        event.attempt,
+        error,
+        exc_info=exc_info,
+        extra=extra,
+    )
+    log_dead(event, error)
+    return None
+
+
+def log_dead(event: ClaimedEvent, error: str) -> None:
+    logger.error(
+        "event %s on channel %s dead-lettered after %d attempt(s): %s",
+        event.id,
+        event.channel,
+        event.attempt,
+        error,
+        extra={"event_id": event.id, "channel": event.channel},
+    )
+
+
+def log_start(event: ClaimedEvent) -> None:
+    logger.info(
+        "event %s on channel %s: attempt %d started",
+        event.id,
+        event.channel,
+        event.attempt,
+        extra={"event_id": event.id, "channel": event.channel},
+    )
+
+
 @dataclass(eq=False)
 class _Running:
     event: ClaimedEvent
@@ -287,13 +354,7 @@ class Consumer:
                 await self._io(self.backend.bury, event, error)
                 self._log_dead(event, error)
                 return
-            logger.info(
-                "event %s on channel %s: attempt %d started",
-                event.id,
-                event.channel,
-                event.attempt,
-                extra={"event_id": event.id, "channel": event.channel},
-            )
+            log_start(event)
             error: str | None = None
             exc_info: BaseException | None = None
             inner: asyncio.Future[Any] | None = None
@@ -344,50 +405,19 @@ class Consumer:
         exc_info: BaseException | None,
         max_retries: int,
     ) -> None:
-        extra = {"event_id": event.id, "channel": event.channel}
-        if error is None:
-            await self._io(self.backend.complete, event)
-            logger.debug(
-                "event %s on channel %s succeeded", event.id, event.channel, extra=extra
-            )
-        elif event.attempt <= max_retries:
-            delay = backoff(event.attempt, self.retry_base, self.retry_cap)
-            await self._io(
-                self.backend.retry, event, error, available_at=time.time() + delay
-            )
-            logger.warning(
-                "event %s on channel %s: attempt %d of %d failed (%s); retry in %.2fs",
-                event.id,
-                event.channel,
-                event.attempt,
-                max_retries + 1,
-                error,
-                delay,
-                exc_info=exc_info,
-                extra=extra,
-            )
-        else:
-            await self._io(self.backend.bury, event, error)
-            logger.warning(
-                "event %s on channel %s: attempt %d failed (%s)",
-                event.id,
-                event.channel,
-                event.attempt,
-                error,
-                exc_info=exc_info,
-                extra=extra,
-            )
-            self._log_dead(event, error)
+        await self._io(
+            finish_attempt,
+            self.backend,
+            event,
+            error,
+            exc_info,
+            max_retries,
+            self.retry_base,
+            self.retry_cap,
+        )
 
     def _log_dead(self, event: ClaimedEvent, error: str) -> None:
-        logger.error(
-            "event %s on channel %s dead-lettered after %d attempt(s): %s",
-            event.id,
-            event.channel,
-            event.attempt,
-            error,
-            extra={"event_id": event.id, "channel": event.channel},
-        )
+        log_dead(event, error)
 
     async def _renew_leases(self) -> None:
         interval = self.lease / 3

@@ -115,7 +115,7 @@ class EventQueue:
         self.backend: EventBackend = cls(app, backend_settings.options)
         self._lock = threading.RLock()
         self._subscriptions: dict[str, Subscription] = {}
-        self._consumer: Consumer | None = None
+        self._consumer: Consumer | Any = None
         self._started = False
         self.consume: bool = section["CONSUME"]
         self.only_channels: frozenset[str] | None = None
@@ -355,7 +355,7 @@ class EventQueue:
             if self.consume:
                 from .consumer import Consumer
 
-                self._consumer = Consumer(self)
+                self._consumer = self.backend.make_consumer(self) or Consumer(self)
                 self._consumer.start()
                 for sub in self._subscriptions.values():
                     self._consumer.add(sub)

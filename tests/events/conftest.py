@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from mega_cluster.registry import ClusterApp
 from mega_cluster.testing import make_app
@@ -33,12 +34,34 @@ BACKENDS = [
             pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
         ],
     ),
+    pytest.param(
+        ("celery", "postgres"),
+        id="celery-rabbitmq",
+        marks=[
+            pytest.mark.celery,
+            pytest.mark.rabbitmq,
+            pytest.mark.postgres,
+            pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
+        ],
+    ),
 ]
+
+
+def celery_options(database: str) -> dict[str, Any]:
+    """A real RabbitMQ broker; queues carry the app name (so the run id) and expire
+    ten minutes after their last use, so the shared broker keeps no leftovers."""
+    return {
+        "BROKER_URL": settings.AMQP_URL,
+        "DATABASE": database,
+        "QUEUE_ARGUMENTS": {"x-expires": 600_000},
+    }
 
 
 def queue_settings(backend: str, database: str | None, **overrides: Any) -> dict:
     section: dict[str, Any] = {"BACKEND": backend, **FAST, **overrides}
-    if database is not None:
+    if backend == "celery":
+        section["OPTIONS"] = celery_options(database or "default")
+    elif database is not None:
         section["OPTIONS"] = {"DATABASE": database}
     return {"EVENT_QUEUE": section}
 

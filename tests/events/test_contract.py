@@ -86,18 +86,22 @@ def test_subscribe_after_start_and_publisher_need_not_subscribe(apps):
 
 
 def test_other_app_does_not_see_channel(apps, unique_name):
-    """Channels are namespaced by app: same channel name, no cross-talk."""
+    """Channels are namespaced by app: another app's event on the same channel name
+    is not delivered here."""
     app = apps.make()
-    other = apps.make(name=f"{unique_name}x"[:50])
-    rec, other_rec = Recorder(), Recorder()
+    other = apps.make(name=f"{unique_name}x"[:50], CONSUME=False)
+    rec = Recorder()
     app.event_queue.subscribe("shared", process=rec)
-    other.event_queue.subscribe("shared", process=other_rec)
     app.start()
     other.start()
-    app.event_queue.publish("shared", "mine")
+    other_id = other.event_queue.publish("shared", "theirs")
+    mine = app.event_queue.publish("shared", "mine")
     wait_until(lambda: rec.done)
     time.sleep(0.2)
-    assert other_rec.calls == []
+    assert rec.done == [mine]
+    assert [p for p, _ in rec.calls] == ["mine"]
+    assert other.event_queue.stats("shared")["shared"]["pending"] == 1
+    assert other_id != mine
 
 
 def test_idle_gate_blocks_pulling(apps):

@@ -104,6 +104,11 @@ class EventBackend(Backend):
         for callback in list(self._wakers):
             callback(channel)
 
+    def make_consumer(self, queue: Any) -> Any:
+        """A consumer of its own for push backends (Celery); ``None``: the generic
+        pull consumer, which calls :meth:`claim`."""
+        return None
+
     def transaction_alias(self) -> str:
         """The database alias whose ``atomic()`` block defers a publish to commit."""
         return "default"

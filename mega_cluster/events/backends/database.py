@@ -263,7 +263,7 @@ class DatabaseEventBackend(EventBackend):
     # notifications ----------------------------------------------------------------
 
     def start(self) -> None:
-        if self.vendor == "postgresql" and self._listener is None:
+        if self.notifies and self._listener is None:
             self._stop.clear()
             self._listener = threading.Thread(
                 target=self._listen,

@@ -1,0 +1,462 @@
+"""Event queue on Celery: the broker delivers, the database keeps the books.
+
+Each event is a row of the ``database`` backend's table (the shared store for
+attempts, dedupe, stats and dead letters, so they behave as on the other backends)
+plus one message of the generic task ``mega_cluster.events.deliver`` on a queue per
+channel (``<QUEUE_PREFIX><channel>``, default prefix ``mc.<app name>.``). The task
+is acks-late and rejected on worker loss, so a message whose worker died is
+redelivered by the broker; the row's attempt counter counts the lost attempt.
+Retries and delays are countdown messages. ``runworker`` (or any started node that
+consumes) runs an embedded Celery worker with a thread pool on those queues.
+
+Options: ``APP`` (dotted path to the project's Celery instance) or ``BROKER_URL``
+(a Celery app is built for the queue), ``DATABASE`` (the store's alias, default
+``default``), ``QUEUE_PREFIX``, ``QUEUE_ARGUMENTS`` (broker queue arguments, e.g.
+``{"x-expires": 86400000}`` on RabbitMQ), ``TRANSPORT_OPTIONS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, ClassVar
+
+from django.db import close_old_connections
+from django.utils.module_loading import import_string
+
+from ...exceptions import BackendUnavailable, ConfigurationError, EventNotFound
+from .base import ClaimedEvent, NewEvent
+from .database import DatabaseEventBackend
+
+logger = logging.getLogger("mega_cluster.events.celery")
+
+TASK_NAME = "mega_cluster.events.deliver"
+#: app name -> consumer of this process (the task looks its handlers up here).
+_consumers: dict[str, CeleryConsumer] = {}
+UNLIMITED_THREADS = 32
+_embedded: CeleryConsumer | None = None
+
+
+class CeleryEventBackend(DatabaseEventBackend):
+    requires: ClassVar[tuple[tuple[str, str], ...]] = (("celery", "celery"),)
+    leases: ClassVar[bool] = False
+
+    def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
+        super().__init__(app, options)
+        self.notifies = False  # type: ignore[misc]
+        self.queue_prefix: str = self.options.get("QUEUE_PREFIX") or f"mc.{app.name}."
+        self._celery: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        problems = super().check_options(options)
+        if not options.get("APP") and not options.get("BROKER_URL"):
+            problems.append(
+                "CeleryEventBackend needs OPTIONS['APP'] (dotted path to your Celery "
+                "app) or OPTIONS['BROKER_URL']."
+            )
+        return problems
+
+    # the Celery app ---------------------------------------------------------------
+
+    @property
+    def celery(self) -> Any:
+        with self._lock:
+            if self._celery is None:
+                self._celery = self._build_celery()
+            return self._celery
+
+    def _build_celery(self) -> Any:
+        from . import celery_task  # registers the task on every Celery app
+
+        if self.options.get("APP"):
+            try:
+                celery_app = import_string(self.options["APP"])
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"MEGA_CLUSTER EVENT_QUEUE OPTIONS['APP'] {self.options['APP']!r} "
+                    f"cannot be imported: {exc}."
+                ) from exc
+        else:
+            from celery import Celery
+
+            celery_app = Celery(
+                f"mega_cluster-{self.app.name}",
+                broker=self.options["BROKER_URL"],
+                set_as_current=False,
+            )
+            celery_app.conf.update(
+                task_acks_late=True,
+                task_reject_on_worker_lost=True,
+                task_ignore_result=True,
+                worker_prefetch_multiplier=1,
+                worker_hijack_root_logger=False,
+                broker_connection_retry_on_startup=True,
+                broker_transport_options=dict(
+                    self.options.get("TRANSPORT_OPTIONS") or {}
+                ),
+            )
+        celery_task.register(celery_app)
+        return celery_app
+
+    def queue_name(self, channel: str) -> str:
+        return f"{self.queue_prefix}{channel}"
+
+    def broker_queue(self, channel: str) -> Any:
+        from kombu import Exchange, Queue
+
+        name = self.queue_name(channel)
+        return Queue(
+            name,
+            Exchange(name, type="direct"),
+            routing_key=name,
+            queue_arguments=dict(self.options.get("QUEUE_ARGUMENTS") or {}) or None,
+        )
+
+    def send(self, channel: str, event_id: str, countdown: float | None = None) -> None:
+        try:
+            self.celery.send_task(
+                TASK_NAME,
+                args=[self.app.name, event_id, channel],
+                queue=self.broker_queue(channel),
+                countdown=countdown if countdown and countdown > 0 else None,
+                ignore_result=True,
+            )
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"Celery broker of the event queue is unreachable: {exc}"
+            ) from exc
+
+    # store + broker ---------------------------------------------------------------
+
+    def enqueue(self, event: NewEvent) -> str:
+        event_id = super().enqueue(event)
+        if event_id != event.id:  # deduplicated: the existing event has its message
+            return event_id
+        try:
+            self.send(event.channel, event.id, event.available_at - time.time())
+        except BackendUnavailable:
+            # Nothing was sent, so nothing may stay queued.
+            self._objects().filter(id=event.id).delete()
+            raise
+        return event_id
+
+    def claim_one(self, event_id: str, *, lease: float) -> ClaimedEvent | None:
+        """Take the event a message names; ``None`` when it is finished, dead or
+        gone (a duplicate message). A running row is taken too: the broker only
+        redelivers when the worker that had it was lost."""
+        rows = self._execute(
+            f"UPDATE {self.table} SET status = 'running', attempts = attempts + 1, "
+            "dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s "
+            "WHERE id = %s AND app_name = %s AND status IN ('pending', 'running') "
+            "RETURNING id, channel, payload, attempts, max_retries, timeout",
+            [time.time() + lease, self.app.node_id, event_id, self.app.name],
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        return ClaimedEvent(
+            id=row[0],
+            channel=row[1],
+            payload=row[2],
+            attempt=row[3],
+            max_retries=row[4],
+            timeout=row[5],
+        )
+
+    def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
+        super().retry(event, error, available_at=available_at)
+        self.send(event.channel, event.id, available_at - time.time())
+
+    def release(self, event: ClaimedEvent) -> None:
+        super().release(event)
+        self.send(event.channel, event.id, 1.0)
+
+    def retry_dead(self, event_id: str) -> None:
+        channel = (
+            self._objects()
+            .filter(id=event_id, status="dead")
+            .values_list("channel", flat=True)
+            .first()
+        )
+        if channel is None:
+            raise EventNotFound(f"No dead letter with id {event_id!r}.")
+        super().retry_dead(event_id)
+        self.send(channel, event_id)
+
+    def claim(self, channel: str, limit: int, *, lease: float) -> list[ClaimedEvent]:
+        raise NotImplementedError("the Celery backend is consumed by a Celery worker")
+
+    def make_consumer(self, queue: Any) -> CeleryConsumer:
+        return CeleryConsumer(queue)
+
+
+class CeleryConsumer:
+    """Runs an embedded Celery worker (thread pool) on the subscribed channels'
+    queues; the generic task calls :meth:`deliver` for each message."""
+
+    def __init__(self, queue: Any) -> None:
+        from .. import consumer as generic
+
+        self.generic = generic
+        self.queue = queue
+        self.backend: CeleryEventBackend = queue.backend
+        settings = queue.settings
+        self.lease: float = settings["LEASE"]
+        self.retry_base: float = settings["RETRY_BASE"]
+        self.retry_cap: float = settings["RETRY_CAP"]
+        self.handlers = generic.ThreadPool(f"mc-events-{queue.app.name}-handler")
+        self._subs: dict[str, Any] = {}
+        self._slots: dict[str, threading.BoundedSemaphore | None] = {}
+        self._lock = threading.Lock()
+        self._worker: Any = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._failed = threading.Event()
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        _consumers[self.queue.app.name] = self
+
+    def _concurrency(self, sub: Any) -> int:
+        override = self.queue.concurrency_override
+        return sub.concurrency if override is None else override
+
+    def add(self, sub: Any) -> None:
+        only = self.queue.only_channels
+        if only is not None and sub.channel not in only:
+            return
+        concurrency = self._concurrency(sub)
+        with self._lock:
+            self._subs[sub.channel] = sub
+            self._slots[sub.channel] = (
+                threading.BoundedSemaphore(concurrency) if concurrency else None
+            )
+            worker = self._worker
+        if worker is None:
+            self._start_worker()
+        else:
+            self._in_worker_loop(
+                lambda: worker.consumer.add_task_queue(
+                    self.backend.queue_name(sub.channel),
+                    queue_arguments=self.backend.broker_queue(
+                        sub.channel
+                    ).queue_arguments,
+                )
+            )
+
+    def remove(self, channel: str) -> None:
+        with self._lock:
+            self._subs.pop(channel, None)
+            worker = self._worker
+        if worker is not None:
+            name = self.backend.queue_name(channel)
+            self._in_worker_loop(lambda: worker.consumer.cancel_task_queue(name))
+
+    def _in_worker_loop(self, fn: Any) -> None:
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+
+        self._worker.consumer.controller.hub.call_soon(call)
+        done.wait(10)
+
+    def _start_worker(self) -> None:
+        # Celery keeps the worker's event loop (kombu's hub) in a module global, so
+        # two embedded workers in one process would share it.
+        global _embedded
+        if _embedded is not None and _embedded is not self:
+            raise ConfigurationError(
+                f"cluster app {self.queue.app.name!r} cannot consume with the Celery "
+                f"backend: app {_embedded.queue.app.name!r} already runs this "
+                "process's embedded Celery worker. Consume each Celery-backed app in "
+                "its own process (runworker --app NAME)."
+            )
+        _embedded = self
+        celery_app = self.backend.celery
+        with self._lock:
+            channels = list(self._subs)
+            threads = sum(
+                self._concurrency(s) or UNLIMITED_THREADS for s in self._subs.values()
+            )
+        for channel in channels:
+            celery_app.amqp.queues.select_add(self.backend.broker_queue(channel))
+        ready = self._ready = threading.Event()
+
+        class Controller(celery_app.WorkController):
+            def on_consumer_ready(self, consumer: Any) -> None:
+                ready.set()
+
+        worker = Controller(
+            app=celery_app,
+            hostname=f"mc-{self.queue.app.name}-{self.queue.app.node_id}@mega-cluster",
+            pool="threads",
+            concurrency=max(1, threads),
+            queues=[self.backend.queue_name(c) for c in channels],
+            loglevel="WARNING",
+            ready_callback=None,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            prefetch_multiplier=1,
+        )
+        self._worker = worker
+        self._thread = threading.Thread(
+            target=self._run_worker,
+            name=f"mc-events-celery-{self.queue.app.name}",
+            daemon=True,
+        )
+        self._thread.start()
+        if not ready.wait(30) or self.error is not None:
+            raise BackendUnavailable(
+                f"the embedded Celery worker did not start: {self.error or 'timeout'}"
+            ) from self.error
+
+    def _run_worker(self) -> None:
+        try:
+            self._worker.start()
+        except BaseException as exc:
+            if not self._stopping.is_set():
+                logger.critical("embedded Celery worker failed", exc_info=exc)
+                self.error = exc
+                self._failed.set()
+                self._ready.set()
+
+    def wait_failed(self, timeout: float | None) -> BaseException | None:
+        self._failed.wait(timeout)
+        return self.error
+
+    def stop(self, drain_timeout: float) -> None:
+        self._stopping.set()
+        if _consumers.get(self.queue.app.name) is self:
+            del _consumers[self.queue.app.name]
+        if self._worker is not None and self._thread is not None:
+            # Warm shutdown: running tasks finish; reserved and countdown messages
+            # are unacked and go back to the broker. It must run in the worker's
+            # own thread: its AMQP connection is not thread-safe.
+            from celery.exceptions import WorkerShutdown
+
+            def shutdown() -> None:
+                raise WorkerShutdown(0)
+
+            hub = getattr(self._worker.consumer.controller, "hub", None)
+            if hub is not None:
+                hub.call_soon(shutdown)
+            else:
+                from celery.worker import state
+
+                state.should_stop = 0
+            self._thread.join(drain_timeout + 10)
+        global _embedded
+        if _embedded is self:
+            _embedded = None
+        self.handlers.shutdown(0.1)
+
+    # the task's work --------------------------------------------------------------
+
+    def deliver(self, event_id: str, channel_hint: str | None = None) -> None:
+        """Run one attempt of ``event_id`` (called by the task, in a worker thread)."""
+        row = (
+            self.backend._objects()
+            .filter(id=event_id)
+            .values_list("channel", flat=True)
+        )
+        channel = channel_hint or row.first()
+        if channel is None:
+            return  # discarded
+        with self._lock:
+            sub = self._subs.get(channel)
+            slot = self._slots.get(channel)
+        if sub is None:
+            logger.warning(
+                "event %s: channel %s is not consumed here", event_id, channel
+            )
+            self.backend.send(channel, event_id, 1.0)
+            return
+        if slot is not None:
+            slot.acquire()
+        try:
+            self._wait_idle(sub)
+            event = self.backend.claim_one(event_id, lease=self.lease)
+            if event is None:
+                return
+            self._attempt(sub, event)
+        finally:
+            if slot is not None:
+                slot.release()
+            close_old_connections()
+
+    def _wait_idle(self, sub: Any) -> None:
+        while sub.idle is not None and not self._stopping.is_set():
+            result = sub.idle()
+            if asyncio.iscoroutine(result):
+                result = asyncio.run(result)
+            if result:
+                return
+            time.sleep(self.generic.IDLE_RECHECK)
+
+    def _attempt(self, sub: Any, event: ClaimedEvent) -> None:
+        from ..queue import EventContext
+
+        max_retries = max(event.max_retries, sub.max_retries or 0)
+        if event.attempt > max_retries + 1:
+            error = f"attempt {event.attempt - 1} was lost (worker died)"
+            self.backend.bury(event, error)
+            self.generic.log_dead(event, error)
+            return
+        ctx = EventContext(id=event.id, channel=event.channel, attempt=event.attempt)
+        timeout = event.timeout if event.timeout is not None else sub.timeout
+        self.generic.log_start(event)
+        error: str | None = None
+        exc_info: BaseException | None = None
+        try:
+            payload = json.loads(event.payload)
+            if sub.is_async:
+                error = asyncio.run(_run_async(sub.process, payload, ctx, timeout))
+            elif timeout is None:
+                sub.process(payload, ctx)
+            else:
+                future = self.handlers.submit(
+                    self.generic._call_sync, sub.process, payload, ctx
+                )
+                try:
+                    future.result(timeout)
+                except FutureTimeout:
+                    ctx.cancelled.set()
+                    error = f"timed out after {timeout:g}s"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            exc_info = exc
+        self.generic.finish_attempt(
+            self.backend,
+            event,
+            error,
+            exc_info,
+            max_retries,
+            self.retry_base,
+            self.retry_cap,
+        )
+
+
+async def _run_async(
+    fn: Any, payload: Any, ctx: Any, seconds: float | None
+) -> str | None:
+    task = asyncio.ensure_future(fn(payload, ctx))
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if done:
+        task.result()
+        return None
+    ctx.cancelled.set()
+    task.cancel()
+    await asyncio.wait({task}, timeout=1.0)
+    return f"timed out after {seconds:g}s"

@@ -1,0 +1,37 @@
+"""The generic Celery task of the event queue (one for every channel and app)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .celery import TASK_NAME, _consumers
+
+
+def deliver(app_name: str, event_id: str, channel: str) -> None:
+    consumer = _consumers.get(app_name)
+    if consumer is None:
+        # A plain ``celery worker`` process: start the cluster app so plugins
+        # subscribe, then look again.
+        from ...registry import get_app
+
+        queue = get_app(app_name).start().event_queue
+        queue.start()
+        consumer = _consumers.get(app_name)
+        if consumer is None:
+            raise RuntimeError(
+                f"cluster app {app_name!r} does not consume its event queue in this "
+                "process (EVENT_QUEUE CONSUME is off)"
+            )
+    consumer.deliver(event_id, channel)
+
+
+def register(celery_app: Any) -> Any:
+    """Register :func:`deliver` on ``celery_app`` (idempotent)."""
+    if TASK_NAME in celery_app.tasks:
+        return celery_app.tasks[TASK_NAME]
+    return celery_app.task(
+        name=TASK_NAME,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+    )(deliver)
