@@ -11,6 +11,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from django.db import IntegrityError
+
 from ..exceptions import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -149,11 +151,20 @@ class DatabaseNodeStore(NodeStore):
                 "consumers": record["consumers"],
             },
         }
-        self._do(
-            lambda qs: qs.update_or_create(
-                app_name=self.app_name, node_id=record["node_id"], defaults=fields
-            )
-        )
+        key = {"app_name": self.app_name, "node_id": record["node_id"]}
+
+        def write(qs: Any) -> None:
+            # Single autocommit statements, never a read-then-write transaction:
+            # on SQLite that upgrade fails at once ("database is locked") instead
+            # of waiting, for us or for whoever else writes.
+            if qs.filter(**key).update(**fields):
+                return
+            try:
+                qs.create(**key, **fields)
+            except IntegrityError:  # another thread of this node beat us to it
+                qs.filter(**key).update(**fields)
+
+        self._do(write)
 
     def remove(self, node_id: str) -> None:
         self._do(lambda qs: qs.filter(app_name=self.app_name, node_id=node_id).delete())
