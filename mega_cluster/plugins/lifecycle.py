@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import time
@@ -12,7 +13,7 @@ from asgiref.sync import async_to_sync
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from ..exceptions import ConfigurationError, PluginError
+from ..exceptions import BackendUnavailable, ConfigurationError, PluginError
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
@@ -102,11 +103,26 @@ def install_once(
 ) -> bool:
     """Run ``plugin.install()`` unless another node did or does; True if this node did.
 
-    The guard is a conditional UPDATE on the plugin's row: exactly one node sees one
-    row updated and installs; the others wait until the row says installed. A claim
-    left by a node that died is taken over after ``claim_timeout`` seconds; an
-    ``install()`` that raises releases the claim and the error propagates.
+    The cluster lock ``mega_cluster.install.<plugin>`` serialises the installers
+    (waiting up to ``claim_timeout``); inside it the guard is a conditional UPDATE
+    on the plugin's row: exactly one node sees one row updated and installs; the
+    others wait until the row says installed. The row claim keeps it safe with the
+    process-local ``local`` lock backend. A claim left by a node that died is taken
+    over after ``claim_timeout`` seconds; an ``install()`` that raises releases the
+    claim and the error propagates.
     """
+    manager = plugin.app.lock_manager
+    lock = manager.acquire(
+        f"mega_cluster.install.{plugin.name}", wait=claim_timeout, auto_extend=True
+    )
+    try:
+        return _install_once(plugin, claim_timeout=claim_timeout)
+    finally:
+        with contextlib.suppress(BackendUnavailable):  # the row claim still guards
+            lock.release()
+
+
+def _install_once(plugin: Plugin, *, claim_timeout: float) -> bool:
     PluginState = _state_model()
     app = plugin.app
     rows = PluginState.objects.filter(app_name=app.name, name=plugin.name)
