@@ -1,7 +1,9 @@
-"""Two real ``runworker`` processes consume the database event queue on PostgreSQL."""
+"""Real ``runworker`` processes consume the event queue: ``database`` on PostgreSQL
+and ``celery`` on RabbitMQ (store on PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections import Counter
@@ -9,6 +11,7 @@ from collections import Counter
 import pytest
 
 from mega_cluster.testing import make_app
+from tests.events.conftest import celery_options
 
 from .events_support import AttemptLog, spawn_workers, terminate, wait_until
 
@@ -19,17 +22,31 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def setup(unique_name, tmp_path):
+@pytest.fixture(
+    params=[
+        pytest.param("database", id="database-postgres"),
+        pytest.param(
+            "celery",
+            id="celery-rabbitmq",
+            marks=[pytest.mark.celery, pytest.mark.rabbitmq],
+        ),
+    ]
+)
+def setup(request, unique_name, tmp_path):
+    backend = request.param
     log = AttemptLog(tmp_path / "attempts.log")
     env = {
         "MC_CHILD_SETTINGS": "tests.events.worker_settings",
         "MC_APP_NAME": unique_name,
         "MC_EVENTS_LOG": str(log.path),
+        "MC_EVENTS_BACKEND": backend,
     }
+    options = {"DATABASE": "postgres"}
+    if backend == "celery":
+        env["MC_EVENTS_OPTIONS"] = json.dumps(celery_options("default"))
+        options = celery_options("postgres")
     monitor = make_app(
-        unique_name,
-        {"EVENT_QUEUE": {"BACKEND": "database", "OPTIONS": {"DATABASE": "postgres"}}},
+        unique_name, {"EVENT_QUEUE": {"BACKEND": backend, "OPTIONS": options}}
     )
     yield log, env, monitor.event_queue
     monitor.stop()
