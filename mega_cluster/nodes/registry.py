@@ -78,6 +78,7 @@ class NodeRegistry:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._failing = False
+        self._pid = os.getpid()
 
     def __repr__(self) -> str:
         return f"<NodeRegistry app={self.app.name!r} store={self.store.name!r}>"
@@ -161,6 +162,12 @@ class NodeRegistry:
     def start(self) -> None:
         """Start heartbeating (idempotent); the first beat is written by the thread."""
         with self._lock:
+            if self._pid != os.getpid():
+                # Forked: the parent's thread and connections are not ours.
+                self._thread = None
+                self._wake, self._stopped = threading.Event(), threading.Event()
+                self.store.forget_connections()
+                self._pid = os.getpid()
             if self._thread is not None:
                 return
             self._stopped.clear()

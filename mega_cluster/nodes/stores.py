@@ -37,6 +37,9 @@ class NodeStore:
     def close(self) -> None:
         """Release connections (the store may be used again afterwards)."""
 
+    def forget_connections(self) -> None:
+        """Drop (never close) connections inherited from a parent process."""
+
 
 class RedisNodeStore(NodeStore):
     """One Redis hash per app: node id -> JSON record."""
@@ -108,6 +111,9 @@ class RedisNodeStore(NodeStore):
 
     def ping(self) -> None:
         self._do(lambda c: c.ping())
+
+    def forget_connections(self) -> None:
+        self._client_obj = None
 
     def close(self) -> None:
         client, self._client_obj = self._client_obj, None

@@ -308,3 +308,25 @@ def test_unknown_cluster_app_is_404(client):
     """?app= naming an app that is not configured is a 404, not a crash."""
     viewer, _ = staff_client(*VIEW_PERMS)
     assert viewer.get(reverse(PAGES["locks"]), {"app": "nope"}).status_code == 404
+
+
+@pytest.mark.django_db
+def test_pages_switch_between_cluster_apps(unique_name):
+    """With several cluster apps, ?app= picks the app and each page shows only its
+    own locks."""
+    from mega_cluster.registry import get_app
+    from mega_cluster.testing import cluster_settings
+
+    value = {"APPS": {f"{unique_name}a": {}, f"{unique_name}b": {}}}
+    with cluster_settings(value):
+        viewer, _ = staff_client(*VIEW_PERMS)
+        lock = get_app(f"{unique_name}b").lock_manager.acquire("only-in-b", ttl=30)
+        try:
+            first = viewer.get(reverse(PAGES["locks"]))
+            second = viewer.get(reverse(PAGES["locks"]), {"app": f"{unique_name}b"})
+        finally:
+            lock.release()
+    assert first.context["cluster_app"].name == f"{unique_name}a"
+    assert first.context["rows"] == []
+    assert [r["key"] for r in second.context["rows"]] == ["only-in-b"]
+    assert f"?app={unique_name}b" in second.content.decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -128,3 +129,47 @@ def test_registry_is_a_component():
     assert COMPONENTS["node_registry"] == "mega_cluster.nodes.NodeRegistry"
     assert START_ORDER[-1] == "node_registry"
     assert NodeRegistry.__name__ == "NodeRegistry"
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_forked_child_beats_as_its_own_node(unique_name):
+    """A child forked from a started node (gunicorn --preload) gets a new node id
+    and its own heartbeat thread once it starts; the parent keeps beating."""
+    from mega_cluster.registry import get_app
+    from mega_cluster.testing import cluster_settings
+
+    value = {
+        "APP_NAME": unique_name,
+        **redis_settings(settings.REDIS_URL, settings.KEY_PREFIX),
+        **FAST_NODES,
+    }
+    with cluster_settings(value):
+        app = get_app()
+        app.start()
+        parent_id = app.node_id
+        wait_until(lambda: app.node_registry.get(parent_id), what="parent beat")
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            code = 1
+            try:
+                signal.alarm(20)
+                child_app = get_app()
+                child_app.start()  # the fork dropped the parent's components
+                child_id = child_app.node_id
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    node = child_app.node_registry.get(child_id)
+                    if node is not None and node.pid == os.getpid():
+                        code = 0 if child_id != parent_id else 2
+                        break
+                    time.sleep(0.05)
+                child_app.stop()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        parent = app.node_registry.get(parent_id)
+        assert parent is not None and parent.alive and parent.pid == os.getpid()
+        assert [n.node_id for n in app.node_registry.list_nodes()] == [parent_id]
