@@ -20,17 +20,23 @@ carry ``mcbench<pid>`` (channels_redis keys are deleted at the end).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import multiprocessing as mp
-import os
-import statistics
 import sys
-import threading
-import time
 from pathlib import Path
-from typing import Any
+
+# bench/ holds modules named like the stdlib (queue.py): never import from it
+sys.path[:] = [
+    p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent
+]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
