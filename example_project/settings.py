@@ -20,6 +20,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "plugins.site_notice",
+    "plugins.auth_policy",
+    "plugins.data_source",
+    "plugins.async_tasks",
 ]
 
 MIDDLEWARE = [

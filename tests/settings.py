@@ -41,6 +41,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "plugins.site_notice",
+    "plugins.auth_policy",
+    "plugins.data_source",
+    "plugins.async_tasks",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
