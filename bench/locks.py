@@ -20,17 +20,23 @@ on ``MC_PG_HOST`` (default 127.0.0.1, user postgres, trust): a throw-away databa
 are deleted at the end.
 """
 
+# ruff: noqa: E402 (sys.path is fixed before the other imports)
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, bench/ is sys.path[0]: its modules (e.g. bench/queue.py) must
+# not shadow the standard library.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
 import argparse
 import itertools
 import multiprocessing as mp
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent

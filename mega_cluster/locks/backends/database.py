@@ -5,8 +5,9 @@ of its own: a lock taken inside the caller's ``transaction.atomic`` block is
 committed (visible to other processes) at once, and a rollback of the caller's
 block never undoes it.
 
-Exclusion rests on one conditional ``UPDATE`` (free or expired → ours) per attempt
-and the unique constraint on ``(app_name, key)`` for the first insert. Waiters
+Exclusion rests on one conditional ``UPDATE`` per attempt (free or expired, and
+no live waiter ahead → ours) and the unique constraint on ``(app_name, key)`` for
+the first insert. Waiters
 queue in ``LockWaiter`` rows; the oldest live row goes first. Waiters in the same
 process are woken at once by a release. On PostgreSQL (psycopg 3) a release also
 sends ``NOTIFY`` and one ``LISTEN`` thread per backend wakes the waiters of other
@@ -30,7 +31,8 @@ from django.db import (
     connections,
     transaction,
 )
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, Q, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ...exceptions import BackendUnavailable
@@ -127,56 +129,66 @@ class DatabaseLockBackend(LockBackend):
     # statements (run on the private thread) ------------------------------------------
 
     def _attempt(
-        self, key: str, token: str, ttl: float, holder: str, waiter: str
+        self, key: str, token: str, ttl: float, holder: str, waiter: str, refresh: bool
     ) -> int | None:
         from ...models import LockLease, LockWaiter
 
         leases, waiters = self._models()
         now = timezone.now()
-        with transaction.atomic(using=self.alias):
-            # A write first, so SQLite takes its write lock here and waits for it;
-            # a read first would make the later write fail with "database is locked".
-            waiters.filter(key=key, deadline__lt=now).delete()
-            head = (
-                waiters.filter(key=key).order_by("id").values_list("waiter", flat=True)
-            ).first()
-            if head is None or head == waiter:
-                row = leases.filter(key=key)
-                granted = row.filter(Q(token="") | Q(expires_at__lt=now)).update(
-                    token=token,
-                    holder=holder,
-                    fence=F("fence") + 1,
-                    acquired_at=now,
-                    expires_at=now + timedelta(seconds=ttl),
-                )
-                if not granted and not row.exists():
-                    try:
-                        with transaction.atomic(using=self.alias):
-                            LockLease.objects.using(self.alias).create(
-                                app_name=self.app.name,
-                                key=key,
-                                token=token,
-                                holder=holder,
-                                fence=1,
-                                acquired_at=now,
-                                expires_at=now + timedelta(seconds=ttl),
-                            )
-                        granted = 1
-                    except IntegrityError:  # another node inserted it first
-                        pass
-                if granted:
-                    if head is not None:
-                        waiters.filter(waiter=waiter).delete()
-                    return row.values_list("fence", flat=True).get()
-            if waiter:
-                deadline = now + timedelta(seconds=WAITER_LEASE)
-                if not waiters.filter(waiter=waiter).update(deadline=deadline):
-                    LockWaiter.objects.using(self.alias).create(
+        expires = now + timedelta(seconds=ttl)
+        # Live waiters that go before us: all of them when we are not queued.
+        ahead = waiters.filter(key=key, deadline__gte=now)
+        if waiter:
+            mine = waiters.filter(waiter=waiter).values("id")[:1]
+            ahead = ahead.exclude(waiter=waiter).filter(
+                id__lt=Coalesce(Subquery(mine), Value(2**62))
+            )
+        # One conditional UPDATE decides (autocommit, no transaction needed): free
+        # or expired, and nobody ahead of us. Concurrent attempts serialise on the
+        # row (PostgreSQL) or the database write lock (SQLite).
+        granted = (
+            leases.filter(key=key)
+            .filter(Q(token="") | Q(expires_at__lt=now))
+            .filter(~Exists(ahead))
+            .update(
+                token=token,
+                holder=holder,
+                fence=F("fence") + 1,
+                acquired_at=now,
+                expires_at=expires,
+            )
+        )
+        if not granted and not leases.filter(key=key).exists():
+            try:
+                with transaction.atomic(using=self.alias):
+                    LockLease.objects.using(self.alias).create(
                         app_name=self.app.name,
                         key=key,
-                        waiter=waiter,
-                        deadline=deadline,
+                        token=token,
+                        holder=holder,
+                        fence=1,
+                        acquired_at=now,
+                        expires_at=expires,
                     )
+                granted = 1
+            except IntegrityError:  # another node inserted it first
+                pass
+        if granted:
+            if waiter:
+                waiters.filter(waiter=waiter).delete()
+            # Read by our token: the fence is ours while the token is.
+            return (
+                leases.filter(key=key, token=token)
+                .values_list("fence", flat=True)
+                .first()
+            )
+        if waiter and refresh:
+            deadline = now + timedelta(seconds=WAITER_LEASE)
+            if not waiters.filter(waiter=waiter).update(deadline=deadline):
+                waiters.filter(key=key, deadline__lt=now).delete()
+                LockWaiter.objects.using(self.alias).create(
+                    app_name=self.app.name, key=key, waiter=waiter, deadline=deadline
+                )
         return None
 
     def _could_win(self, key: str, waiter: str) -> bool:
@@ -302,18 +314,21 @@ class DatabaseLockBackend(LockBackend):
         if waiter:
             self._ensure_listener()
         refreshed = -WAITER_REFRESH
+        woken = True
         try:
             while True:
                 generation = _generation[0]
-                # Waiting costs reads only; a write transaction (which serialises
-                # on SQLite and fsyncs on PostgreSQL) when the key looks winnable
-                # or our place in the queue needs its lease refreshed.
+                # After a wake-up (or to refresh our place in the queue) try at
+                # once; after a plain poll timeout first check with reads only, so
+                # idle waiters do not take SQLite's write lock.
                 now = time.monotonic()
-                if now - refreshed >= WAITER_REFRESH or self._run(
-                    self._could_win, key, waiter
-                ):
-                    refreshed = now
-                    fence = self._run(self._attempt, key, token, ttl, holder, waiter)
+                refresh = now - refreshed >= WAITER_REFRESH / 2
+                if woken or refresh or self._run(self._could_win, key, waiter):
+                    if refresh:
+                        refreshed = now
+                    fence = self._run(
+                        self._attempt, key, token, ttl, holder, waiter, refresh
+                    )
                     if fence is not None:
                         return fence
                 remaining = deadline - time.monotonic()
@@ -322,6 +337,7 @@ class DatabaseLockBackend(LockBackend):
                 with _released:
                     if generation == _generation[0]:
                         _released.wait(min(remaining, self.poll, WAITER_REFRESH))
+                    woken = generation != _generation[0]
         except BaseException:
             if waiter:
                 self._quietly(self._leave, waiter)
