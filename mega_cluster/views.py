@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.core.cache import caches
 from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -49,9 +50,22 @@ def app_health(app: ClusterApp) -> dict[str, Any]:
             "backend": _backend_name(app, section),
             **_check(lambda attr=attr: app.component(attr).backend.ping()),
         }
+    alias = app.settings.cache["DEFAULT_STORE"]
+    checks["cache"] = {"backend": alias, **_check(lambda: _cache_ping(alias))}
     registry_ = app.node_registry
     checks["nodes"] = {"backend": registry_.store.name, **_check(registry_.ping)}
     return checks
+
+
+def _cache_ping(alias: str) -> None:
+    try:
+        caches[alias].get("mega_cluster:health")
+    except (BackendUnavailable, DatabaseError, OSError):
+        raise
+    except Exception as exc:
+        # Cache clients raise their own errors (redis.ConnectionError, django-redis
+        # ConnectionInterrupted); any of them means the store did not answer.
+        raise BackendUnavailable(f"cache {alias!r}: {type(exc).__name__}") from exc
 
 
 def _database_ping(alias: str) -> None:

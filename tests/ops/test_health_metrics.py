@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 from django.urls import reverse
 
 from mega_cluster import metrics
@@ -27,7 +28,8 @@ def test_health_is_open_and_reports_every_backend(client):
     assert body["node"]["role"] == "web"
     assert body["uptime"] >= 0
     checks = body["apps"][app.name]
-    assert set(checks) == {"locks", "pubsub", "event_queue", "nodes"}
+    assert set(checks) == {"locks", "pubsub", "event_queue", "cache", "nodes"}
+    assert checks["cache"]["backend"] == "default" and checks["cache"]["ok"]
     assert checks["locks"] == {"backend": "local", "ok": True, **_lat(checks["locks"])}
     assert all(check["ok"] for check in checks.values())
     assert body["database"]["ok"]
@@ -44,8 +46,16 @@ def test_health_is_503_when_a_configured_backend_is_down(client):
         value = {
             "APP_NAME": f"t{settings.RUN_ID}h"[:50],
             "LOCKS": {"BACKEND": "redis", "OPTIONS": {"URL": url, "SOCKET_TIMEOUT": 1}},
+            "CACHE": {"DEFAULT_STORE": "private_redis"},
         }
-        with cluster_settings(value):
+        caches_ = {
+            **settings.CACHES,
+            "private_redis": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": url,
+            },
+        }
+        with override_settings(CACHES=caches_), cluster_settings(value):
             up = client.get(reverse("mega_cluster:health"))
             assert up.status_code == 200, up.content
             assert up.json()["apps"][value["APP_NAME"]]["nodes"]["backend"] == "redis"
@@ -58,6 +68,7 @@ def test_health_is_503_when_a_configured_backend_is_down(client):
     assert checks["locks"]["ok"] is False and checks["locks"]["backend"] == "redis"
     assert checks["nodes"]["ok"] is False
     assert checks["pubsub"]["ok"] is True  # memory: still fine
+    assert checks["cache"]["ok"] is False  # the Redis cache store is down too
     # No secrets: neither the server address nor the secret key is in the body.
     text = down.content.decode()
     assert str(server.port) not in text and settings.SECRET_KEY not in text
