@@ -1,0 +1,1 @@
+"""``./dev demo``: a small cluster of the example project on this machine."""
