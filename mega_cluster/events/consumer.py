@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import close_old_connections
 
+from .. import metrics
 from .backends.base import ClaimedEvent
 from .pool import ThreadPool
 from .queue import EventContext, Subscription
@@ -65,12 +66,15 @@ def finish_attempt(
 ) -> float | None:
     """Record an attempt's outcome and log it; the retry delay if one is due."""
     extra = {"event_id": event.id, "channel": event.channel}
+    labels = {"app": backend.app.name, "channel": event.channel}
+    metrics.inc("event_attempts", **labels)
     if error is None:
         backend.complete(event)
         logger.debug(
             "event %s on channel %s succeeded", event.id, event.channel, extra=extra
         )
         return None
+    metrics.inc("event_failures", **labels)
     if event.attempt <= max_retries:
         delay = backoff(event.attempt, retry_base, retry_cap)
         backend.retry(event, error, available_at=time.time() + delay)
@@ -87,6 +91,7 @@ def finish_attempt(
         )
         return delay
     backend.bury(event, error)
+    metrics.inc("event_dead_letters", **labels)
     logger.warning(
         "event %s on channel %s: attempt %d failed (%s)",
         event.id,

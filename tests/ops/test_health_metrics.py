@@ -137,3 +137,17 @@ def test_lock_manager_reports_wait_and_hold_times(unique_name):
         assert 0 <= held < 5
     finally:
         app.stop()
+
+
+@pytest.mark.skipif(not metrics.ENABLED, reason="prometheus-client is not installed")
+def test_event_consumer_counts_attempts_failures_and_dead_letters(cluster):
+    """A failing event with no retries: one attempt, one failure, one dead letter."""
+    from .conftest import dead_letter
+
+    dead_letter(cluster, "invoices")
+    labels = {"app": cluster.name, "channel": "invoices"}
+    for name in ("attempts", "failures", "dead_letters"):
+        value = metrics.REGISTRY.get_sample_value(
+            f"mega_cluster_event_{name}_total", labels
+        )
+        assert value == 1, name
