@@ -129,13 +129,30 @@ class DatabaseLockBackend(LockBackend):
     # statements (run on the private thread) ------------------------------------------
 
     def _attempt(
-        self, key: str, token: str, ttl: float, holder: str, waiter: str, refresh: bool
+        self,
+        key: str,
+        token: str,
+        ttl: float,
+        holder: str,
+        waiter: str,
+        refresh: bool,
+        queued: bool,
     ) -> int | None:
-        from ...models import LockLease, LockWaiter
+        from ...models import LockLease
 
         leases, waiters = self._models()
         now = timezone.now()
         expires = now + timedelta(seconds=ttl)
+        if self._raw_sql():
+            fence = self._grant_raw(key, token, holder, waiter, now, expires)
+            if fence is not None:
+                if waiter and queued:
+                    waiters.filter(waiter=waiter).delete()
+                return fence
+            if leases.filter(key=key).exists():
+                if waiter and refresh:
+                    self._refresh_place(key, waiter, now)
+                return None
         # Live waiters that go before us: all of them when we are not queued.
         ahead = waiters.filter(key=key, deadline__gte=now)
         if waiter:
@@ -183,13 +200,56 @@ class DatabaseLockBackend(LockBackend):
                 .first()
             )
         if waiter and refresh:
-            deadline = now + timedelta(seconds=WAITER_LEASE)
-            if not waiters.filter(waiter=waiter).update(deadline=deadline):
-                waiters.filter(key=key, deadline__lt=now).delete()
-                LockWaiter.objects.using(self.alias).create(
-                    app_name=self.app.name, key=key, waiter=waiter, deadline=deadline
-                )
+            self._refresh_place(key, waiter, now)
         return None
+
+    def _refresh_place(self, key: str, waiter: str, now: Any) -> None:
+        from ...models import LockWaiter
+
+        waiters = self._models()[1]
+        deadline = now + timedelta(seconds=WAITER_LEASE)
+        if not waiters.filter(waiter=waiter).update(deadline=deadline):
+            waiters.filter(key=key, deadline__lt=now).delete()
+            LockWaiter.objects.using(self.alias).create(
+                app_name=self.app.name, key=key, waiter=waiter, deadline=deadline
+            )
+
+    def _raw_sql(self) -> bool:
+        connection = connections[self.alias]
+        return connection.vendor in ("postgresql", "sqlite") and bool(
+            connection.features.can_return_columns_from_insert
+        )
+
+    def _grant_raw(
+        self, key: str, token: str, holder: str, waiter: str, now: Any, expires: Any
+    ) -> int | None:
+        """The ORM attempt's UPDATE plus the fence read in one statement."""
+        from ...models import LockLease, LockWaiter
+
+        connection = connections[self.alias]
+        q = connection.ops.quote_name
+        lease, queue = q(LockLease._meta.db_table), q(LockWaiter._meta.db_table)
+        adapt = connection.ops.adapt_datetimefield_value
+        sql = (
+            f"UPDATE {lease} SET {q('token')} = %s, {q('holder')} = %s, "
+            f"{q('fence')} = {q('fence')} + 1, {q('acquired_at')} = %s, "
+            f"{q('expires_at')} = %s "
+            f"WHERE {q('app_name')} = %s AND {q('key')} = %s "
+            f"AND ({q('token')} = '' OR {q('expires_at')} < %s) "
+            f"AND NOT EXISTS (SELECT 1 FROM {queue} w WHERE w.{q('app_name')} = %s "
+            f"AND w.{q('key')} = %s AND w.{q('deadline')} >= %s "
+            f"AND w.{q('waiter')} <> %s AND w.{q('id')} < COALESCE("
+            f"(SELECT m.{q('id')} FROM {queue} m WHERE m.{q('waiter')} = %s), "
+            f"4611686018427387904)) "
+            f"RETURNING {q('fence')}"
+        )
+        app, when = self.app.name, adapt(now)
+        params = [token, holder, when, adapt(expires), app, key, when]
+        params += [app, key, when, waiter, waiter]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        return None if row is None else int(row[0])
 
     def _could_win(self, key: str, waiter: str) -> bool:
         """Reads only: is the key free (or expired) with ``waiter`` first in line?"""
@@ -211,6 +271,8 @@ class DatabaseLockBackend(LockBackend):
         self._notify()  # the next waiter may be first now
 
     def _release(self, key: str, token: str) -> int:
+        if token and connections[self.alias].vendor == "postgresql":
+            return self._release_and_notify(key, token)
         now = timezone.now()
         rows = self._models()[0].filter(key=key).exclude(token="")
         if token:
@@ -221,6 +283,22 @@ class DatabaseLockBackend(LockBackend):
         if released:
             self._notify()
         return released
+
+    def _release_and_notify(self, key: str, token: str) -> int:
+        from ...models import LockLease
+
+        connection = connections[self.alias]
+        q = connection.ops.quote_name
+        sql = (
+            f"WITH released AS (UPDATE {q(LockLease._meta.db_table)} "
+            f"SET {q('token')} = '', {q('holder')} = '', {q('expires_at')} = %s "
+            f"WHERE {q('app_name')} = %s AND {q('key')} = %s AND {q('token')} = %s "
+            f"RETURNING 1) SELECT pg_notify(%s, '') FROM released"
+        )
+        params = [timezone.now(), self.app.name, key, token, self.channel]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return len(cursor.fetchall())
 
     def _notify(self) -> None:
         connection = connections[self.alias]
@@ -314,7 +392,7 @@ class DatabaseLockBackend(LockBackend):
         if waiter:
             self._ensure_listener()
         refreshed = -WAITER_REFRESH
-        woken = True
+        woken, queued = True, False
         try:
             while True:
                 generation = _generation[0]
@@ -327,10 +405,11 @@ class DatabaseLockBackend(LockBackend):
                     if refresh:
                         refreshed = now
                     fence = self._run(
-                        self._attempt, key, token, ttl, holder, waiter, refresh
+                        self._attempt, key, token, ttl, holder, waiter, refresh, queued
                     )
                     if fence is not None:
                         return fence
+                    queued = bool(waiter)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
