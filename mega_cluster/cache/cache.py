@@ -32,6 +32,13 @@ def _io(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return sync_to_async(func, thread_sensitive=False)
 
 
+def _new_token() -> int:
+    # An int, not a string: the Redis backends store ints raw, so reading the
+    # generation costs no unpickling on the hit path. Random, so a generation key
+    # lost to eviction never brings an old generation back.
+    return secrets.randbits(62)
+
+
 def check_ttl(ttl: object, what: str = "ttl") -> float | None:
     """``ttl`` when it is ``None`` or a positive number of seconds, else raise."""
     if ttl is None:
@@ -100,7 +107,7 @@ class Cache:
         self._namespace = f"{app.name}:{prefix}"
         # "@" cannot appear in a name, so no data key can collide with it.
         self._gen_key = f"{self._namespace}@gen"
-        self._gen: str | None = None
+        self._gen: int | None = None
         self._flights = SingleFlight()
         self._near = near
         self._channel = wire_name("cache", store.alias, prefix)
@@ -118,7 +125,7 @@ class Cache:
 
     # keys and generations ------------------------------------------------------
 
-    def _wire(self, gen: str, key: str) -> str:
+    def _wire(self, gen: int, key: str) -> str:
         return f"{self._namespace}@{gen}:{key}"
 
     def _timeout(self, ttl: float | None) -> float | None:
@@ -129,43 +136,42 @@ class Cache:
                 return self.store.default_timeout
         return None if ttl == math.inf else ttl
 
-    def _new_generation(self) -> str:
-        token = secrets.token_hex(4)
+    def _new_generation(self) -> int:
+        token = _new_token()
         if self.store.add(self._gen_key, token, None):
             return token
         # Another node created it first: theirs wins.
-        return self.store.get_many([self._gen_key]).get(self._gen_key) or token
+        theirs = self.store.fetch(self._gen_key, [])[0]
+        return token if theirs is None else theirs
 
-    def _generation(self) -> str:
+    def _generation(self) -> int:
         """The current generation, read from the store (one round trip)."""
-        gen = self.store.get_many([self._gen_key]).get(self._gen_key)
+        gen = self.store.fetch(self._gen_key, [])[0]
         if gen is None:
             gen = self._new_generation()
         self._gen = gen
         return gen
 
-    def _fetch(self, keys: list[str]) -> tuple[str, dict[str, Any]]:
-        """The generation and the found ``{key: value}`` among ``keys``.
+    def _fetch(self, keys: list[str]) -> tuple[int, list[Any]]:
+        """The generation and the values of ``keys`` (``MISSING`` for a miss).
 
-        One ``get_many`` of the generation key plus the keys under the last known
+        One round trip for the generation key plus the keys under the last known
         generation; only when that generation is stale (a reset elsewhere) is the
         read repeated under the new one.
         """
         gen = self._gen
-        current = ""
         for _ in range(5):
-            wire: dict[str, str] = {}
-            if gen is not None:
-                wire = {self._wire(gen, k): k for k in keys}
-            found = self.store.get_many([self._gen_key, *wire])
-            current = found.pop(self._gen_key, None) or self._new_generation()
+            wires = (
+                [] if gen is None else [f"{self._namespace}@{gen}:{k}" for k in keys]
+            )
+            current, values = self.store.fetch(self._gen_key, wires)
+            if current is None:
+                current = self._new_generation()
             if current == gen:
-                self._gen = current
-                return current, {wire[w]: value for w, value in found.items()}
-            gen = current
+                return current, values
+            self._gen = gen = current
         # Resets faster than reads: report a miss under the newest generation.
-        self._gen = current
-        return current, {}
+        return current, [MISSING] * len(keys)
 
     # near cache and invalidation -----------------------------------------------
 
@@ -224,14 +230,17 @@ class Cache:
     def get(self, key: str, default: Any = None) -> Any:
         """The cached value of ``key``, or ``default`` on a miss."""
         validate_name(key, "cache key")
+        if self._near is None:  # the common case, kept short
+            value = self._fetch([key])[1][0]
+            return default if value is MISSING else value
         value, epoch = self._near_get(key)
         if value is not MISSING:
             return value
-        found = self._fetch([key])[1]
-        if key not in found:
+        value = self._fetch([key])[1][0]
+        if value is MISSING:
             return default
-        self._near_put(key, found[key], None, epoch)
-        return found[key]
+        self._near_put(key, value, None, epoch)
+        return value
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (default: the cache's)."""
@@ -253,7 +262,7 @@ class Cache:
         Other caches and anything else in the store are untouched; the old entries
         stay in the store until their TTL ends, unreadable.
         """
-        token = secrets.token_hex(4)
+        token = _new_token()
         self.store.set(self._gen_key, token, None)
         self._gen = token
         self._changed(None)
@@ -265,14 +274,16 @@ class Cache:
             return []
         near = self._near
         if near is None:
-            found = self._fetch(keys)[1]
-            return [found.get(k) for k in keys]
+            return [None if v is MISSING else v for v in self._fetch(keys)[1]]
         self._ensure_subscribed()
         epoch = near.epoch
         local = {k: v for k in keys if (v := near.get(k)) is not MISSING}
         missing = [k for k in keys if k not in local]
         if missing:
-            found = self._fetch(missing)[1]
+            values = self._fetch(missing)[1]
+            found = {
+                k: v for k, v in zip(missing, values, strict=True) if v is not MISSING
+            }
             for k, v in found.items():
                 near.put(k, v, self._timeout(None), epoch)
             local.update(found)
@@ -361,10 +372,10 @@ class Cache:
         value, epoch = self._near_get(key)
         if value is not MISSING:
             return value
-        gen, found = self._fetch([key])
-        if key in found:
-            self._near_put(key, found[key], None, epoch)
-            return found[key]
+        gen, values = self._fetch([key])
+        if values[0] is not MISSING:
+            self._near_put(key, values[0], None, epoch)
+            return values[0]
 
         def compute() -> Any:
             return self._compute(key, fn, is_cacheable, ttl, self._gen or gen)
@@ -379,7 +390,7 @@ class Cache:
         fn: Callable[[], Any],
         is_cacheable: Callable[[Any], bool] | None,
         ttl: float | None,
-        gen: str,
+        gen: int,
     ) -> Any:
         value = fn()
         if is_cacheable is None or is_cacheable(value):
@@ -410,8 +421,9 @@ class Cache:
             with self.app.lock_manager.lock(self.lock_key(key), wait=self.wrap_timeout):
                 held = True
                 # Whoever held the lock before us may have filled it.
-                found = self._fetch([key])[1]
-                result = found[key] if key in found else compute()
+                result = self._fetch([key])[1][0]
+                if result is MISSING:
+                    result = compute()
         except LockTimeout:
             if held:  # raised by fn, not by the lock
                 raise
@@ -493,10 +505,10 @@ class Cache:
             value, epoch = await _io(self._near_get)(key)
         if value is not MISSING:
             return value
-        gen, found = await _io(self._fetch)([key])
-        if key in found:
-            self._near_put(key, found[key], None, epoch)
-            return found[key]
+        gen, values = await _io(self._fetch)([key])
+        if values[0] is not MISSING:
+            self._near_put(key, values[0], None, epoch)
+            return values[0]
 
         async def compute() -> Any:
             value = await self._acall(fn)
@@ -519,8 +531,9 @@ class Cache:
                     self.lock_key(key), wait=self.wrap_timeout
                 ):
                     held = True
-                    found = (await _io(self._fetch)([key]))[1]
-                    result = found[key] if key in found else await compute()
+                    result = (await _io(self._fetch)([key]))[1][0]
+                    if result is MISSING:
+                        result = await compute()
             except LockTimeout:
                 if held:
                     raise

@@ -20,6 +20,7 @@ from django.core.cache.backends.base import BaseCache, InvalidCacheBackendError
 from django.core.exceptions import ImproperlyConfigured
 
 from ..exceptions import BackendUnavailable, ConfigurationError
+from .near import MISSING
 
 #: Backends whose data lives in one process: nothing they hold is seen by other nodes.
 NON_SHARED_BACKENDS = (
@@ -67,10 +68,7 @@ def _translated(method: F) -> F:
         try:
             return method(self, *args, **kwargs)
         except DRIVER_ERRORS as exc:
-            raise BackendUnavailable(
-                f"Cache store {self.alias!r} ({self.backend_path}) is unreachable: "
-                f"{exc}"
-            ) from exc
+            raise self.unavailable(exc) from exc
 
     return wrapper  # type: ignore[return-value]
 
@@ -105,6 +103,11 @@ class Store:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.alias!r} ({self.backend_path})>"
 
+    def unavailable(self, exc: BaseException) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"Cache store {self.alias!r} ({self.backend_path}) is unreachable: {exc}"
+        )
+
     def timeout(self, ttl: float | None) -> float | None:
         if ttl is None:
             return None
@@ -113,6 +116,13 @@ class Store:
     @_translated
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         return self.backend.get_many(keys)
+
+    @_translated
+    def fetch(self, gen_key: str, keys: list[str]) -> tuple[Any, list[Any]]:
+        """The value at ``gen_key`` (``None`` when absent) and those of ``keys``
+        (``MISSING`` when absent), read together (one round trip on Redis)."""
+        found = self.backend.get_many([gen_key, *keys])
+        return found.get(gen_key), [found.get(k, MISSING) for k in keys]
 
     @_translated
     def set(self, key: str, value: Any, ttl: float | None) -> None:
@@ -174,8 +184,28 @@ class LocMemStore(Store):
 class _RedisStore(Store):
     """Shared logic of the two Redis backends: raw client for PTTL and INCRBY."""
 
-    def raw_client(self, key: str, *, write: bool) -> Any:
+    def raw_client(self, key: str | None, *, write: bool) -> Any:
         raise NotImplementedError
+
+    def decode(self, raw: bytes) -> Any:
+        raise NotImplementedError
+
+    def fetch(self, gen_key: str, keys: list[str]) -> tuple[Any, list[Any]]:
+        # The hit path: one MGET and the backend's own decoder, without the
+        # backend's per-call bookkeeping; this keeps get/wrap close to a direct get.
+        make_key = self.backend.make_key
+        try:
+            raw = self.raw_client(None, write=False).mget(
+                [make_key(gen_key), *[make_key(k) for k in keys]]
+            )
+        except DRIVER_ERRORS as exc:
+            raise self.unavailable(exc) from exc
+        gen = raw[0]
+        if gen is not None:
+            # Generations are ints, which both backends store as plain digits.
+            gen = int(gen) if gen.isdigit() else self.decode(gen)
+        decode = self.decode
+        return gen, [MISSING if v is None else decode(v) for v in raw[1:]]
 
     @_translated
     def ttl(self, key: str) -> float | None:
@@ -200,15 +230,21 @@ class DjangoRedisStore(_RedisStore):
     # It truncates timeouts with int(): 0.5 s would become "delete now".
     whole_seconds = True
 
-    def raw_client(self, key: str, *, write: bool) -> Any:
+    def raw_client(self, key: str | None, *, write: bool) -> Any:
         return self.backend._cache.get_client(key, write=write)  # type: ignore[attr-defined]
+
+    def decode(self, raw: bytes) -> Any:
+        return self.backend._cache._serializer.loads(raw)  # type: ignore[attr-defined]
 
 
 class DjangoRedisPackageStore(_RedisStore):
     """django-redis's ``django_redis.cache.RedisCache`` (millisecond timeouts)."""
 
-    def raw_client(self, key: str, *, write: bool) -> Any:
+    def raw_client(self, key: str | None, *, write: bool) -> Any:
         return self.backend.client.get_client(write=write)  # type: ignore[attr-defined]
+
+    def decode(self, raw: bytes) -> Any:
+        return self.backend.client.decode(raw)  # type: ignore[attr-defined]
 
 
 STORE_CLASSES: dict[str, type[Store]] = {
