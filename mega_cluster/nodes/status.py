@@ -53,12 +53,12 @@ def queue_rows(
         if node["alive"]:
             for channel, slots in node["consumers"].items():
                 consumers[channel] = consumers.get(channel, 0) + int(slots)
-    oldest = getattr(app.event_queue.backend, "oldest_pending", None)
+    oldest = app.event_queue.backend.oldest_pending
     rows = []
     for channel in sorted(set(stats) | set(consumers)):
         counts = stats.get(channel, dict.fromkeys(QUEUE_STATES, 0))
         age = None
-        if callable(oldest) and counts.get("pending"):
+        if counts.get("pending"):
             since = oldest(channel)
             age = round(max(0.0, time.time() - since), 3) if since else None
         rows.append(

@@ -172,6 +172,12 @@ class EventBackend(Backend):
         """Dead letters, newest first (payloads decoded)."""
         raise NotImplementedError
 
+    def oldest_pending(self, channel: str) -> float | None:
+        """When the longest-waiting due event of ``channel`` became due (Unix time);
+        None when no event is due or the backend cannot tell (this default). The
+        admin's Queues page and ``cluster_status`` show its age."""
+        return None
+
     def retry_dead(self, event_id: str) -> None:
         """Make a dead letter pending again with a fresh attempt budget.
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections
-from django.db.models import Count, Sum
+from django.db.models import Count, Min, Sum
 from django.utils import timezone
 
 from ...exceptions import EventNotFound
@@ -224,6 +224,12 @@ class DatabaseEventBackend(EventBackend):
             counts[status] += count
             counts["failed"] += failed or 0
         return result
+
+    def oldest_pending(self, channel: str) -> float | None:
+        due = self._objects().filter(
+            channel=channel, status="pending", available_at__lte=time.time()
+        )
+        return due.aggregate(oldest=Min("available_at"))["oldest"]
 
     def dead_letters(self, channel: str | None, limit: int) -> list[DeadLetter]:
         qs = self._objects().filter(status="dead")

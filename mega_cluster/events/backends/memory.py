@@ -161,6 +161,18 @@ class MemoryEventBackend(EventBackend):
                         row(name)[key] += count
         return result
 
+    def oldest_pending(self, channel: str) -> float | None:
+        now = time.time()
+        with self._lock:
+            due = [
+                rec.available_at
+                for rec in self._records.values()
+                if rec.event.channel == channel
+                and rec.status == "pending"
+                and rec.available_at <= now
+            ]
+        return min(due, default=None)
+
     def dead_letters(self, channel: str | None, limit: int) -> list[DeadLetter]:
         with self._lock:
             dead = [
