@@ -18,6 +18,7 @@ without persistence): a new counter starts above every fence handed out before.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -25,13 +26,18 @@ from typing import Any, ClassVar
 from ...exceptions import BackendUnavailable
 from .base import WAITER_LEASE, WAITER_REFRESH, LockBackend, LockInfo
 
-# Every script gets ARGV[1] = base ("P:{A}:") and ARGV[2] = the caller's key, and
-# derives the other key names from them: fewer arguments to send per call. The
-# server clock (TIME costs as much as the rest of an uncontended acquire) is read
-# only on the paths that need it: queued waiters, fence seeding, list_locks.
+KEY_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,50}$")
+
+# Each backend registers its scripts with its key base ("P:{A}:") written in
+# (BASE), and every script derives the other key names from KEYS[1] = base .. "L:"
+# .. key: fewer arguments to encode and send per call. The server clock (TIME
+# costs as much as the rest of an uncontended acquire) is read only on the paths
+# that need it: queued waiters, fence seeding, list_locks.
 _KEYS = """
-local base, key = ARGV[1], ARGV[2]
-local lock, queue, places = KEYS[1], base .. 'Q:' .. key, base .. 'D:' .. key
+local base = 'BASE'
+local lock = KEYS[1]
+local key = string.sub(lock, #base + 3)
+local queue, places = base .. 'Q:' .. key, base .. 'D:' .. key
 local wake_prefix, lease = base .. 'W:', LEASE_MS
 local now = false
 local function clock()
@@ -64,20 +70,19 @@ local function wake_head()
 end
 """
 
-# KEYS: lock
-# ARGV: base, key, token, ttl_ms, holder, waiter ('' = do not queue), acquired_at
+# KEYS: lock   ARGV: token, ttl_ms, holder, waiter ('' = do not queue), acquired_at
 # -> {1, fence} granted | {0, pttl} held (pttl -2: free, an older waiter goes first)
 _ACQUIRE = (
     _KEYS
     + _HEAD
     + """
-local token, me = ARGV[3], ARGV[6]
-local current = redis.call('HMGET', lock, 'token', 'fence')
-if current[1] == token then
+local token, me = ARGV[1], ARGV[4]
+local current = redis.call('HGET', lock, 'token')
+if current == token then
   -- a retried call whose first reply was lost: it is already ours
-  return {1, tonumber(current[2])}
+  return {1, tonumber(redis.call('HGET', lock, 'fence'))}
 end
-if not current[1] then
+if not current then
   local h = head()
   if (not h) or h == me then
     if h then
@@ -92,9 +97,9 @@ if not current[1] then
       redis.call('SET', fence_key, t[1] .. string.format('%06d', tonumber(t[2])))
       fence = redis.call('INCR', fence_key)
     end
-    redis.call('HSET', lock, 'token', token, 'holder', ARGV[5], 'fence', fence,
-      'acquired_at', ARGV[7])
-    redis.call('PEXPIRE', lock, ARGV[4])
+    redis.call('HSET', lock, 'token', token, 'holder', ARGV[3], 'fence', fence,
+      'acquired_at', ARGV[5])
+    redis.call('PEXPIRE', lock, ARGV[2])
     redis.call('SADD', base .. 'index', key)
     return {1, fence}
   end
@@ -110,18 +115,18 @@ if me ~= '' then
   redis.call('PEXPIRE', queue, 2 * lease)
   redis.call('PEXPIRE', places, 2 * lease)
 end
-if not current[1] then return {0, -2} end
+if not current then return {0, -2} end
 return {0, redis.call('PTTL', lock)}
 """
 )
 
-# KEYS: lock   ARGV: base, key, token ('' = whoever holds it)
+# KEYS: lock   ARGV: token ('' = whoever holds it)
 _RELEASE = (
     _KEYS
     + _HEAD
     + """
 local holder = redis.call('HGET', lock, 'token')
-if not holder or (ARGV[3] ~= '' and holder ~= ARGV[3]) then return 0 end
+if not holder or (ARGV[1] ~= '' and holder ~= ARGV[1]) then return 0 end
 redis.call('DEL', lock)
 redis.call('SREM', base .. 'index', key)
 wake_head()
@@ -136,22 +141,22 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS: lock   ARGV: base, key, waiter
+# KEYS: lock   ARGV: waiter
 _LEAVE = (
     _KEYS
     + _HEAD
     + """
-redis.call('ZREM', queue, ARGV[3])
-redis.call('HDEL', places, ARGV[3])
-redis.call('DEL', wake_prefix .. ARGV[3])
+redis.call('ZREM', queue, ARGV[1])
+redis.call('HDEL', places, ARGV[1])
+redis.call('DEL', wake_prefix .. ARGV[1])
 if redis.call('EXISTS', lock) == 0 then wake_head() end
 return 1
 """
 )
 
-# KEYS: index   ARGV: base  -> {key, holder, fence, acquired_at, expires_at, waiters}
+# KEYS: index  -> {key, holder, fence, acquired_at, expires_at, waiters}
 _LIST = """
-local base = ARGV[1]
+local base = 'BASE'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
@@ -198,6 +203,12 @@ class RedisLockBackend(LockBackend):
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        prefix = options.get("KEY_PREFIX", "mc")
+        if not isinstance(prefix, str) or not KEY_PREFIX_RE.match(prefix):
+            return [
+                f"OPTIONS['KEY_PREFIX'] must be 1-50 characters of letters, digits "
+                f"and _ . : -, got {prefix!r}."
+            ]
         if not options.get("URL") and not options.get("CACHE"):
             return [
                 f"{cls.__name__} needs OPTIONS['URL'] (redis://host:port/db) or "
@@ -225,6 +236,7 @@ class RedisLockBackend(LockBackend):
                 ("list", _LIST),
             ):
                 text = text.replace("LEASE_MS", str(int(WAITER_LEASE * 1000)))
+                text = text.replace("BASE", self._base)  # checked: no quotes
                 self._scripts[name] = self._client_obj.register_script(text)
         return self._client_obj
 
@@ -276,15 +288,7 @@ class RedisLockBackend(LockBackend):
         b = self._base
         lock = f"{b}L:{key}"
         waiter = token if wait > 0 else ""
-        args = [
-            b,
-            key,
-            token,
-            max(1, int(ttl * 1000)),
-            holder,
-            waiter,
-            int(time.time() * 1000),
-        ]
+        args = [token, max(1, int(ttl * 1000)), holder, waiter, int(time.time() * 1000)]
         deadline = time.monotonic() + wait
         try:
             while True:
@@ -308,12 +312,12 @@ class RedisLockBackend(LockBackend):
                     ) from exc
         except BaseException:
             if waiter:
-                self._quietly("leave", [lock], [b, key, waiter])
+                self._quietly("leave", [lock], [waiter])
             # The grant may have happened with its reply lost: undo it.
-            self._quietly("release", [lock], [b, key, token])
+            self._quietly("release", [lock], [token])
             raise
         if waiter:
-            self._call("leave", [lock], [b, key, waiter])
+            self._call("leave", [lock], [waiter])
         return None
 
     def _quietly(self, name: str, keys: list[str], args: list[Any]) -> None:
@@ -323,8 +327,7 @@ class RedisLockBackend(LockBackend):
             pass
 
     def release(self, key: str, token: str) -> bool:
-        b = self._base
-        return bool(self._call("release", [f"{b}L:{key}"], [b, key, token]))
+        return bool(self._call("release", [f"{self._base}L:{key}"], [token]))
 
     def extend(self, key: str, token: str, ttl: float) -> bool:
         args = [token, max(1, int(ttl * 1000))]
@@ -335,7 +338,7 @@ class RedisLockBackend(LockBackend):
 
     def list_locks(self) -> list[LockInfo]:
         b = self._base
-        rows = self._call("list", [f"{b}index"], [b])
+        rows = self._call("list", [f"{b}index"], [])
         out = [
             LockInfo(
                 key=_text(k),
