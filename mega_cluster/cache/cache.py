@@ -231,6 +231,13 @@ class Cache:
         """The cached value of ``key``, or ``default`` on a miss."""
         validate_name(key, "cache key")
         if self._near is None:  # the common case, kept short
+            gen = self._gen
+            if gen is not None:
+                current, values = self.store.fetch(
+                    self._gen_key, [f"{self._namespace}@{gen}:{key}"]
+                )
+                if current == gen:
+                    return default if values[0] is MISSING else values[0]
             value = self._fetch([key])[1][0]
             return default if value is MISSING else value
         value, epoch = self._near_get(key)
@@ -369,9 +376,11 @@ class Cache:
         check_ttl(ttl)
         if not use_cache:
             return fn()
-        value, epoch = self._near_get(key)
-        if value is not MISSING:
-            return value
+        epoch = 0
+        if self._near is not None:
+            value, epoch = self._near_get(key)
+            if value is not MISSING:
+                return value
         gen, values = self._fetch([key])
         if values[0] is not MISSING:
             self._near_put(key, values[0], None, epoch)
