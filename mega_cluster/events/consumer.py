@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,10 @@ UNLIMITED_BATCH = 100
 #: How often a closed ``idle()`` gate is asked again when nothing wakes the channel.
 IDLE_RECHECK = 0.05
 IO_THREADS = 4
+
+
+#: Characters of a failed attempt's traceback kept with the event.
+MAX_STORED_TRACEBACK = 8000
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -75,9 +80,14 @@ def finish_attempt(
         )
         return None
     metrics.inc("event_failures", **labels)
+    stored = error
+    if exc_info is not None:
+        # Stored with its traceback for the admin's event page (last line = error).
+        trace = "".join(traceback.format_exception(exc_info)).rstrip()
+        stored = trace[-MAX_STORED_TRACEBACK:]
     if event.attempt <= max_retries:
         delay = backoff(event.attempt, retry_base, retry_cap)
-        backend.retry(event, error, available_at=time.time() + delay)
+        backend.retry(event, stored, available_at=time.time() + delay)
         logger.warning(
             "event %s on channel %s: attempt %d of %d failed (%s); retry in %.2fs",
             event.id,
@@ -90,7 +100,7 @@ def finish_attempt(
             extra=extra,
         )
         return delay
-    backend.bury(event, error)
+    backend.bury(event, stored)
     metrics.inc("event_dead_letters", **labels)
     logger.warning(
         "event %s on channel %s: attempt %d failed (%s)",

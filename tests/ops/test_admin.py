@@ -170,8 +170,9 @@ def test_queues_page_and_event_detail(cluster):
     text = detail.content.decode()
     assert detail.status_code == 200
     assert "&quot;order&quot;: 7" in text
-    # The last error exactly as the queue stored it (with a traceback when it has one).
     assert "RuntimeError: boom on {&#x27;order&#x27;: 7}" in text
+    assert "Traceback (most recent call last)" in text and "in __call__" in text
+    assert page.context["dead"][0]["error"] == ["RuntimeError: boom on {'order': 7}"]
     assert "mc-retry" not in text  # no retry permission, no button
 
 
