@@ -173,6 +173,18 @@ class Cache:
         # Resets faster than reads: report a miss under the newest generation.
         return current, [MISSING] * len(keys)
 
+    def _fetch_one(self, key: str) -> tuple[int, Any]:
+        """:meth:`_fetch` of one key, with the hit path kept short."""
+        gen = self._gen
+        if gen is not None:
+            current, values = self.store.fetch(
+                self._gen_key, [f"{self._namespace}@{gen}:{key}"]
+            )
+            if current == gen:
+                return gen, values[0]
+        gen, values = self._fetch([key])
+        return gen, values[0]
+
     # near cache and invalidation -----------------------------------------------
 
     def _ensure_subscribed(self) -> None:
@@ -231,14 +243,7 @@ class Cache:
         """The cached value of ``key``, or ``default`` on a miss."""
         validate_name(key, "cache key")
         if self._near is None:  # the common case, kept short
-            gen = self._gen
-            if gen is not None:
-                current, values = self.store.fetch(
-                    self._gen_key, [f"{self._namespace}@{gen}:{key}"]
-                )
-                if current == gen:
-                    return default if values[0] is MISSING else values[0]
-            value = self._fetch([key])[1][0]
+            value = self._fetch_one(key)[1]
             return default if value is MISSING else value
         value, epoch = self._near_get(key)
         if value is not MISSING:
@@ -381,10 +386,11 @@ class Cache:
             value, epoch = self._near_get(key)
             if value is not MISSING:
                 return value
-        gen, values = self._fetch([key])
-        if values[0] is not MISSING:
-            self._near_put(key, values[0], None, epoch)
-            return values[0]
+        gen, value = self._fetch_one(key)
+        if value is not MISSING:
+            if self._near is not None:
+                self._near_put(key, value, None, epoch)
+            return value
 
         def compute() -> Any:
             return self._compute(key, fn, is_cacheable, ttl, self._gen or gen)
