@@ -91,7 +91,8 @@ def build(
 
 def decode(data: bytes | str) -> Envelope:
     """Parse wire bytes; ``ValueError`` when they are not a version-1 envelope."""
-    raw = json.loads(data)
+    # str input skips json's encoding detection
+    raw = json.loads(data.decode() if isinstance(data, bytes) else data)
     if not isinstance(raw, dict) or raw.get("v") != VERSION:
         raise ValueError(f"not a mega_cluster v{VERSION} envelope")
     return Envelope(

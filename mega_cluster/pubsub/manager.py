@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
-import json
 import logging
 import queue
 import threading
-import time
-from collections.abc import Callable, Coroutine, Hashable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable
 from functools import partial
 from typing import TYPE_CHECKING, Any
-
-from django.db import close_old_connections
 
 from .. import conf
 from ..exceptions import ConfigurationError
 from ..names import validate_name
 from . import envelope, runtime
 from .backends.base import PubSubBackend
+from .dispatch import Dispatcher, Handler, Subscription
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
@@ -33,33 +28,6 @@ OPERATION_TIMEOUT = 15.0
 #: Channels starting with this prefix are internal (sync messages); users cannot
 #: write "~", so they never collide with a user channel.
 INTERNAL_PREFIX = "~"
-
-#: Database connections are checked at least every this many messages.
-MAX_BATCH = 100
-
-_STOP = object()
-_WAKE = object()
-_ids = itertools.count(1)
-
-Handler = Callable[[Any], Any]
-
-
-@dataclass(eq=False)
-class Subscription:
-    """One handler on one channel (internal; ``raw`` handlers get the Envelope)."""
-
-    channel: str
-    handler: Handler
-    debounce: float = 0.0
-    debounce_key: Callable[[Any], Hashable] | None = None
-    on_gap: Callable[[], Any] | None = None
-    raw: bool = False
-    active: bool = True
-    id: int = field(default_factory=lambda: next(_ids))
-
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.handler)
 
 
 def _target(skip_self: bool, only_self: bool) -> str:
@@ -87,7 +55,7 @@ def _load_backend(app: ClusterApp) -> PubSubBackend:
     return cls(app, section.options)
 
 
-class PubSubManager:
+class PubSubManager(Dispatcher):
     """Publish JSON messages to every node of the app and run local handlers.
 
     One listener per process and backend: messages go from the backend into a
@@ -477,175 +445,3 @@ class PubSubManager:
         wire = self._wire(channel)
         async with self._async_send_lock:
             await self.backend.publish(wire, self._build(channel, payload_json, to))
-
-    # receiving (loop side) -----------------------------------------------------------
-
-    def _on_message(self, wire: str, data: bytes) -> None:
-        if self._queue.qsize() < self.buffer_size:
-            self._queue.put(data)
-        else:
-            self.dropped += 1
-            self._gap_pending = True
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                logger.warning(
-                    "pub/sub buffer of app %s on node %s is full (%d messages): "
-                    "%d message(s) dropped so far; raise PUBSUB BUFFER_SIZE or make "
-                    "handlers faster",
-                    self.app.name,
-                    self._node_id,
-                    self.buffer_size,
-                    self.dropped,
-                )
-
-    def _on_gap(self) -> None:
-        self._gap_pending = True
-        self._wake()
-
-    def _wake(self) -> None:
-        # never refused: a wake-up must reach the dispatcher even with a full buffer
-        self._queue.put(_WAKE)
-
-    # dispatching (dispatcher thread) -------------------------------------------------
-
-    def _dispatch_loop(self) -> None:
-        get = self._queue.get
-        batch = 0
-        while not self._stopping:
-            try:
-                item = get(block=False)
-            except queue.Empty:
-                if batch:
-                    self._close_connections()
-                    batch = 0
-                try:
-                    item = get(timeout=self._next_deadline())
-                except queue.Empty:
-                    item = None
-            if self._stopping:
-                break
-            if batch == 0:
-                self._close_connections()
-            batch += 1
-            try:
-                if item is not None and item is not _WAKE:
-                    self._dispatch(item)
-                if self._pending:
-                    self._fire_due()
-                if self._gap_pending:
-                    self._gap_pending = False
-                    self._fire_gaps()
-            except Exception:
-                # handlers are isolated in _call; this is a bug, never a dead listener
-                logger.exception("pub/sub dispatcher error (node %s)", self._node_id)
-            if batch >= MAX_BATCH:
-                self._close_connections()
-                batch = 0
-        self._pending.clear()
-
-    def _close_connections(self) -> None:
-        # As around a Django request: before the handlers of a batch of messages
-        # and after it (the queue ran empty or MAX_BATCH messages were handled).
-        try:
-            close_old_connections()
-        except Exception:
-            logger.exception("closing old database connections failed")
-
-    def _dispatch(self, data: bytes) -> None:
-        try:
-            env = envelope.decode(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.warning("ignoring a malformed pub/sub message: %s", exc)
-            return
-        if env.app != self.app.name:
-            return
-        if env.to == envelope.TO_OTHERS and env.node == self._node_id:
-            return
-        if env.to == envelope.TO_SELF and env.node != self._node_id:
-            return
-        for sub in self._subs.get(env.channel, ()):
-            if sub.debounce > 0:
-                self._debounce(sub, env)
-            else:
-                self._call(sub, env)
-
-    def _debounce(self, sub: Subscription, env: envelope.Envelope) -> None:
-        key: Hashable
-        if sub.debounce_key is not None:
-            try:
-                key = sub.debounce_key(env.payload)
-                hash(key)
-            except Exception:
-                logger.exception(
-                    "debounce_key failed on channel %s (message %s); calling the "
-                    "handler without debounce",
-                    env.channel,
-                    env.id,
-                )
-                self._call(sub, env)
-                return
-        else:
-            key = json.dumps(env.payload, sort_keys=True, separators=(",", ":"))
-        # trailing edge: every new message moves the deadline and replaces the payload
-        self._pending[(sub.id, key)] = (time.monotonic() + sub.debounce, sub, env)
-
-    def _next_deadline(self) -> float | None:
-        if not self._pending:
-            return None
-        first = min(deadline for deadline, _, _ in self._pending.values())
-        return max(0.0, first - time.monotonic())
-
-    def _fire_due(self) -> None:
-        now = time.monotonic()
-        due = sorted(
-            (item for item in self._pending.items() if item[1][0] <= now),
-            key=lambda item: item[1][0],
-        )
-        for key, (_, sub, env) in due:
-            del self._pending[key]
-            if sub.active:
-                self._call(sub, env)
-
-    def _call(self, sub: Subscription, env: envelope.Envelope) -> None:
-        arg = env if sub.raw else env.payload
-        try:
-            result = sub.handler(arg)
-            if inspect.isawaitable(result):
-                self._await(result)
-        except Exception:
-            logger.exception(
-                "pub/sub handler %r failed on channel %s (node %s, message %s from "
-                "node %s)",
-                sub.handler,
-                env.channel,
-                self._node_id,
-                env.id,
-                env.node,
-            )
-
-    def _await(self, awaitable: Any) -> Any:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            raise RuntimeError("the pub/sub loop is gone; async handler not run")
-
-        async def run() -> Any:
-            return await awaitable
-
-        coro: Coroutine[Any, Any, Any] = run()
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
-
-    def _fire_gaps(self) -> None:
-        for subs in list(self._subs.values()):
-            for sub in subs:
-                if sub.on_gap is None or not sub.active:
-                    continue
-                try:
-                    result = sub.on_gap()
-                    if inspect.isawaitable(result):
-                        self._await(result)
-                except Exception:
-                    logger.exception(
-                        "on_gap callback %r of channel %s failed (node %s)",
-                        sub.on_gap,
-                        sub.channel,
-                        self._node_id,
-                    )
