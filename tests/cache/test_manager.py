@@ -157,3 +157,32 @@ def test_w004_is_reported_by_manage_py_check(monkeypatch: pytest.MonkeyPatch):
     ):
         ids = [m.id for m in check_settings()]
     assert "mega_cluster.W004" not in ids
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["django_redis.cache.RedisCache", "django.core.cache.backends.redis.RedisCache"],
+)
+def test_an_unreachable_redis_raises_backend_unavailable(
+    unique_name: str, backend: str
+):
+    """Reads and writes on a store whose server is down raise BackendUnavailable
+    (a ConnectionError) with the driver's error as __cause__."""
+    from django.conf import settings
+
+    from mega_cluster import BackendUnavailable
+
+    from ..servers import free_port
+
+    down = {"BACKEND": backend, "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}
+    with override_settings(CACHES={**settings.CACHES, "down": down}):
+        app = make_app(unique_name, app_settings("down"))
+        try:
+            cache = app.cache_manager.create_cache("c")
+            for call in (lambda: cache.get("k"), lambda: cache.set("k", 1)):
+                with pytest.raises(BackendUnavailable, match="'down'") as info:
+                    call()
+                assert isinstance(info.value, ConnectionError)
+                assert info.value.__cause__ is not None
+        finally:
+            app.stop()
