@@ -589,4 +589,4 @@ class Cache:
         self._unsubscribe = None
         self._flights = SingleFlight()
         if self._near is not None:
-            self._near.clear()
+            self._near.after_fork()

@@ -64,3 +64,9 @@ class NearCache:
         with self._lock:
             self.epoch += 1
             self._data.clear()
+
+    def after_fork(self) -> None:
+        # In a forked child: the parent's thread may have held the lock at fork.
+        self._lock = threading.Lock()
+        self.epoch += 1
+        self._data = OrderedDict()

@@ -128,3 +128,35 @@ def test_wrap_serves_from_the_near_cache(nodes: Callable[..., tuple[Cache, Cache
     assert two.wrap("k", lambda: "computed") == "computed"
     sneak(one, "k", "sneaky")
     assert two.wrap("k", lambda: "again") == "computed"
+
+
+@pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+def test_a_forked_child_starts_with_an_empty_near_cache(
+    nodes: Callable[..., tuple[Cache, Cache]],
+):
+    """After fork the child forgets the parent's near entries and subscription (it
+    subscribes again on first use); the parent keeps its own."""
+    import os
+
+    one, two = nodes(near_cache=True)
+    one.set("k", "v0")
+    assert two.get("k") == "v0" and len(two._near or ()) == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, never run pytest's teardown
+        code = 1
+        try:
+            fresh = len(two._near or ()) == 0 and two._unsubscribe is None
+            code = 0 if fresh else 2
+        finally:
+            os.write(write, str(code).encode())
+            os._exit(code)
+    os.close(write)
+    try:
+        assert os.read(read, 10) == b"0"
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert len(two._near or ()) == 1
