@@ -240,3 +240,34 @@ def test_awrap_propagates_errors_and_caches_nothing(cache: Cache):
     results = asyncio.run(scenario())
     assert all(isinstance(r, ValueError) for r in results)
     assert cache.get("k", MISS) is MISS
+
+
+def test_awrap_waits_for_the_value_another_node_computes(
+    make_cache: Callable[..., Cache], make_cluster_app: Callable[..., ClusterApp]
+):
+    """awrap waits (async with the cluster lock) while another node computes, then
+    returns that node's value without calling fn."""
+    here = make_cache("w", app=make_cluster_app())
+    if not here.store.shared:
+        pytest.skip("a process-local store has no other nodes to wait for")
+    there = make_cache("w", app=make_cluster_app())
+    lock = there.app.lock_manager.acquire(there.lock_key("k"), wait=5)
+    calls: list[int] = []
+
+    async def mine() -> str:
+        calls.append(1)
+        return "mine"
+
+    async def scenario() -> Any:
+        task = asyncio.ensure_future(here.awrap("k", mine))
+        await asyncio.sleep(0.3)
+        assert not task.done(), "awrap did not wait for the lock"
+        await asyncio.to_thread(there.set, "k", "theirs")
+        await asyncio.to_thread(lock.release)
+        return await asyncio.wait_for(task, 10)
+
+    try:
+        assert asyncio.run(scenario()) == "theirs"
+    finally:
+        lock.release()
+    assert calls == []
