@@ -3,20 +3,42 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
+from ..events.backends.base import EVENT_STATES, DeadLetter, EventInfo
 from ..exceptions import EventNotFound
 from ..nodes.status import queue_rows
 from .base import OperationsAdmin
 
-#: dead letters read for the list and to find one by id
-DEAD_LIMIT = 500
+#: events read for the list and to find one by id
+LIST_LIMIT = 500
+
+
+def _as_info(letter: DeadLetter) -> EventInfo:
+    failed = letter.failed_at.timestamp() if letter.failed_at else None
+    return EventInfo(
+        id=letter.id,
+        channel=letter.channel,
+        status="dead",
+        payload=letter.payload,
+        attempts=letter.attempts,
+        error=letter.error,
+        available_at=None,
+        finished_at=failed,
+    )
+
+
+def _time(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, tz=UTC) if value else None
+
 
 ACTIONS = {
     "retry": ("retry_event", "Retry", "queued again with a fresh attempt budget"),
@@ -47,9 +69,29 @@ class QueueAdmin(OperationsAdmin):
             + urlencode({"app": app.name})
         )
 
+    def _filter_url(self, app: Any, **params: Any) -> str:
+        query = {"app": app.name, **{k: v for k, v in params.items() if v}}
+        return (
+            reverse("admin:mega_cluster_clusterqueue_changelist")
+            + "?"
+            + urlencode(query)
+        )
+
+    def _list(self, app: Any, channel: str | None, status: str | None) -> list[Any]:
+        queue = app.event_queue
+        if queue.backend.supports_listing:
+            return queue.events(channel, status, limit=LIST_LIMIT)
+        return [_as_info(d) for d in queue.dead_letters(channel, limit=LIST_LIMIT)]
+
     def page(self, request: HttpRequest) -> HttpResponse:
         app = self.cluster_app(request)
+        listing = app.event_queue.backend.supports_listing
         channel = request.GET.get("channel") or None
+        status = request.GET.get("status") or None
+        if status not in (None, *EVENT_STATES):
+            raise Http404(f"Unknown event status {status!r}.")
+        if not listing:
+            status = "dead"
         errors = []
         try:
             nodes = [n.as_dict() for n in app.node_registry.list_nodes()]
@@ -62,30 +104,37 @@ class QueueAdmin(OperationsAdmin):
             rows = []
             errors.append(f"stats: {type(exc).__name__}: {exc}")
         try:
-            dead = app.event_queue.dead_letters(channel, limit=DEAD_LIMIT)
+            events = self._list(app, channel, status)
         except Exception as exc:
-            dead = []
-            errors.append(f"dead letters: {type(exc).__name__}: {exc}")
-        dead_rows = [
+            events = []
+            errors.append(f"events: {type(exc).__name__}: {exc}")
+        event_rows = [
             {
-                "id": d.id,
-                "channel": d.channel,
-                "attempts": d.attempts,
-                "failed_at": d.failed_at,
-                "error": (d.error or "").strip().splitlines()[-1:] or [""],
-                "url": self._url("event", app, event_id=d.id),
+                "id": e.id,
+                "channel": e.channel,
+                "status": e.status,
+                "attempts": e.attempts,
+                "when": _time(e.finished_at or e.available_at),
+                "error": (e.error or "").strip().splitlines()[-1:] or [""],
+                "url": self._url("event", app, event_id=e.id),
             }
-            for d in dead
+            for e in events
         ]
         channels = [
             {
                 "name": r["channel"],
-                "url": reverse("admin:mega_cluster_clusterqueue_changelist")
-                + "?"
-                + urlencode({"app": app.name, "channel": r["channel"]}),
+                "url": self._filter_url(app, channel=r["channel"], status=status),
                 "selected": r["channel"] == channel,
             }
             for r in rows
+        ]
+        statuses = [
+            {
+                "name": name,
+                "url": self._filter_url(app, channel=channel, status=name),
+                "selected": name == status,
+            }
+            for name in (EVENT_STATES if listing else ("dead",))
         ]
         return self.render(
             request,
@@ -93,36 +142,44 @@ class QueueAdmin(OperationsAdmin):
             "Queues",
             cluster_app=app,
             rows=rows,
-            dead=dead_rows,
+            events=event_rows,
+            listing=listing,
             channel=channel,
+            status=status,
             channels=channels,
-            all_url=reverse("admin:mega_cluster_clusterqueue_changelist")
-            + "?"
-            + urlencode({"app": app.name}),
+            statuses=statuses,
+            all_channels_url=self._filter_url(app, status=status),
+            all_statuses_url=self._filter_url(app, channel=channel),
             errors=errors,
             backend=type(app.event_queue.backend).__name__,
         )
 
     def _find(self, app: Any, event_id: str) -> Any:
-        for letter in app.event_queue.dead_letters(None, limit=DEAD_LIMIT):
+        for letter in app.event_queue.dead_letters(None, limit=LIST_LIMIT):
             if letter.id == event_id:
-                return letter
-        raise Http404(f"No dead letter with id {event_id!r}.")
+                return _as_info(letter)
+        if app.event_queue.backend.supports_listing:
+            for event in app.event_queue.events(limit=LIST_LIMIT):
+                if event.id == event_id:
+                    return event
+        raise Http404(f"No event with id {event_id!r} among the newest {LIST_LIMIT}.")
 
     def event_view(self, request: HttpRequest, event_id: str) -> HttpResponse:
         if not self.has_view_or_change_permission(request):
-            self.require(request, "view_clusterqueue")
+            raise PermissionDenied
         app = self.cluster_app(request)
-        letter = self._find(app, event_id)
+        event = self._find(app, event_id)
+        dead = event.status == "dead"
         return self.render(
             request,
             "event_detail.html",
-            f"Dead event {event_id}",
+            f"Event {event_id}",
             cluster_app=app,
-            event=letter,
-            payload=json.dumps(letter.payload, indent=2, cls=DjangoJSONEncoder),
-            can_retry=self.has_perm(request, "retry_event"),
-            can_discard=self.has_perm(request, "discard_event"),
+            event=event,
+            when=_time(event.finished_at or event.available_at),
+            payload=json.dumps(event.payload, indent=2, cls=DjangoJSONEncoder),
+            can_retry=dead and self.has_perm(request, "retry_event"),
+            can_discard=dead and self.has_perm(request, "discard_event"),
             retry_url=self._url("action", app, event_id=event_id, action="retry"),
             discard_url=self._url("action", app, event_id=event_id, action="discard"),
             back=self._url("changelist", app),
@@ -140,6 +197,8 @@ class QueueAdmin(OperationsAdmin):
         back = self._url("changelist", app)
         try:
             letter = self._find(app, event_id)
+            if letter.status != "dead":
+                raise Http404
         except Http404:
             self.message_user(
                 request,

@@ -20,7 +20,7 @@ from django.db import connections, transaction
 from .. import conf
 from ..exceptions import AlreadySubscribed, ConfigurationError, MessageEncodeError
 from ..names import validate_name
-from .backends.base import DeadLetter, EventBackend, NewEvent
+from .backends.base import EVENT_STATES, DeadLetter, EventBackend, EventInfo, NewEvent
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
@@ -288,6 +288,28 @@ class EventQueue:
         if channel is not None:
             validate_name(channel, "event channel name")
         return self.backend.dead_letters(channel, _count("limit", limit))
+
+    def events(
+        self, channel: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[EventInfo]:
+        """Stored events, newest first, of one ``channel`` and/or ``status``
+        (``pending``, ``running``, ``succeeded``, ``dead``): id, channel, status,
+        payload, attempts, error (with traceback) and times.
+
+        Raises ``NotImplementedError`` when the backend cannot list events
+        (``backend.supports_listing`` is False); ``dead_letters()`` always works.
+        """
+        if channel is not None:
+            validate_name(channel, "event channel name")
+        if status is not None and status not in EVENT_STATES:
+            raise ValueError(
+                f"status must be one of {', '.join(EVENT_STATES)}, got {status!r}."
+            )
+        if not self.backend.supports_listing:
+            raise NotImplementedError(
+                f"{type(self.backend).__name__} cannot list events; use dead_letters()."
+            )
+        return self.backend.events(channel, status, _count("limit", limit))
 
     def retry_dead(self, event_id: str) -> None:
         """Queue a dead letter again, same id, with a fresh attempt budget.

@@ -161,9 +161,9 @@ def test_queues_page_and_event_detail(cluster):
     assert page.status_code == 200
     (row,) = page.context["rows"]
     assert (row["channel"], row["dead"], row["failed"]) == ("orders", 1, 1)
-    assert [d["id"] for d in page.context["dead"]] == [event_id]
+    assert [e["id"] for e in page.context["events"]] == [event_id]
     other = viewer.get(reverse(PAGES["queues"]), {"channel": "other"})
-    assert other.context["dead"] == []
+    assert other.context["events"] == []
     detail = viewer.get(
         reverse("admin:mega_cluster_clusterqueue_event", args=[event_id])
     )
@@ -172,7 +172,7 @@ def test_queues_page_and_event_detail(cluster):
     assert "&quot;order&quot;: 7" in text
     assert "RuntimeError: boom on {&#x27;order&#x27;: 7}" in text
     assert "Traceback (most recent call last)" in text and "in __call__" in text
-    assert page.context["dead"][0]["error"] == ["RuntimeError: boom on {'order': 7}"]
+    assert page.context["events"][0]["error"] == ["RuntimeError: boom on {'order': 7}"]
     assert "mc-retry" not in text  # no retry permission, no button
 
 
@@ -331,3 +331,44 @@ def test_pages_switch_between_cluster_apps(unique_name):
     assert first.context["rows"] == []
     assert [r["key"] for r in second.context["rows"]] == ["only-in-b"]
     assert f"?app={unique_name}b" in second.content.decode()
+
+
+def test_event_list_filters_by_status_and_channel(cluster):
+    """The event list shows pending and dead events, filtered by status and channel;
+    a pending event has no retry / discard and the action URL refuses it."""
+    dead_id = dead_letter(cluster, "orders")
+    pending_id = cluster.event_queue.publish("mail", {"to": "x"})
+    operator, _ = staff_client(*VIEW_PERMS, "retry_event", "discard_event")
+    url = reverse(PAGES["queues"])
+
+    def listed(**params):
+        page = operator.get(url, params)
+        assert page.status_code == 200
+        return {(e["id"], e["status"]) for e in page.context["events"]}
+
+    assert listed() == {(dead_id, "dead"), (pending_id, "pending")}
+    assert listed(status="pending") == {(pending_id, "pending")}
+    assert listed(status="dead") == {(dead_id, "dead")}
+    assert listed(channel="mail", status="dead") == set()
+    assert operator.get(url, {"status": "bogus"}).status_code == 404
+    detail = operator.get(
+        reverse("admin:mega_cluster_clusterqueue_event", args=[pending_id])
+    )
+    assert detail.status_code == 200 and "mc-retry" not in detail.content.decode()
+    response = operator.post(action_url(cluster, pending_id, "discard"))
+    assert response.status_code == 302
+    assert cluster.event_queue.stats("mail")["mail"]["pending"] == 1
+    assert not LogEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_events_api_validates_its_arguments(unique_name):
+    """events() rejects an unknown status and a bad channel name at the call."""
+    from mega_cluster.testing import make_app
+
+    app = make_app(unique_name)
+    with pytest.raises(ValueError, match="status must be one of"):
+        app.event_queue.events(status="failed")
+    with pytest.raises(ValueError):
+        app.event_queue.events(channel="bad channel!")
+    assert app.event_queue.events() == []

@@ -58,6 +58,24 @@ class DeadLetter:
     failed_at: datetime | None
 
 
+@dataclass(frozen=True, kw_only=True)
+class EventInfo:
+    """An event as ``events()`` lists it: its state, attempts so far and last error
+    (with its traceback when the handler raised); times are Unix timestamps."""
+
+    id: str
+    channel: str
+    status: str
+    payload: Any
+    attempts: int
+    error: str
+    available_at: float | None
+    finished_at: float | None
+
+
+#: The states ``events()`` can filter on.
+EVENT_STATES = ("pending", "running", "succeeded", "dead")
+
 #: The counters ``stats()`` returns per channel.
 STAT_KEYS = ("pending", "running", "succeeded", "failed", "dead")
 
@@ -170,6 +188,18 @@ class EventBackend(Backend):
 
     def dead_letters(self, channel: str | None, limit: int) -> list[DeadLetter]:
         """Dead letters, newest first (payloads decoded)."""
+        raise NotImplementedError
+
+    #: True when :meth:`events` lists events (otherwise only dead letters are seen).
+    supports_listing: ClassVar[bool] = False
+
+    def events(
+        self, channel: str | None, status: str | None, limit: int
+    ) -> list[EventInfo]:
+        """The stored events, newest first, optionally of one channel and state.
+
+        Succeeded events are listed only by backends that keep them.
+        """
         raise NotImplementedError
 
     def oldest_pending(self, channel: str) -> float | None:

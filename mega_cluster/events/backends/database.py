@@ -25,7 +25,14 @@ from django.db.models import Count, Min, Sum
 from django.utils import timezone
 
 from ...exceptions import EventNotFound
-from .base import STAT_KEYS, ClaimedEvent, DeadLetter, EventBackend, NewEvent
+from .base import (
+    STAT_KEYS,
+    ClaimedEvent,
+    DeadLetter,
+    EventBackend,
+    EventInfo,
+    NewEvent,
+)
 
 logger = logging.getLogger("mega_cluster.events.database")
 
@@ -224,6 +231,30 @@ class DatabaseEventBackend(EventBackend):
             counts[status] += count
             counts["failed"] += failed or 0
         return result
+
+    supports_listing: ClassVar[bool] = True
+
+    def events(
+        self, channel: str | None, status: str | None, limit: int
+    ) -> list[EventInfo]:
+        qs = self._objects()
+        if channel is not None:
+            qs = qs.filter(channel=channel)
+        if status is not None:
+            qs = qs.filter(status=status)
+        return [
+            EventInfo(
+                id=row.id,
+                channel=row.channel,
+                status=row.status,
+                payload=json.loads(row.payload),
+                attempts=row.attempts,
+                error=row.last_error,
+                available_at=row.available_at,
+                finished_at=row.finished_at,
+            )
+            for row in qs.order_by("-created_at", "-id")[:limit]
+        ]
 
     def oldest_pending(self, channel: str) -> float | None:
         due = self._objects().filter(

@@ -14,7 +14,14 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 from ...exceptions import EventNotFound
-from .base import STAT_KEYS, ClaimedEvent, DeadLetter, EventBackend, NewEvent
+from .base import (
+    STAT_KEYS,
+    ClaimedEvent,
+    DeadLetter,
+    EventBackend,
+    EventInfo,
+    NewEvent,
+)
 
 
 @dataclass(kw_only=True)
@@ -160,6 +167,33 @@ class MemoryEventBackend(EventBackend):
                     if channel is None or name == channel:
                         row(name)[key] += count
         return result
+
+    supports_listing: ClassVar[bool] = True
+
+    def events(
+        self, channel: str | None, status: str | None, limit: int
+    ) -> list[EventInfo]:
+        with self._lock:
+            recs = [
+                rec
+                for rec in self._records.values()
+                if (channel is None or rec.event.channel == channel)
+                and (status is None or rec.status == status)
+            ]
+        recs.reverse()  # insertion order: newest last
+        return [
+            EventInfo(
+                id=rec.event.id,
+                channel=rec.event.channel,
+                status=rec.status,
+                payload=json.loads(rec.event.payload),
+                attempts=rec.attempts,
+                error=rec.error,
+                available_at=rec.available_at,
+                finished_at=rec.finished_at,
+            )
+            for rec in recs[:limit]
+        ]
 
     def oldest_pending(self, channel: str) -> float | None:
         now = time.time()
