@@ -130,7 +130,7 @@ class Store:
 
     @_translated
     def set_many(self, data: Mapping[str, Any], ttl: float | None) -> None:
-        failed = self.backend.set_many(data, self.timeout(ttl))
+        failed = self.backend.set_many(dict(data), self.timeout(ttl))
         if failed:
             raise BackendUnavailable(
                 f"Cache store {self.alias!r} did not store keys {failed[:5]!r}."
