@@ -80,9 +80,9 @@ class Cache:
     300 s unless set); ``FOREVER`` (``math.inf``) means no expiry.
 
     ``reset()`` starts a new *generation* of the namespace: the current generation
-    token is stored in the store next to the entries and read in the same
-    round trip as them (``get_many``), so a reset on any node is seen by every node
-    at its next read, in O(1), without scanning or clearing anything.
+    (a random int) is stored in the store next to the entries and read in the same
+    round trip as them (one ``MGET`` on Redis), so a reset on any node is seen by
+    every node at its next read, in O(1), without scanning or clearing anything.
     """
 
     def __init__(
