@@ -12,11 +12,14 @@ import queue
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
+
+from mega_cluster.testing import make_app
 
 WORKER = "tests/cluster/locks_worker.py"
 
@@ -81,6 +84,15 @@ def spawn(procs, mode: str, app: str, kind: str, *args: Any) -> Lines:
     return Lines(proc)
 
 
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
 def finish(procs, timeout: float = 60.0) -> None:
     for code, _out, err in procs.wait_all(timeout):
         assert code == 0, err[-2000:]
@@ -134,3 +146,33 @@ def test_kill_9_of_the_holder_hands_the_lock_over_after_its_ttl(
     assert got_fence > held_fence
     assert got_at >= held_at + ttl - 0.05  # the dead holder's lease was respected
     assert waiter.proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("kind", BACKENDS[:2])
+def test_a_waiter_killed_in_the_queue_does_not_stall_it(procs, unique_name, kind):
+    """kill -9 of the first waiter: after the release the second waiter still gets
+    the lock within its wait (the dead one's place lapses after 3 s)."""
+    manager = make_app(
+        unique_name, {"LOCKS": json.loads(locks_json(kind))}
+    ).lock_manager
+    try:
+        held = manager.acquire("queue", ttl=30)
+
+        def queued() -> int:
+            return sum(i.waiters for i in manager.list_locks() if i.key == "queue")
+
+        doomed = spawn(procs, "wait", unique_name, kind, "queue", 30)
+        assert doomed.next() == "waiting"
+        assert wait_until(lambda: queued() == 1, 30)
+        patient = spawn(procs, "wait", unique_name, kind, "queue", 10)
+        assert patient.next() == "waiting"
+        assert wait_until(lambda: queued() == 2, 30)
+        os.killpg(doomed.proc.pid, signal.SIGKILL)
+        doomed.proc.wait(timeout=10)
+        held.release()
+        got = patient.next(timeout=20).split()
+        assert got[0] == "got", got
+        assert int(got[1]) > held.fence
+        assert patient.proc.wait(timeout=10) == 0
+    finally:
+        manager.app.stop()
