@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import close_old_connections
 
+from .. import metrics
 from . import envelope
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ class Dispatcher:
         else:
             self.dropped += 1
             self._gap_pending = True
+            # Still undecoded here: the channel is not known.
+            metrics.inc("messages_dropped", app=self.app.name, channel="")
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.warning(
                     "pub/sub buffer of app %s on node %s is full (%d messages): "
@@ -155,7 +158,10 @@ class Dispatcher:
             return
         if env.to == envelope.TO_SELF and env.node != self._node_id:
             return
-        for sub in self._subs.get(env.channel, ()):
+        subs = self._subs.get(env.channel, ())
+        if subs:
+            metrics.inc("messages_delivered", app=self.app.name, channel=env.channel)
+        for sub in subs:
             if sub.debounce > 0:
                 self._debounce(sub, env)
             else:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .. import conf
+from .. import conf, metrics
 from ..exceptions import ConfigurationError
 from ..names import validate_name
 from . import envelope, runtime
@@ -421,6 +421,7 @@ class PubSubManager(Dispatcher):
                 backend.publish_sync(wire, data)
             else:
                 runtime.run_sync(loop, backend.publish(wire, data), OPERATION_TIMEOUT)
+        metrics.inc("messages_published", app=self.app.name, channel=channel)
 
     async def apublish(
         self,
@@ -445,3 +446,4 @@ class PubSubManager(Dispatcher):
         wire = self._wire(channel)
         async with self._async_send_lock:
             await self.backend.publish(wire, self._build(channel, payload_json, to))
+        metrics.inc("messages_published", app=self.app.name, channel=channel)

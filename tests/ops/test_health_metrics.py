@@ -151,3 +151,26 @@ def test_event_consumer_counts_attempts_failures_and_dead_letters(cluster):
             f"mega_cluster_event_{name}_total", labels
         )
         assert value == 1, name
+
+
+@pytest.mark.skipif(not metrics.ENABLED, reason="prometheus-client is not installed")
+def test_pubsub_counts_published_and_delivered_messages(unique_name):
+    """A message sent between two nodes counts one publish and one delivery."""
+    import threading
+
+    from mega_cluster.testing import make_app
+
+    sender = make_app(unique_name, node_id="sender")
+    receiver = make_app(unique_name, node_id="receiver")
+    got = threading.Event()
+    try:
+        receiver.pubsub_manager.subscribe("news", lambda message: got.set())
+        sender.pubsub_manager.publish("news", {"n": 1})
+        assert got.wait(10)
+    finally:
+        sender.stop()
+        receiver.stop()
+    labels = {"app": unique_name, "channel": "news"}
+    sample = metrics.REGISTRY.get_sample_value
+    assert sample("mega_cluster_messages_published_total", labels) == 1
+    assert sample("mega_cluster_messages_delivered_total", labels) == 1
