@@ -97,6 +97,9 @@ class Lock:
         with self._mutex:
             if self._released:
                 return
+            # Stop renewing now: if the release below fails the lease must still
+            # end at its TTL, not be kept alive by the watchdog.
+            self.auto_extend = False
         freed = self.manager.backend.release(self.key, self.token)
         with self._mutex:
             if self._released:

@@ -394,3 +394,23 @@ def test_async_force_release_and_list(manager, other):
         assert lock.extend() is False
 
     asyncio.run(scenario())
+
+
+def test_release_stops_renewal_even_when_it_fails(manager, other):
+    """A release that raises leaves the lease to end at its TTL (no more renewals)."""
+    lock = manager.acquire("unrenewed", ttl=0.3, auto_extend=True)
+    backend = manager.backend
+    real_release = backend.release
+
+    def failing_release(key: str, token: str) -> bool:
+        from mega_cluster.exceptions import BackendUnavailable
+
+        raise BackendUnavailable("simulated outage during release")
+
+    backend.release = failing_release
+    try:
+        with pytest.raises(Exception, match="simulated outage"):
+            lock.release()
+    finally:
+        backend.release = real_release
+    assert wait_until(lambda: other.try_acquire("unrenewed") is not None, timeout=3)
