@@ -29,6 +29,8 @@ pytestmark = [
     pytest.mark.redis,
     pytest.mark.cluster,
     pytest.mark.django_db(transaction=True),
+    # Covers installing chromium with apt-get on a fresh machine (session fixture).
+    pytest.mark.timeout(900),
 ]
 
 LOCK_KEY = "invoices:nightly"
