@@ -3,7 +3,8 @@
 Guide: docs/cache.md.
 """
 
-from .cache import FOREVER, Cache
+from .cache import Cache
+from .common import FOREVER
 from .manager import CacheManager
 
 __all__ = ["FOREVER", "Cache", "CacheManager"]

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 import math
-import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
-
-from ..exceptions import LockLost, LockTimeout
-from ..names import NAME_RE, validate_name
+from ..names import validate_name
+from . import wrap as single_flight
+from .common import check_fn, check_ttl, in_thread, new_token, wire_name
 from .flight import SingleFlight
 from .near import MISSING, NearCache
 
@@ -22,49 +18,6 @@ if TYPE_CHECKING:
     from .stores import Store
 
 logger = logging.getLogger("mega_cluster.cache")
-
-#: ``ttl=FOREVER`` stores without expiry even when the cache has a default TTL.
-FOREVER = math.inf
-
-
-def _io(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    # Store clients are thread-safe: no need to queue behind the main thread.
-    return sync_to_async(func, thread_sensitive=False)
-
-
-def _new_token() -> int:
-    # An int, not a string: the Redis backends store ints raw, so reading the
-    # generation costs no unpickling on the hit path. Random, so a generation key
-    # lost to eviction never brings an old generation back.
-    return secrets.randbits(62)
-
-
-def check_ttl(ttl: object, what: str = "ttl") -> float | None:
-    """``ttl`` when it is ``None`` or a positive number of seconds, else raise."""
-    if ttl is None:
-        return None
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        raise TypeError(f"{what} must be a number of seconds or None, got {ttl!r}.")
-    if not ttl > 0:
-        raise ValueError(
-            f"{what} must be greater than 0 seconds, got {ttl!r} (None means the "
-            "cache's default; FOREVER means no expiry)."
-        )
-    return float(ttl)
-
-
-def _check_fn(fn: object) -> None:
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {fn!r}.")
-
-
-def wire_name(*parts: str) -> str:
-    """``"a:b:c"`` when it is a valid name, else a stable hashed stand-in."""
-    name = ":".join(parts)
-    if NAME_RE.match(name):
-        return name
-    digest = hashlib.sha1(name.encode()).hexdigest()
-    return f"{parts[0]}:{digest}"
 
 
 class Cache:
@@ -137,7 +90,7 @@ class Cache:
         return None if ttl == math.inf else ttl
 
     def _new_generation(self) -> int:
-        token = _new_token()
+        token = new_token()
         if self.store.add(self._gen_key, token, None):
             return token
         # Another node created it first: theirs wins.
@@ -274,7 +227,7 @@ class Cache:
         Other caches and anything else in the store are untouched; the old entries
         stay in the store until their TTL ends, unreadable.
         """
-        token = _new_token()
+        token = new_token()
         self.store.set(self._gen_key, token, None)
         self._gen = token
         self._changed(None)
@@ -377,45 +330,11 @@ class Cache:
         no write) and ``is_cacheable(value)`` returning False keeps a computed
         value out of the cache."""
         validate_name(key, "cache key")
-        _check_fn(fn)
+        check_fn(fn)
         check_ttl(ttl)
         if not use_cache:
             return fn()
-        epoch = 0
-        if self._near is not None:
-            value, epoch = self._near_get(key)
-            if value is not MISSING:
-                return value
-        gen, value = self._fetch_one(key)
-        if value is not MISSING:
-            if self._near is not None:
-                self._near_put(key, value, None, epoch)
-            return value
-
-        def compute() -> Any:
-            return self._compute(key, fn, is_cacheable, ttl, self._gen or gen)
-
-        return self._flights.run(
-            key, lambda: self._lead(key, compute), compute, self.wrap_timeout
-        )
-
-    def _compute(
-        self,
-        key: str,
-        fn: Callable[[], Any],
-        is_cacheable: Callable[[Any], bool] | None,
-        ttl: float | None,
-        gen: int,
-    ) -> Any:
-        value = fn()
-        if is_cacheable is None or is_cacheable(value):
-            # Under the generation read before fn ran: a reset meanwhile wins.
-            timeout = self._timeout(ttl)
-            self.store.set(self._wire(gen, key), value, timeout)
-            self._changed([key])
-            if self._gen == gen:
-                self._keep(key, value, timeout)
-        return value
+        return single_flight.wrap(self, key, fn, is_cacheable, ttl)
 
     def store_key(self, key: str) -> str:
         """The key ``key`` has in the store now (before the store's own KEY_PREFIX):
@@ -427,55 +346,22 @@ class Cache:
         """The cluster lock key ``wrap`` takes for ``key``."""
         return wire_name("cache", self.store.alias, self.prefix, key)
 
-    def _lead(self, key: str, compute: Callable[[], Any]) -> Any:
-        if not self.store.shared:
-            return compute()
-        result: Any = MISSING
-        held = False
-        try:
-            with self.app.lock_manager.lock(self.lock_key(key), wait=self.wrap_timeout):
-                held = True
-                # Whoever held the lock before us may have filled it.
-                result = self._fetch([key])[1][0]
-                if result is MISSING:
-                    result = compute()
-        except LockTimeout:
-            if held:  # raised by fn, not by the lock
-                raise
-            self._log_lock_timeout(key)
-            return compute()
-        except LockLost:
-            if result is MISSING:
-                raise
-            # The value is computed and cached; at worst another node computed too.
-            logger.warning("cache %s: lost the wrap lock of %r", self.name, key)
-        return result
-
-    def _log_lock_timeout(self, key: str) -> None:
-        logger.warning(
-            "cache %s: waited %.1fs for the computation of %r on another node; "
-            "computing here",
-            self.name,
-            self.wrap_timeout,
-            key,
-        )
-
     # async twins -----------------------------------------------------------------
 
     async def aget(self, key: str, default: Any = None) -> Any:
-        return await _io(self.get)(key, default)
+        return await in_thread(self.get)(key, default)
 
     async def aset(self, key: str, value: Any, ttl: float | None = None) -> None:
-        await _io(self.set)(key, value, ttl)
+        await in_thread(self.set)(key, value, ttl)
 
     async def adelete(self, key: str) -> None:
-        await _io(self.delete)(key)
+        await in_thread(self.delete)(key)
 
     async def areset(self) -> None:
-        await _io(self.reset)()
+        await in_thread(self.reset)()
 
     async def amget(self, keys: Iterable[str]) -> list[Any]:
-        return await _io(self.mget)(list(keys))
+        return await in_thread(self.mget)(list(keys))
 
     async def amset(
         self,
@@ -483,16 +369,16 @@ class Cache:
         ttl: float | None = None,
     ) -> None:
         items = dict(pairs.items() if isinstance(pairs, Mapping) else pairs)
-        await _io(self.mset)(items, ttl)
+        await in_thread(self.mset)(items, ttl)
 
     async def amdel(self, keys: Iterable[str]) -> None:
-        await _io(self.mdel)(list(keys))
+        await in_thread(self.mdel)(list(keys))
 
     async def attl(self, key: str) -> float | None:
-        return await _io(self.ttl)(key)
+        return await in_thread(self.ttl)(key)
 
     async def aincr(self, key: str, delta: int = 1, ttl: float | None = None) -> int:
-        return await _io(self.incr)(key, delta, ttl)
+        return await in_thread(self.incr)(key, delta, ttl)
 
     async def awrap(
         self, key: str, fn: Callable[[], Any], ttl: float | None = None
@@ -509,67 +395,13 @@ class Cache:
         is_cacheable: Callable[[Any], bool] | None = None,
         ttl: float | None = None,
     ) -> Any:
+        """:meth:`wrap_with_condition` for coroutines."""
         validate_name(key, "cache key")
-        _check_fn(fn)
+        check_fn(fn)
         check_ttl(ttl)
         if not use_cache:
-            return await self._acall(fn)
-        if self._near is None or self._unsubscribe is not None:
-            value, epoch = self._near_get(key)
-        else:
-            value, epoch = await _io(self._near_get)(key)
-        if value is not MISSING:
-            return value
-        gen, values = await _io(self._fetch)([key])
-        if values[0] is not MISSING:
-            self._near_put(key, values[0], None, epoch)
-            return values[0]
-
-        async def compute() -> Any:
-            value = await self._acall(fn)
-            if is_cacheable is None or is_cacheable(value):
-                used = self._gen or gen
-                timeout = self._timeout(ttl)
-                await _io(self.store.set)(self._wire(used, key), value, timeout)
-                await _io(self._changed)([key])
-                if self._gen == used:
-                    self._keep(key, value, timeout)
-            return value
-
-        async def lead() -> Any:
-            if not self.store.shared:
-                return await compute()
-            result: Any = MISSING
-            held = False
-            try:
-                async with self.app.lock_manager.lock(
-                    self.lock_key(key), wait=self.wrap_timeout
-                ):
-                    held = True
-                    result = (await _io(self._fetch)([key]))[1][0]
-                    if result is MISSING:
-                        result = await compute()
-            except LockTimeout:
-                if held:
-                    raise
-                self._log_lock_timeout(key)
-                return await compute()
-            except LockLost:
-                if result is MISSING:
-                    raise
-                logger.warning("cache %s: lost the wrap lock of %r", self.name, key)
-            return result
-
-        return await self._flights.arun(key, lead, compute, self.wrap_timeout)
-
-    @staticmethod
-    async def _acall(fn: Callable[[], Any]) -> Any:
-        if inspect.iscoroutinefunction(fn):
-            return await fn()
-        result = await sync_to_async(fn)()
-        if inspect.isawaitable(result):
-            return await result
-        return result
+            return await single_flight.acall(fn)
+        return await single_flight.awrap(self, key, fn, is_cacheable, ttl)
 
     # lifecycle -------------------------------------------------------------------
 

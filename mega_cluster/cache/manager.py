@@ -12,7 +12,8 @@ from django.conf import settings
 from .. import node
 from ..exceptions import CacheNameTaken
 from ..names import validate_name
-from .cache import Cache, check_ttl
+from .cache import Cache
+from .common import check_ttl
 from .near import NearCache
 from .stores import Store, open_store
 
