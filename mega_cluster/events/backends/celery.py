@@ -51,6 +51,7 @@ class CeleryEventBackend(DatabaseEventBackend):
         self.notifies = False  # type: ignore[misc]
         self.queue_prefix: str = self.options.get("QUEUE_PREFIX") or f"mc.{app.name}."
         self._celery: Any = None
+        self._broker_queues: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -109,15 +110,22 @@ class CeleryEventBackend(DatabaseEventBackend):
         return f"{self.queue_prefix}{channel}"
 
     def broker_queue(self, channel: str) -> Any:
+        # One Queue object per channel: kombu remembers what it declared by object,
+        # so a fresh one per message would be declared again on every send.
+        try:
+            return self._broker_queues[channel]
+        except KeyError:
+            pass
         from kombu import Exchange, Queue
 
         name = self.queue_name(channel)
-        return Queue(
+        queue = self._broker_queues[channel] = Queue(
             name,
             Exchange(name, type="direct"),
             routing_key=name,
             queue_arguments=dict(self.options.get("QUEUE_ARGUMENTS") or {}) or None,
         )
+        return queue
 
     def send(self, channel: str, event_id: str, countdown: float | None = None) -> None:
         try:
