@@ -17,7 +17,8 @@ Stampede: ``--misses`` callers miss the same cold key at the same instant
 (a barrier); the value takes 100 ms to compute. Django's ``get_or_set`` next to
 our ``wrap`` (Redis locks), first as threads of one process, then spread over 5
 processes. Reported: how many times the value was computed and the wall time
-from the barrier to the last caller holding the value.
+from the first caller leaving the barrier to the last caller holding the value
+(each process reads CLOCK_MONOTONIC, which is system-wide on Linux).
 
 Needs Redis on ``MC_REDIS_URL`` (default redis://127.0.0.1:6379/0). Every key
 carries ``mcbench<pid>`` and is deleted at the end (never FLUSHDB).
@@ -166,8 +167,11 @@ def hit_path(ops: int, rounds: int) -> None:
 # stampede -----------------------------------------------------------------------
 
 
-def _stampede_threads(kind: str, key: str, n: int, barrier: Any, counter: Any) -> float:
-    """Run ``n`` callers in threads of this process; return when the last is done."""
+def _stampede_threads(
+    kind: str, key: str, n: int, barrier: Any, counter: Any
+) -> tuple[float, float]:
+    """Run ``n`` callers in threads of this process; return when the first passed
+    the barrier and when the last was done (CLOCK_MONOTONIC is system-wide)."""
     from django.core.cache import caches
 
     app = make_cluster_app("django_redis")
@@ -184,9 +188,11 @@ def _stampede_threads(kind: str, key: str, n: int, barrier: Any, counter: Any) -
         return VALUE
 
     results: list[Any] = []
+    starts: list[float] = []
 
     def caller() -> None:
         barrier.wait(60)
+        starts.append(time.monotonic())
         if kind == "django":
             results.append(direct.get_or_set(key, compute, 600))
         else:
@@ -201,10 +207,10 @@ def _stampede_threads(kind: str, key: str, n: int, barrier: Any, counter: Any) -
     app.stop()
     if len(results) != n or any(r != VALUE for r in results):
         raise SystemExit(f"stampede {kind}: wrong results {results!r:.200}")
-    return finished
+    return min(starts), finished
 
 
-def _collect(done: list[float], *args: Any) -> None:
+def _collect(done: list[tuple[float, float]], *args: Any) -> None:
     done.append(_stampede_threads(*args))
 
 
@@ -222,16 +228,15 @@ def stampede(misses: int) -> None:
             counter = ctx.Value("i", 0)
             if layout == "threads":
                 barrier = threading.Barrier(misses + 1)
-                done: list[float] = []
+                done: list[tuple[float, float]] = []
                 runner = threading.Thread(
                     target=_collect,
                     args=(done, kind, key, misses, barrier, counter),
                 )
                 runner.start()
                 barrier.wait(60)
-                start = time.monotonic()
                 runner.join(120)
-                wall = done[0] - start
+                wall = done[0][1] - done[0][0]
             else:
                 per = misses // PROCESSES
                 barrier = ctx.Barrier(per * PROCESSES + 1)
@@ -245,11 +250,10 @@ def stampede(misses: int) -> None:
                 for child in children:
                     child.start()
                 barrier.wait(120)
-                start = time.monotonic()
-                ends = [out.get(timeout=120) for _ in children]
+                spans = [out.get(timeout=120) for _ in children]
                 for child in children:
                     child.join(30)
-                wall = max(ends) - start
+                wall = max(end for _, end in spans) - min(start for start, _ in spans)
             label = "Django get_or_set" if kind == "django" else "mega_cluster wrap"
             rows.append((layout, label, counter.value, wall))
     print(
