@@ -149,3 +149,46 @@ def test_frozen_redis_is_detected_by_the_ping_watchdog(unique_name):
         finally:
             a.stop()
             b.stop()
+
+
+@pytest.mark.redis
+def test_channels_layer_reconnects_after_redis_restart(unique_name):
+    """The channels backend on channels_redis notices a Redis restart, re-joins its
+    groups, reports the gap and receives again."""
+    from django.test import override_settings
+
+    with redis_server() as server:
+        layers = {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {
+                    "hosts": [_url("redis", server.port)],
+                    "prefix": unique_name,
+                },
+            }
+        }
+        settings = {"PUBSUB": {"BACKEND": "channels", "RECONNECT_MAX_DELAY": 0.5}}
+        with override_settings(CHANNEL_LAYERS=layers):
+            a = make_app(unique_name, settings, node_id=f"{unique_name}-a")
+            b = make_app(unique_name, settings, node_id=f"{unique_name}-b")
+            try:
+                seen, gaps = Recorder("seen"), Recorder("gaps")
+                b.pubsub_manager.subscribe("news", seen, on_gap=lambda: gaps("gap"))
+                a.pubsub_manager.publish("news", "before")
+                assert seen.wait(1) == ["before"]
+
+                server.restart()
+
+                assert gaps.wait(1, timeout=20) == ["gap"]
+
+                def delivered():
+                    try:
+                        a.pubsub_manager.publish("news", "after")
+                    except BackendUnavailable:
+                        return False
+                    return wait_for(lambda: "after" in seen.items, 0.5)
+
+                assert wait_for(delivered, 15)
+            finally:
+                a.stop()
+                b.stop()
