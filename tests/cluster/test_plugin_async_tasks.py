@@ -17,9 +17,9 @@ def test_task_from_node_1_runs_on_the_worker_and_is_cancelled_from_node_2(
     example_cluster,  # noqa: F811
 ):
     cluster, (one, two) = example_cluster(worker=True)
-    code, body = one.post(
-        "/tasks/", action="start", kind="count", steps=600, delay=0.05
-    )
+    # 10 s per step: a cancellation within 5 s can only come from the broadcast,
+    # not from the task's first progress write (which would also notice it).
+    code, body = one.post("/tasks/", action="start", kind="count", steps=10, delay=10)
     assert code == 200, body
     task_id = body["task"]["id"]
 
@@ -38,8 +38,8 @@ def test_task_from_node_1_runs_on_the_worker_and_is_cancelled_from_node_2(
     assert code == 200 and body["status"] == "running", body
     started = time.monotonic()
     done = wait_until(
-        lambda: (t := task())["status"] == "cancelled" and t, 1.0, "the cancellation"
+        lambda: (t := task())["status"] == "cancelled" and t, 5.0, "the cancellation"
     )
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 5.0
     assert done["message"] == "cancelled (broadcast)"
-    assert done["progress"][0] < 100
+    assert done["progress"][0] == 0

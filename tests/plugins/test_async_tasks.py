@@ -46,20 +46,24 @@ def test_task_runs_on_the_consuming_node_with_progress(pair):
     assert (done.progress_done, done.progress_total, done.percent) == (3, 3, 100)
     assert done.result == {"counted": 3}
     assert done.attempts == 1
-    assert a.event_queue.stats(CHANNEL)[CHANNEL]["succeeded"] == 1
+    wait_until(
+        lambda: a.event_queue.stats(CHANNEL)[CHANNEL]["succeeded"] == 1,
+        5,
+        "the queue to count the event as succeeded",
+    )
 
 
 def test_cancel_from_the_publishing_node_stops_the_running_task(pair):
-    """Cancelled on node A, the task running on node B stops within a second,
-    told by the pub/sub broadcast (not by its next database write)."""
+    """Cancelled on node A, the task running on node B (5 s per step) stops
+    within 2 s, told by the pub/sub broadcast (not by its next database write)."""
     a, b = pair
     task = a.start_task("count", {"steps": 1000, "delay": 5})
     running = status(task, "running")
     assert running.node_id == "node-b"
     started = time.monotonic()
     assert a.cancel(str(task.pk)) == "running"
-    done = status(task, "cancelled", timeout=1.0)
-    assert time.monotonic() - started < 1.0
+    done = status(task, "cancelled", timeout=2.0)
+    assert time.monotonic() - started < 2.0
     assert done.message == "cancelled (broadcast)"
     assert b.cancel_log == [(str(task.pk), "broadcast")]
     assert a.cancel(str(task.pk)) == "cancelled"  # finished: left as it is
