@@ -4,17 +4,33 @@ In ``asgi.py``::
 
     from mega_cluster.asgi import get_asgi_application
     application = get_asgi_application()
+
+As with :mod:`mega_cluster.wsgi`, a worker forked from a process that had started
+the apps starts them again itself before it serves its first request.
 """
 
 from __future__ import annotations
 
-from django.core.asgi import get_asgi_application as django_asgi_application
+from typing import Any
+
+import django
+from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 
-from .registry import start
+from .registry import registry, start
+
+
+class ClusterASGIHandler(ASGIHandler):
+    """Django's ASGI handler that restarts the cluster apps in a forked worker."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if registry.fork_pending:
+            await sync_to_async(registry.restart_after_fork, thread_sensitive=False)()
+        await super().__call__(scope, receive, send)
 
 
 def get_asgi_application() -> ASGIHandler:
-    application = django_asgi_application()
+    django.setup(set_prefix=False)
+    application = ClusterASGIHandler()
     start()
     return application

@@ -58,6 +58,7 @@ class ClusterApp:
         self._lock = threading.RLock()
         self._started = False
         self._stopping = False
+        self._restart_after_fork = False
 
     def __repr__(self) -> str:
         return f"<ClusterApp {self.name!r} node={self.node_id!r}>"
@@ -182,6 +183,9 @@ class ClusterApp:
 
     def _after_fork(self) -> None:
         # The parent's sockets and threads are not ours: forget them, never close them.
+        # An app the parent had started is started again in the child on first use
+        # (see Registry.restart_after_fork), never inside the fork handler itself.
+        self._restart_after_fork = self._started
         self._components = {}
         self._lock = threading.RLock()
         self._started = False
@@ -258,6 +262,23 @@ class Registry:
         self._lock = threading.RLock()
         for app in (self._apps or {}).values():
             app._after_fork()
+        self.fork_pending = any(
+            a._restart_after_fork for a in (self._apps or {}).values()
+        )
+
+    #: True in a forked child until the apps its parent had started are started.
+    fork_pending = False
+
+    def restart_after_fork(self) -> None:
+        """Start, in this forked child, every app the parent process had started."""
+        with self._lock:
+            if not self.fork_pending:
+                return
+            for app in (self._apps or {}).values():
+                if app._restart_after_fork:
+                    app.start()
+                    app._restart_after_fork = False
+            self.fork_pending = False
 
 
 registry = Registry()

@@ -5,19 +5,34 @@ In ``wsgi.py``::
     from mega_cluster.wsgi import get_wsgi_application
     application = get_wsgi_application()
 
-Under gunicorn ``--preload`` the master imports this before forking; every worker
-gets its own node id and builds its own connections and listeners after the fork.
+The apps start when the module is imported, so a server that does not fork is ready
+before its first request. Under gunicorn ``--preload`` the master imports this and
+then forks: each worker gets its own node id, drops what the master built, and starts
+its apps (plugins, listeners, heartbeat) itself before it serves its first request.
 """
 
 from __future__ import annotations
 
-from django.core.handlers.wsgi import WSGIHandler
-from django.core.wsgi import get_wsgi_application as django_wsgi_application
+from collections.abc import Iterable
+from typing import Any
 
-from .registry import start
+import django
+from django.core.handlers.wsgi import WSGIHandler
+
+from .registry import registry, start
+
+
+class ClusterWSGIHandler(WSGIHandler):
+    """Django's WSGI handler that restarts the cluster apps in a forked worker."""
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if registry.fork_pending:
+            registry.restart_after_fork()
+        return super().__call__(environ, start_response)
 
 
 def get_wsgi_application() -> WSGIHandler:
-    application = django_wsgi_application()
+    django.setup(set_prefix=False)
+    application = ClusterWSGIHandler()
     start()
     return application

@@ -1,0 +1,89 @@
+"""The WSGI/ASGI entry points start the apps, and start them again in a forked worker."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from django.db import connections
+
+from mega_cluster import get_app
+from mega_cluster.asgi import ClusterASGIHandler, get_asgi_application
+from mega_cluster.registry import registry
+from mega_cluster.wsgi import ClusterWSGIHandler, get_wsgi_application
+
+
+@pytest.fixture
+def stopped():
+    registry.stop_all()
+    yield
+    registry.stop_all()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wsgi_entry_point_starts_the_apps(stopped):
+    assert not get_app().started
+    application = get_wsgi_application()
+    assert isinstance(application, ClusterWSGIHandler)
+    assert get_app().started
+    assert get_app().plugins["site_notice"].loaded
+
+
+@pytest.mark.django_db(transaction=True)
+def test_asgi_entry_point_starts_the_apps(stopped):
+    application = get_asgi_application()
+    assert isinstance(application, ClusterASGIHandler)
+    assert get_app().started
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+@pytest.mark.django_db(transaction=True)
+def test_preloaded_worker_starts_its_own_apps_before_its_first_request(stopped):
+    """gunicorn --preload: the master started the apps; a forked worker restarts them."""
+    application = get_wsgi_application()
+    parent_node = get_app().node_id
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(read)
+            for conn in connections.all(initialized_only=True):
+                conn.connection = None  # the parent's connection is not ours
+            before = get_app().started
+            status: list[str] = []
+            body = b"".join(
+                application(
+                    {
+                        "REQUEST_METHOD": "GET",
+                        "PATH_INFO": "/",
+                        "SERVER_NAME": "testserver",
+                        "SERVER_PORT": "80",
+                        "wsgi.input": __import__("io").BytesIO(),
+                        "wsgi.url_scheme": "http",
+                    },
+                    lambda s, h, *a: status.append(s),
+                )
+            )
+            report = {
+                "before": before,
+                "after": get_app().started,
+                "node": get_app().node_id,
+                "status": status[0],
+                "shows_node": get_app().node_id.encode() in body,
+                "pending": registry.fork_pending,
+            }
+            os.write(write, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        data = fh.read()
+    os.waitpid(pid, 0)
+    report = json.loads(data)
+    assert report["before"] is False
+    assert report["after"] is True
+    assert report["node"] != parent_node
+    assert report["status"].startswith("200")
+    assert report["shows_node"] is True
+    assert report["pending"] is False
