@@ -243,6 +243,7 @@ class Registry:
             ) from None
 
     def start_all(self) -> None:
+        self.autostart = True
         for app in self.apps().values():
             app.start()
 
@@ -262,12 +263,15 @@ class Registry:
         self._lock = threading.RLock()
         for app in (self._apps or {}).values():
             app._after_fork()
-        self.fork_pending = any(
+        self.fork_pending = self.autostart or any(
             a._restart_after_fork for a in (self._apps or {}).values()
         )
 
     #: True in a forked child until the apps its parent had started are started.
     fork_pending = False
+    #: Set by the entry points (``start()`` of every app): a forked child starts all
+    #: apps before serving, even if the parent stopped them before forking.
+    autostart = False
 
     def restart_after_fork(self) -> None:
         """Start, in this forked child, every app the parent process had started."""
@@ -275,9 +279,9 @@ class Registry:
             if not self.fork_pending:
                 return
             for app in (self._apps or {}).values():
-                if app._restart_after_fork:
+                if self.autostart or app._restart_after_fork:
                     app.start()
-                    app._restart_after_fork = False
+                app._restart_after_fork = False
             self.fork_pending = False
 
 

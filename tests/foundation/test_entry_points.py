@@ -19,6 +19,7 @@ def stopped():
     registry.stop_all()
     yield
     registry.stop_all()
+    registry.autostart = False
 
 
 @pytest.mark.django_db(transaction=True)
@@ -39,10 +40,21 @@ def test_asgi_entry_point_starts_the_apps(stopped):
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
 @pytest.mark.django_db(transaction=True)
-def test_preloaded_worker_starts_its_own_apps_before_its_first_request(stopped):
-    """gunicorn --preload: the master started the apps; a forked worker restarts them."""
+@pytest.mark.parametrize(
+    "master_stops", [False, True], ids=["master-runs", "when-ready"]
+)
+def test_preloaded_worker_starts_its_own_apps_before_its_first_request(
+    stopped, master_stops
+):
+    """gunicorn --preload: the master started the apps; a forked worker restarts them.
+
+    Also when the master stopped its apps before forking (the documented
+    ``when_ready`` hook).
+    """
     application = get_wsgi_application()
     parent_node = get_app().node_id
+    if master_stops:
+        registry.stop_all()
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
