@@ -197,7 +197,14 @@ class Consumer:
         done.wait(10)
 
     def remove(self, channel: str) -> None:
-        self.loop.call_soon_threadsafe(self._remove, channel)
+        done = threading.Event()
+
+        def remove() -> None:
+            self._remove(channel)
+            done.set()
+
+        self.loop.call_soon_threadsafe(remove)
+        done.wait(10)
 
     def stop(self, drain_timeout: float) -> None:
         self.backend.remove_waker(self._on_wake)
@@ -333,6 +340,11 @@ class Consumer:
                 logger.exception("claiming events of channel %s failed", channel)
                 await self._sleep(state, self.poll)
                 continue
+            if events and (not state.active or self._draining):
+                # Unsubscribed or stopping while the claim ran: hand them back.
+                for event in events:
+                    await self._io(self.backend.release, event)
+                break
             if events:
                 for event in events:
                     self._launch(state, event)
