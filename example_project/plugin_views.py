@@ -23,6 +23,8 @@ from django.views.decorators.http import require_http_methods
 from mega_cluster import get_app
 from mega_cluster.exceptions import LockTimeout
 from plugins.async_tasks.models import Task
+from plugins.auth_policy.models import POLICY_FIELDS
+from plugins.auth_policy.plugin import PolicyNotFound
 
 MAX_HOLD = 60.0
 
@@ -88,7 +90,10 @@ def auth_policy(request: HttpRequest) -> HttpResponse:
             return _error(request, exc)
         return _done(request, {"policy": policy}, "Policy saved on every node.")
     started = time.perf_counter()
-    policy = plugin.policy()
+    try:
+        policy = plugin.policy()
+    except PolicyNotFound:  # install() has not run on this database yet
+        policy = {"name": "default", **POLICY_FIELDS, "updated_at": None}
     elapsed = time.perf_counter() - started
     return _reply(
         request,
