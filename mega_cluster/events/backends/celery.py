@@ -49,6 +49,7 @@ class CeleryEventBackend(DatabaseEventBackend):
     def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
         super().__init__(app, options)
         self.notifies = False  # type: ignore[misc]
+        self.send_notify = False
         self.queue_prefix: str = self.options.get("QUEUE_PREFIX") or f"mc.{app.name}."
         self._celery: Any = None
         self._broker_queues: dict[str, Any] = {}
@@ -128,8 +129,9 @@ class CeleryEventBackend(DatabaseEventBackend):
         return queue
 
     def send(self, channel: str, event_id: str, countdown: float | None = None) -> None:
+        celery_app = self.celery  # configuration errors propagate as they are
         try:
-            self.celery.send_task(
+            celery_app.send_task(
                 TASK_NAME,
                 args=[self.app.name, event_id, channel],
                 queue=self.broker_queue(channel),
@@ -144,6 +146,7 @@ class CeleryEventBackend(DatabaseEventBackend):
     # store + broker ---------------------------------------------------------------
 
     def enqueue(self, event: NewEvent) -> str:
+        self.celery  # noqa: B018 - a configuration error must come before the insert
         event_id = super().enqueue(event)
         if event_id != event.id:  # deduplicated: the existing event has its message
             return event_id

@@ -12,6 +12,7 @@ databases rely on ``POLL_INTERVAL`` across processes.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import threading
@@ -53,8 +54,14 @@ class DatabaseEventBackend(EventBackend):
         self.alias: str = self.options.get("DATABASE", "default")
         self.table = connections[self.alias].ops.quote_name(_model()._meta.db_table)
         self.vendor = connections[self.alias].vendor
-        self.notifies = self.vendor == "postgresql"  # type: ignore[misc]
+        # LISTEN needs psycopg 3 (Django may run on psycopg2): else poll.
+        self.notifies = (  # type: ignore[misc]
+            self.vendor == "postgresql"
+            and importlib.util.find_spec("psycopg") is not None
+        )
         self.pg_channel = f"mc_events_{app.name}"
+        #: NOTIFY on publish (off for the Celery backend, whose broker delivers).
+        self.send_notify = self.vendor == "postgresql"
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -109,7 +116,7 @@ class DatabaseEventBackend(EventBackend):
             event.available_at,
             created,
         ]
-        if self.vendor == "postgresql":
+        if self.send_notify:
             insert = (
                 f"WITH ins AS ({insert} RETURNING id) SELECT pg_notify(%s, %s) FROM ins"
             )
@@ -132,7 +139,7 @@ class DatabaseEventBackend(EventBackend):
         return event.id
 
     def _notify(self, channel: str) -> None:
-        if self.vendor == "postgresql":
+        if self.send_notify:
             self._execute("SELECT pg_notify(%s, %s)", [self.pg_channel, channel])
         self.wake(channel)
 

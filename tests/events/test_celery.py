@@ -1,0 +1,75 @@
+"""Celery-backend extras: configuration errors, the project's own Celery app."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from mega_cluster.checks import check_settings
+from mega_cluster.exceptions import ConfigurationError
+from mega_cluster.testing import make_app
+
+from .conftest import celery_options, wait_until
+
+#: A project's Celery app, as OPTIONS["APP"] names it.
+project_celery = None
+
+
+def test_celery_needs_app_or_broker_url(unique_name):
+    """Neither APP nor BROKER_URL: check error E012 naming both, and at build time."""
+    settings = {"EVENT_QUEUE": {"BACKEND": "celery"}}
+    with override_settings(MEGA_CLUSTER={"APP_NAME": unique_name, **settings}):
+        messages = check_settings()
+    assert any(
+        m.id == "mega_cluster.E012" and "BROKER_URL" in m.msg and "APP" in m.msg
+        for m in messages
+    ), messages
+    with pytest.raises(ConfigurationError, match="BROKER_URL"):
+        make_app(unique_name, settings).event_queue  # noqa: B018
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unimportable_celery_app_is_a_configuration_error(unique_name):
+    """OPTIONS['APP'] that cannot be imported fails at the first publish, saying so."""
+    app = make_app(
+        unique_name,
+        {"EVENT_QUEUE": {"BACKEND": "celery", "OPTIONS": {"APP": "no.such.app"}}},
+    )
+    with pytest.raises(ConfigurationError, match=r"no\.such\.app"):
+        app.event_queue.publish("c", 1)
+    assert app.event_queue.stats("c") == {}  # nothing left queued
+
+
+@pytest.mark.celery
+@pytest.mark.rabbitmq
+@pytest.mark.django_db(transaction=True)
+def test_project_celery_app_and_one_embedded_worker_per_process(unique_name):
+    """OPTIONS['APP'] uses the project's Celery app (our task registered on it); a
+    second Celery-backed app consuming in the same process is refused clearly."""
+    from celery import Celery
+
+    global project_celery
+    options = celery_options("default")
+    project_celery = Celery("project", broker=options.pop("BROKER_URL"))
+    project_celery.conf.update(task_acks_late=True, worker_prefetch_multiplier=1)
+    options["APP"] = f"{__name__}.project_celery"
+    app = make_app(
+        unique_name, {"EVENT_QUEUE": {"BACKEND": "celery", "OPTIONS": options}}
+    )
+    other = make_app(
+        f"{unique_name}b"[:50],
+        {"EVENT_QUEUE": {"BACKEND": "celery", "OPTIONS": celery_options("default")}},
+    )
+    try:
+        seen = []
+        app.event_queue.subscribe("c", process=lambda p, ctx: seen.append(p))
+        app.start()
+        assert "mega_cluster.events.deliver" in project_celery.tasks
+        app.event_queue.publish("c", "via the project's app")
+        wait_until(lambda: seen, what="the event")
+        other.event_queue.subscribe("c", process=print)
+        with pytest.raises(ConfigurationError, match="embedded Celery worker"):
+            other.start()
+    finally:
+        other.stop()
+        app.stop()
