@@ -72,6 +72,23 @@ def find_redis(url: str, workdir: Path) -> tuple[str, subprocess.Popen | None]:
     return f"redis://127.0.0.1:{port}/0", server
 
 
+def forget_keys(url: str, prefix: str) -> None:
+    """Delete the Redis keys the demo's locks left (fence counters), by prefix."""
+    try:
+        import redis
+    except ImportError:
+        return
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+
+
 def timed(predicate, timeout: float, what: str) -> float:
     started = time.monotonic()
     wait_until(predicate, timeout, what)
@@ -196,17 +213,21 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mc-demo-"))
     server = None
     cluster = None
+    redis_url = ""
+    own_prefix = ""
     try:
         redis_url, server = find_redis(args.redis, workdir)
         say(f"Redis: {redis_url}{' (private server for the demo)' if server else ''}")
         # A name of its own: several demos (or test runs) can share one Redis.
         name = os.environ.get("DEMO_APP_NAME") or f"demo-{os.getpid()}"
+        if not os.environ.get("DEMO_KEY_PREFIX"):
+            own_prefix = f"mc{name}"
         env = {
             "DJANGO_SETTINGS_MODULE": "demo.settings",
             "DEMO_DB": str(workdir / "demo.sqlite3"),
             "DEMO_REDIS_URL": redis_url,
             "DEMO_APP_NAME": name,
-            "DEMO_KEY_PREFIX": os.environ.get("DEMO_KEY_PREFIX") or f"mc{name}",
+            "DEMO_KEY_PREFIX": os.environ.get("DEMO_KEY_PREFIX") or own_prefix,
         }
         cluster = Cluster(env, workdir)
         migrate = subprocess.run(
@@ -253,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             server.terminate()
             server.wait(timeout=10)
             pids.append(server.pid)
+        if own_prefix and redis_url:
+            forget_keys(redis_url, own_prefix)
         shutil.rmtree(workdir, ignore_errors=True)
         print(
             f"\nstopped the {len(pids)} process(es) the demo started "

@@ -14,6 +14,7 @@ dead letter (admin, ``event_queue.dead_letters()``).
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Any
 
 from django.conf import settings
@@ -90,8 +91,8 @@ class AsyncTasksPlugin(Plugin):
         self.paused = False
         #: task id -> cancel flag of the tasks running on this node
         self._running: dict[str, threading.Event] = {}
-        #: how the last cancellations reached this node: task id -> "broadcast"
-        self.cancel_log: list[tuple[str, str]] = []
+        #: the last cancellations applied on this node: (task id, "broadcast"|"local")
+        self.cancel_log: deque[tuple[str, str]] = deque(maxlen=100)
 
     @property
     def concurrency(self) -> int:
