@@ -118,6 +118,11 @@ def data_source(request: HttpRequest) -> HttpResponse:
                     collection, request.POST.get("title", "")
                 )
                 return _done(request, {"collection": data}, f"Created {collection}.")
+            if action == "update_collection":
+                data = plugin.update_collection(
+                    collection, title=request.POST.get("title", "")
+                )
+                return _done(request, {"collection": data}, f"Renamed {collection}.")
             if action == "delete_collection":
                 deleted = plugin.delete_collection(collection)
                 return _done(

@@ -83,3 +83,34 @@ def test_two_nodes_removing_the_same_field_remove_it_once(example_cluster):  # n
         assert sorted(body["removed"] for _, body in answers) == [False, True]
     for node in (one, two):
         wait_until(lambda n=node: fields(n, "orders") == [], 1.0, "no fields left")
+
+
+def test_node_that_missed_a_message_reloads_after_reconnecting(example_cluster):  # noqa: F811
+    """Redis (private) stops; node 1 renames a collection — committed, but the
+    sync message is lost, so node 2 keeps the old title. Redis restarts: node 2
+    reconnects, sees the gap and reloads its registry (handle_sync_gap)."""
+    from tests.servers import redis_server
+
+    with redis_server() as redis:
+        _, (one, two) = example_cluster(redis_url=f"redis://127.0.0.1:{redis.port}/0")
+        one.post("/data-source/", action="create_collection", collection="orders")
+        wait_until(lambda: fields(two, "orders") == [], 1.0, "orders on node 2")
+        reloads = two.get("/data-source/")["reloads"]
+        redis.stop()
+        code, body = one.post(
+            "/data-source/",
+            action="update_collection",
+            collection="orders",
+            title="Customer orders",
+        )
+        assert code == 200, body
+
+        def title(node):
+            return node.get("/data-source/")["schema"]["orders"]["title"]
+
+        assert title(one) == "Customer orders"
+        time.sleep(0.5)
+        assert title(two) == ""  # the message was lost with the broker
+        redis.start()
+        wait_until(lambda: title(two) == "Customer orders", 30, "node 2 to reload")
+        assert two.get("/data-source/")["reloads"] > reloads  # a full reload

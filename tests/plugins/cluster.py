@@ -16,19 +16,22 @@ from demo.cluster import Cluster, Node
 def example_cluster(
     transactional_db, unique_name, tmp_path
 ) -> Iterator[Callable[..., tuple[Cluster, list[Node]]]]:
-    """``example_cluster(webs=2, worker=False)`` -> (cluster, [node 1, node 2]).
+    """``example_cluster(webs=2, worker=False, redis_url=None)`` -> (cluster,
+    [node 1, node 2]); ``redis_url`` defaults to the suite's shared Redis.
 
     Depends on ``transactional_db`` so the children stop before the tables are
     flushed.
     """
     clusters: list[Cluster] = []
 
-    def start(webs: int = 2, worker: bool = False) -> tuple[Cluster, list[Node]]:
+    def start(
+        webs: int = 2, worker: bool = False, redis_url: str | None = None
+    ) -> tuple[Cluster, list[Node]]:
         cluster = Cluster(
             {
                 "DJANGO_SETTINGS_MODULE": "demo.settings",
                 "DEMO_DB": settings.SQLITE_PATH,
-                "DEMO_REDIS_URL": settings.REDIS_URL,
+                "DEMO_REDIS_URL": redis_url or settings.REDIS_URL,
                 "DEMO_APP_NAME": unique_name,
                 "DEMO_KEY_PREFIX": settings.KEY_PREFIX,
             },
