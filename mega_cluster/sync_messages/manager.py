@@ -114,7 +114,12 @@ class SyncMessageManager:
 
     def _publish(self, channel: str, message: Any, transaction: Transaction) -> None:
         payload = envelope.encode_payload(message, self.max_bytes)
-        send = partial(self._send, channel, payload)
+
+        # A function, not a partial: Django 5.2 logs a failed robust on_commit
+        # callback with func.__qualname__, which a partial lacks (AttributeError).
+        def send() -> None:
+            self._send(channel, payload)
+
         if transaction is False:
             send()
             return
