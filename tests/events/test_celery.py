@@ -73,3 +73,39 @@ def test_project_celery_app_and_one_embedded_worker_per_process(unique_name):
     finally:
         other.stop()
         app.stop()
+
+
+@pytest.mark.celery
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_duplicate_message_while_running_does_not_run_twice(unique_name):
+    """A second message for a running event (as Redis' visibility timeout sends)
+    waits for the lease instead of running the event concurrently."""
+    import threading
+
+    from .conftest import queue_settings
+
+    app = make_app(unique_name, queue_settings("celery", "postgres"))
+    release = threading.Event()
+    attempts = []
+
+    def handler(payload, ctx):
+        attempts.append(ctx.attempt)
+        release.wait(10)
+
+    try:
+        app.event_queue.subscribe("dup", process=handler, concurrency=2)
+        app.start()
+        event_id = app.event_queue.publish("dup", 1)
+        wait_until(lambda: attempts, what="the first attempt")
+        app.event_queue.backend.send("dup", event_id)  # the duplicate message
+        release_at = threading.Timer(1.0, release.set)
+        release_at.start()
+        wait_until(lambda: app.event_queue.stats("dup")["dup"]["succeeded"] == 1)
+        wait_until(lambda: release.is_set())
+        release_at.join()
+        assert attempts == [1]
+    finally:
+        release.set()
+        app.stop()

@@ -5,7 +5,10 @@ attempts, dedupe, stats and dead letters, so they behave as on the other backend
 plus one message of the generic task ``mega_cluster.events.deliver`` on a queue per
 channel (``<QUEUE_PREFIX><channel>``, default prefix ``mc.<app name>.``). The task
 is acks-late and rejected on worker loss, so a message whose worker died is
-redelivered by the broker; the row's attempt counter counts the lost attempt.
+redelivered by the broker; the row's attempt counter counts the lost attempt. The
+row is leased while its handler runs (renewed every ``LEASE/3``): a message that
+arrives while the event runs elsewhere under a live lease (Redis' visibility
+timeout) is put back until the lease lapses, so an event never runs twice at once.
 Retries and delays are countdown messages. ``runworker`` (or any started node that
 consumes) runs an embedded Celery worker with a thread pool on those queues.
 
@@ -26,7 +29,7 @@ from collections.abc import Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, ClassVar
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 
 from ...exceptions import BackendUnavailable, ConfigurationError, EventNotFound
@@ -158,19 +161,32 @@ class CeleryEventBackend(DatabaseEventBackend):
             raise
         return event_id
 
-    def claim_one(self, event_id: str, *, lease: float) -> ClaimedEvent | None:
-        """Take the event a message names; ``None`` when it is finished, dead or
-        gone (a duplicate message). A running row is taken too: the broker only
-        redelivers when the worker that had it was lost."""
+    def claim_one(self, event_id: str, *, lease: float) -> ClaimedEvent | float | None:
+        """Take the event a message names.
+
+        Returns the claimed event; or, when it is running elsewhere under a live
+        lease (a message redelivered while its first worker still runs, e.g. Redis'
+        visibility timeout), the seconds until that lease lapses; or ``None`` when
+        it is finished, dead or gone (a duplicate message). A running event whose
+        lease lapsed is taken: its worker died, and the lost attempt counts.
+        """
+        now = time.time()
         rows = self._execute(
             f"UPDATE {self.table} SET status = 'running', attempts = attempts + 1, "
             "dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s "
-            "WHERE id = %s AND app_name = %s AND status IN ('pending', 'running') "
+            "WHERE id = %s AND app_name = %s AND (status = 'pending' OR "
+            "(status = 'running' AND lease_expires_at < %s)) "
             "RETURNING id, channel, payload, attempts, max_retries, timeout",
-            [time.time() + lease, self.app.node_id, event_id, self.app.name],
+            [now + lease, self.app.node_id, event_id, self.app.name, now],
         )
         if not rows:
-            return None
+            expires = (
+                self._objects()
+                .filter(id=event_id, status="running")
+                .values_list("lease_expires_at", flat=True)
+                .first()
+            )
+            return None if expires is None else max(0.0, expires - time.time())
         row = rows[0]
         return ClaimedEvent(
             id=row[0],
@@ -225,6 +241,7 @@ class CeleryConsumer:
         self.handlers = generic.ThreadPool(f"mc-events-{queue.app.name}-handler")
         self._subs: dict[str, Any] = {}
         self._slots: dict[str, threading.BoundedSemaphore | None] = {}
+        self._running: dict[str, ClaimedEvent] = {}
         self._lock = threading.Lock()
         self._worker: Any = None
         self._thread: threading.Thread | None = None
@@ -234,6 +251,24 @@ class CeleryConsumer:
 
     def start(self) -> None:
         _consumers[self.queue.app.name] = self
+        threading.Thread(
+            target=self._renew_leases,
+            name=f"mc-events-lease-{self.queue.app.name}",
+            daemon=True,
+        ).start()
+
+    def _renew_leases(self) -> None:
+        try:
+            while not self._stopping.wait(self.lease / 3):
+                with self._lock:
+                    events = list(self._running.values())
+                if events:
+                    try:
+                        self.backend.renew(events, lease=self.lease)
+                    except Exception:
+                        logger.exception("renewing event leases failed")
+        finally:
+            connections.close_all()
 
     def _concurrency(self, sub: Any) -> int:
         override = self.queue.concurrency_override
@@ -375,16 +410,8 @@ class CeleryConsumer:
 
     # the task's work --------------------------------------------------------------
 
-    def deliver(self, event_id: str, channel_hint: str | None = None) -> None:
+    def deliver(self, event_id: str, channel: str) -> None:
         """Run one attempt of ``event_id`` (called by the task, in a worker thread)."""
-        row = (
-            self.backend._objects()
-            .filter(id=event_id)
-            .values_list("channel", flat=True)
-        )
-        channel = channel_hint or row.first()
-        if channel is None:
-            return  # discarded
         with self._lock:
             sub = self._subs.get(channel)
             slot = self._slots.get(channel)
@@ -401,7 +428,17 @@ class CeleryConsumer:
             event = self.backend.claim_one(event_id, lease=self.lease)
             if event is None:
                 return
-            self._attempt(sub, event)
+            if isinstance(event, float):
+                # Still running elsewhere: look again once that lease may lapse.
+                self.backend.send(channel, event_id, event + 0.05)
+                return
+            with self._lock:
+                self._running[event.id] = event
+            try:
+                self._attempt(sub, event)
+            finally:
+                with self._lock:
+                    self._running.pop(event.id, None)
         finally:
             if slot is not None:
                 slot.release()
