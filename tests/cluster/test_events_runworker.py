@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections import Counter
 
 import pytest
@@ -142,4 +143,29 @@ def test_sigterm_drains_in_flight_and_loses_nothing(procs, setup):
     assert Counter(row[4] for row in done) == Counter(range(30))
     assert {row[2] for row in done} == {1}
     code, _, err = terminate(workers[1])
+    assert code == 0, err[-3000:]
+
+
+def test_second_sigterm_forces_exit_and_the_event_is_redelivered(procs, setup):
+    """A second SIGTERM during the drain exits at once with status 1; the event
+    it was running is completed later by another worker (attempt 2)."""
+    log, env, queue = setup
+    slow = {**env, "MC_EVENTS_SLEEP": "30", "MC_EVENTS_LEASE": "1.5"}
+    victim = spawn_workers(procs, 1, {**slow, "MC_EVENTS_CONCURRENCY": "1"})[0]
+    wait_until(lambda: log.ready_pids(), 60, "the worker", [victim])
+    publisher = procs.spawn(
+        ["tests/cluster/events_publish.py"], {**env, "MC_EVENTS_COUNT": "1"}
+    )
+    assert publisher.wait(timeout=60) == 0
+    [event_id] = wait_until(lambda: log.running_in(victim.pid), 30, "the event")
+    os.killpg(victim.pid, signal.SIGTERM)
+    time.sleep(0.5)  # let the first signal's handler run (stderr is read at exit)
+    os.killpg(victim.pid, signal.SIGTERM)
+    _, err = victim.communicate(timeout=10)
+    assert victim.returncode == 1, err[-3000:]
+    assert "without draining" in err
+    survivor = spawn_workers(procs, 1, env)[0]
+    wait_until(lambda: _stats(queue).get("succeeded") == 1, 60, "the event", [survivor])
+    assert ("done", 2, survivor.pid) in log.by_event()[event_id]
+    code, _, err = terminate(survivor)
     assert code == 0, err[-3000:]

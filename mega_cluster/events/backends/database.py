@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import select
 import threading
 import time
 from collections.abc import Mapping
@@ -332,9 +333,13 @@ class DatabaseEventBackend(EventBackend):
                 conn = psycopg.connect(**params, autocommit=True)
                 conn.execute(f'LISTEN "{self.pg_channel}"')
                 self.wake(None)  # whatever was published while not listening
+                # psycopg 3.1 has no notifies(timeout=): wait on the socket, then
+                # let a no-op query deliver the notifications to the handler.
+                conn.add_notify_handler(lambda notify: self.wake(notify.payload))
                 while not self._stop.is_set():
-                    for notify in conn.notifies(timeout=0.25):
-                        self.wake(notify.payload)
+                    ready, _, _ = select.select([conn.fileno()], [], [], 0.25)
+                    if ready:
+                        conn.execute("SELECT 1")
             except Exception as exc:
                 logger.warning(
                     "event queue LISTEN on database %r failed (%s); polling every "
