@@ -16,7 +16,7 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("DEMO_DB", "demo.sqlite3"),
-        "OPTIONS": {"timeout": 30},
+        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
     }
 }
 _redis = os.environ.get("DEMO_REDIS_URL", "redis://127.0.0.1:6379/0")

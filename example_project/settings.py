@@ -58,7 +58,8 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("EXAMPLE_DB", str(BASE_DIR / "example.sqlite3")),
-        "OPTIONS": {"timeout": 20},
+        # Write lock at BEGIN: mega_cluster's threads write too (docs/guide).
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
     }
 }
 
