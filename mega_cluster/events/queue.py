@@ -20,7 +20,14 @@ from django.db import connections, transaction
 from .. import conf
 from ..exceptions import AlreadySubscribed, ConfigurationError, MessageEncodeError
 from ..names import validate_name
-from .backends.base import EVENT_STATES, DeadLetter, EventBackend, EventInfo, NewEvent
+from .backends.base import (
+    EVENT_STATES,
+    STAT_KEYS,
+    DeadLetter,
+    EventBackend,
+    EventInfo,
+    NewEvent,
+)
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
@@ -98,7 +105,8 @@ class EventQueue:
         section = app.settings.event_queue
         self.settings = section
         backend_settings = section.backend
-        assert backend_settings is not None
+        if backend_settings is None:  # every section with backends resolves one
+            raise ConfigurationError("MEGA_CLUSTER EVENT_QUEUE has no BACKEND.")
         cls = backend_settings.load_class()
         missing = conf.missing_modules(cls)
         if missing:
@@ -277,7 +285,7 @@ class EventQueue:
         result = self.backend.stats(channel)
         for name in self.subscriptions():
             if channel is None or name == channel:
-                result.setdefault(name, dict.fromkeys(_STAT_KEYS, 0))
+                result.setdefault(name, dict.fromkeys(STAT_KEYS, 0))
         return dict(sorted(result.items()))
 
     def dead_letters(
@@ -398,6 +406,3 @@ class EventQueue:
         """The consumer's fatal error once it has one (``runworker`` exits on it)."""
         consumer = self._consumer
         return consumer.wait_failed(timeout) if consumer is not None else None
-
-
-_STAT_KEYS = ("pending", "running", "succeeded", "failed", "dead")
