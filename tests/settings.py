@@ -76,7 +76,7 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": SQLITE_PATH if CHILD else str(RUN_DIR / "unused.sqlite3"),
-        "OPTIONS": {"timeout": 30},
+        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
         "TEST": {"NAME": SQLITE_PATH},
     },
     "postgres": {
