@@ -86,7 +86,10 @@ class ClusterApp:
         with self._lock:
             if attr not in self._components:
                 cls = import_string(COMPONENTS[attr])
-                self._components[attr] = cls(self)
+                component = self._components[attr] = cls(self)
+                # Built after start(): start it now, as start() would have.
+                if self._started and hasattr(component, "start"):
+                    component.start()
             return self._components[attr]
 
     def built_components(self) -> dict[str, Any]:

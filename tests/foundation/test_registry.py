@@ -158,3 +158,17 @@ def test_setup_builds_no_manager_and_starts_no_thread():
         check=True,
     ).stdout.split()
     assert out == ["0", "1"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_manager_built_after_start_is_started(unique_name):
+    """A manager first used after app.start() is started like the others."""
+    app = make_app(unique_name)
+    app.plugins = {}
+    try:
+        app.start()
+        assert "pubsub_manager" not in app.built_components()
+        manager = app.pubsub_manager
+        assert manager._started is True
+    finally:
+        app.stop()
