@@ -153,3 +153,15 @@ def test_reference_page_samples_compile(page: Path):
     for block in python_blocks(page):
         if "norun" not in block.options:
             compile(block.code, f"{block.page} line {block.line}", "exec")
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+def test_guide_links_resolve(page: Path):
+    """Every relative link of the guide points at a file of the repository."""
+    for target in LINK.findall(page.read_text()):
+        if "://" in target:
+            continue
+        assert (page.parent / target).resolve().exists(), f"{page.name}: {target}"
