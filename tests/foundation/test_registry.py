@@ -15,13 +15,9 @@ from mega_cluster.testing import cluster_settings, make_app
 from tests.procs import ROOT, child_env
 
 
-def test_get_app_before_django_setup_raises_app_not_ready():
-    """get_app() in a process where Django is not set up raises AppNotReady."""
-    code = (
-        "from mega_cluster import get_app, AppNotReady\n"
-        "try:\n    get_app()\nexcept AppNotReady as exc:\n    print('NOT READY:', exc)\n"
-    )
-    out = subprocess.run(
+def run_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter with the suite's settings; its stdout."""
+    return subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
         env=child_env(),
@@ -29,8 +25,17 @@ def test_get_app_before_django_setup_raises_app_not_ready():
         text=True,
         timeout=60,
         check=True,
+    ).stdout
+
+
+def test_get_app_before_django_setup_raises_app_not_ready():
+    """get_app() in a process where Django is not set up raises AppNotReady."""
+    code = (
+        "from mega_cluster import get_app, AppNotReady\n"
+        "try:\n    get_app()\nexcept AppNotReady as exc:\n    print('NOT READY:', exc)\n"
     )
-    assert out.stdout.startswith("NOT READY: mega_cluster apps are not ready")
+    out = run_python(code)
+    assert out.startswith("NOT READY: mega_cluster apps are not ready")
 
 
 def test_single_app_is_returned_without_a_name():
@@ -125,18 +130,7 @@ def test_node_ids_differ_between_processes():
         "import django; django.setup()\n"
         "from mega_cluster import get_app\nprint(get_app().node_id)\n"
     )
-    ids = {
-        subprocess.run(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout.strip()
-        for _ in range(2)
-    }
+    ids = {run_python(code).strip() for _ in range(2)}
     assert len(ids) == 2 and node.get_node_id() not in ids
 
 
@@ -148,15 +142,7 @@ def test_setup_builds_no_manager_and_starts_no_thread():
         "apps = registry.apps().values()\n"
         "print(sum(len(a.built_components()) for a in apps), threading.active_count())\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.split()
+    out = run_python(code).split()
     assert out == ["0", "1"]
 
 
