@@ -105,7 +105,7 @@ def test_cycle_names_the_plugins(app):
         build(app, (None, A), (None, B), (None, C))
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_lifecycle_order_with_sync_and_async_hooks(app):
     """before_load for all, then load for all, then install; stop runs in reverse."""
     build(app, *zip(configs("alpha", "beta"), [AlphaPlugin, BetaPlugin]))
@@ -125,7 +125,7 @@ def test_lifecycle_order_with_sync_and_async_hooks(app):
     assert calls(app) == [("alpha", "before_stop"), ("beta", "before_stop")]
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_install_runs_once_then_never_again(app, unique_name):
     """A second start (another node, same database) loads but does not install."""
     build(app, (configs("beta")[0], BetaPlugin))
@@ -138,7 +138,7 @@ def test_install_runs_once_then_never_again(app, unique_name):
     other.stop()
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_install_error_releases_the_claim(app):
     """install() that raises leaves the plugin not installed and claimable again."""
 
@@ -160,7 +160,7 @@ def test_install_error_releases_the_claim(app):
     assert PluginState.objects.get(app_name=app.name, name="broken").installed
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_stale_claim_of_a_dead_node_is_taken_over(app):
     from datetime import timedelta
 
@@ -177,7 +177,7 @@ def test_stale_claim_of_a_dead_node_is_taken_over(app):
     assert ("beta", "install") in calls(app)
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_disabled_plugin_is_not_loaded(app):
     """The enabled flag stored in the database is honoured at start."""
     build(app, *zip(configs("beta", "gamma"), [BetaPlugin, GammaPlugin]))
@@ -188,7 +188,7 @@ def test_disabled_plugin_is_not_loaded(app):
     assert app.plugins["beta"].loaded
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_enable_and_disable_run_hooks_and_are_stored(app):
     build(app, *zip(configs("alpha", "beta"), [AlphaPlugin, BetaPlugin]))
     app.start()
@@ -208,7 +208,7 @@ def test_enable_and_disable_run_hooks_and_are_stored(app):
     assert PluginState.objects.get(app_name=app.name, name="alpha").enabled
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_enable_needs_enabled_dependencies(app):
     build(app, *zip(configs("alpha", "beta"), [AlphaPlugin, BetaPlugin]))
     PluginStateFactory(app_name=app.name, name="alpha", enabled=False)

@@ -60,7 +60,7 @@ def test_several_apps_need_a_name():
         assert get_app("web") is not get_app("admin")
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_two_apps_do_not_share_plugins_or_plugin_state():
     """Each app has its own plugin instances and its own stored enabled flag."""
     with cluster_settings({"APPS": {"web": {}, "admin": {}}}):
