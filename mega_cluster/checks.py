@@ -144,3 +144,33 @@ def check_installed_apps(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
                 )
             ]
     return []
+
+
+@register(Tags.database)
+def check_sqlite_transaction_mode(
+    app_configs: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """SQLite must begin transactions IMMEDIATE when mega_cluster writes beside them.
+
+    Heartbeats, database locks and the database event queue write from background
+    threads and other processes. A deferred SQLite transaction that reads and then
+    writes cannot wait for them: it fails at once with "database is locked".
+    """
+    messages: list[CheckMessage] = []
+    for alias, db in (getattr(settings, "DATABASES", {}) or {}).items():
+        if "sqlite3" not in str(db.get("ENGINE", "")):
+            continue
+        mode = (db.get("OPTIONS") or {}).get("transaction_mode")
+        if str(mode or "").upper() != "IMMEDIATE":
+            messages.append(
+                Warning(
+                    f"DATABASES[{alias!r}] is SQLite with transaction_mode "
+                    f"{mode or 'DEFERRED'!s}: a transaction that reads and then "
+                    "writes fails with 'database is locked' while mega_cluster "
+                    "writes in the background (heartbeats, locks, events).",
+                    hint=f'Add "transaction_mode": "IMMEDIATE" to DATABASES[{alias!r}]'
+                    '["OPTIONS"] (and a "timeout" of a few seconds).',
+                    id="mega_cluster.W006",
+                )
+            )
+    return messages

@@ -192,3 +192,16 @@ def test_registry_refuses_a_broken_setting():
     with cluster_settings({"LOCKS": {"BACKEND": "zookeeper"}}):
         with pytest.raises(ConfigurationError, match="zookeeper"):
             get_app()
+
+
+def test_sqlite_without_immediate_transactions_is_w006():
+    """A deferred SQLite database is W006; IMMEDIATE or PostgreSQL is fine."""
+    sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3"}
+    immediate = {**sqlite, "OPTIONS": {"transaction_mode": "IMMEDIATE"}}
+    pg = {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}
+    with override_settings(DATABASES={"default": sqlite, "pg": pg}):
+        found = checks.check_sqlite_transaction_mode()
+    assert [m.id for m in found] == ["mega_cluster.W006"]
+    assert "'default'" in found[0].msg and "IMMEDIATE" in found[0].hint
+    with override_settings(DATABASES={"default": immediate, "pg": pg}):
+        assert checks.check_sqlite_transaction_mode() == []
