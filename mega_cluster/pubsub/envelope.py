@@ -40,6 +40,7 @@ _id_counter = itertools.count()
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _quoted = functools.lru_cache(maxsize=4096)(_dumps)  # app, node, channel names
+_raw_decode = json.JSONDecoder().raw_decode
 _encoder = DjangoJSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
@@ -91,12 +92,16 @@ def build(
 
 def decode(data: bytes | str) -> Envelope:
     """Parse wire bytes; ``ValueError`` when they are not a version-1 envelope."""
-    # str input skips json's encoding detection
-    raw = json.loads(data.decode() if isinstance(data, bytes) else data)
-    if not isinstance(raw, dict) or raw.get("v") != VERSION:
+    # str input skips json's encoding detection; raw_decode skips json.loads's
+    # wrappers (a third of the cost of a small message)
+    text = data.decode() if isinstance(data, bytes) else data
+    raw, end = _raw_decode(text)
+    if end != len(text) and text[end:].strip():
+        raise ValueError("extra data after the envelope")
+    if type(raw) is not dict or raw.get("v") != VERSION:
         raise ValueError(f"not a mega_cluster v{VERSION} envelope")
     return Envelope(
-        raw["v"],
+        VERSION,
         raw["id"],
         raw["app"],
         raw["node"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import queue
@@ -77,8 +78,14 @@ class PubSubManager(Dispatcher):
         self.buffer_size: int = app.settings.pubsub["BUFFER_SIZE"]
         #: messages dropped because the local buffer was full.
         self.dropped = 0
-        # SimpleQueue (C, lock-free for the GIL holder) bounded by our own check
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # the buffer: appended on the loop, taken by the dispatcher thread (deque
+        # operations are atomic); BUFFER_SIZE is our own check
+        self._inbox: collections.deque[bytes] = collections.deque()
+        self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._wake_scheduled = False
+        self._counters: dict[str, Callable[[float], None]] = {}
+        self._published: dict[str, Callable[[float], None]] = {}
+        self._delivered: dict[str, int] = {}
         self._subs: dict[str, tuple[Subscription, ...]] = {}
         self._wires: dict[str, str] = {}
         self._seq: dict[str, itertools.count[int]] = {}
@@ -138,6 +145,7 @@ class PubSubManager(Dispatcher):
     def _start_dispatcher(self) -> None:
         self._node_id = self.app.node_id
         self._stopping = False
+        self._wake_scheduled = False  # a call_soon lost with an earlier loop
         self._dispatcher = threading.Thread(
             target=self._dispatch_loop,
             name=f"mega_cluster-pubsub-{self.app.name}",
@@ -421,7 +429,17 @@ class PubSubManager(Dispatcher):
                 backend.publish_sync(wire, data)
             else:
                 runtime.run_sync(loop, backend.publish(wire, data), OPERATION_TIMEOUT)
-        metrics.inc("messages_published", app=self.app.name, channel=channel)
+        self._count_published(channel)
+
+    def _count_published(self, channel: str) -> None:
+        count = self._published.get(channel)
+        if count is None:
+            count = metrics.counter(
+                "messages_published", app=self.app.name, channel=channel
+            )
+            if len(self._published) < 10_000:  # channel names are caller-chosen
+                self._published[channel] = count
+        count(1)
 
     async def apublish(
         self,
@@ -446,4 +464,4 @@ class PubSubManager(Dispatcher):
         wire = self._wire(channel)
         async with self._async_send_lock:
             await self.backend.publish(wire, self._build(channel, payload_json, to))
-        metrics.inc("messages_published", app=self.app.name, channel=channel)
+        self._count_published(channel)
