@@ -30,11 +30,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, ClassVar
 
 from django.db import close_old_connections, connections
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from ...exceptions import BackendUnavailable, ConfigurationError, EventNotFound
 from .base import ClaimedEvent, NewEvent
-from .database import DatabaseEventBackend
+from .database import LAZY_COMMIT, DatabaseEventBackend
 
 logger = logging.getLogger("mega_cluster.events.celery")
 
@@ -131,12 +132,23 @@ class CeleryEventBackend(DatabaseEventBackend):
         )
         return queue
 
-    def send(self, channel: str, event_id: str, countdown: float | None = None) -> None:
+    def send(
+        self,
+        channel: str,
+        event_id: str,
+        countdown: float | None = None,
+        event: NewEvent | None = None,
+    ) -> None:
         celery_app = self.celery  # configuration errors propagate as they are
+        args: list[Any] = [self.app.name, event_id, channel]
+        if event is not None:
+            # The first message carries the event, so a row whose lazy commit a
+            # database crash lost is restored when the message arrives.
+            args.append([event.payload, event.max_retries, event.timeout])
         try:
             celery_app.send_task(
                 TASK_NAME,
-                args=[self.app.name, event_id, channel],
+                args=args,
                 queue=self.broker_queue(channel),
                 countdown=countdown if countdown and countdown > 0 else None,
                 ignore_result=True,
@@ -154,14 +166,35 @@ class CeleryEventBackend(DatabaseEventBackend):
         if event_id != event.id:  # deduplicated: the existing event has its message
             return event_id
         try:
-            self.send(event.channel, event.id, event.available_at - time.time())
+            self.send(
+                event.channel,
+                event.id,
+                event.available_at - time.time(),
+                event if self.lazy_insert(event) else None,
+            )
         except BackendUnavailable:
             # Nothing was sent, so nothing may stay queued.
             self._objects().filter(id=event.id).delete()
             raise
         return event_id
 
-    def claim_one(self, event_id: str, *, lease: float) -> ClaimedEvent | float | None:
+    def lazy_insert(self, event: NewEvent) -> bool:
+        # A dedupe key's row stays a durable commit: the key's uniqueness must
+        # survive a database crash, and the message cannot restore it.
+        return event.dedupe_key is None and self._lazy()
+
+    def _lazy(self) -> bool:
+        return (
+            self.vendor == "postgresql" and not connections[self.alias].in_atomic_block
+        )
+
+    def claim_one(
+        self,
+        event_id: str,
+        *,
+        lease: float,
+        restore: tuple[str, str, Any] | None = None,
+    ) -> ClaimedEvent | float | None:
         """Take the event a message names.
 
         Returns the claimed event; or, when it is running elsewhere under a live
@@ -169,24 +202,36 @@ class CeleryEventBackend(DatabaseEventBackend):
         visibility timeout), the seconds until that lease lapses; or ``None`` when
         it is finished, dead or gone (a duplicate message). A running event whose
         lease lapsed is taken: its worker died, and the lost attempt counts.
+
+        ``restore`` is ``(channel, payload, [max_retries, timeout])`` from a first
+        message: when the event has no row at all (its lazily committed insert was
+        lost in a database crash), the row is written again from it.
         """
         now = time.time()
+        # The claim commits lazily on PostgreSQL: the outcome that follows it is a
+        # durable commit, and flushing the WAL up to that record flushes the claim.
+        lazy = f" FROM {LAZY_COMMIT}" if self._lazy() else ""
         rows = self._execute(
             f"UPDATE {self.table} SET status = 'running', attempts = attempts + 1, "
-            "dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s "
-            "WHERE id = %s AND app_name = %s AND (status = 'pending' OR "
-            "(status = 'running' AND lease_expires_at < %s)) "
+            f"dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s{lazy} "
+            f"WHERE id = %s AND app_name = %s AND ({self.table}.status = 'pending' "
+            f"OR ({self.table}.status = 'running' AND lease_expires_at < %s)) "
             "RETURNING id, channel, payload, attempts, max_retries, timeout",
             [now + lease, self.app.node_id, event_id, self.app.name, now],
         )
         if not rows:
-            expires = (
+            row = (
                 self._objects()
-                .filter(id=event_id, status="running")
-                .values_list("lease_expires_at", flat=True)
+                .filter(id=event_id)
+                .values_list("status", "lease_expires_at")
                 .first()
             )
-            return None if expires is None else max(0.0, expires - time.time())
+            if row is None and restore is not None:
+                self._restore(event_id, *restore)
+                return self.claim_one(event_id, lease=lease)
+            if row is None or row[0] != "running" or row[1] is None:
+                return None
+            return max(0.0, row[1] - time.time())
         row = rows[0]
         return ClaimedEvent(
             id=row[0],
@@ -196,6 +241,43 @@ class CeleryEventBackend(DatabaseEventBackend):
             max_retries=row[4],
             timeout=row[5],
         )
+
+    def _restore(self, event_id: str, channel: str, payload: str, meta: Any) -> None:
+        logger.warning(
+            "event %s on channel %s has no row (lost in a database crash?); "
+            "restoring it from its message",
+            event_id,
+            channel,
+            extra={"event_id": event_id, "channel": channel},
+        )
+        max_retries, timeout = meta
+        self._execute(
+            f"INSERT INTO {self.table} (id, app_name, channel, payload, status, "
+            "attempts, failures, max_retries, timeout, available_at, claimed_by, "
+            "last_error, created_at) VALUES "
+            "(%s, %s, %s, %s, 'pending', 0, 0, %s, %s, %s, '', '', %s) "
+            "ON CONFLICT (id) DO NOTHING",
+            [
+                event_id,
+                self.app.name,
+                channel,
+                payload,
+                max_retries,
+                timeout,
+                time.time(),
+                connections[self.alias].ops.adapt_datetimefield_value(timezone.now()),
+            ],
+        )
+
+    def renew(self, events: list[ClaimedEvent], *, lease: float) -> None:
+        lazy = f" FROM {LAZY_COMMIT}" if self._lazy() else ""
+        for event in events:
+            self._execute(
+                f"UPDATE {self.table} SET lease_expires_at = %s{lazy} "
+                f"WHERE id = %s AND {self.table}.status = 'running' "
+                f"AND {self.table}.attempts = %s",
+                [time.time() + lease, event.id, event.attempt],
+            )
 
     def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
         super().retry(event, error, available_at=available_at)
@@ -410,8 +492,9 @@ class CeleryConsumer:
 
     # the task's work --------------------------------------------------------------
 
-    def deliver(self, event_id: str, channel: str) -> None:
-        """Run one attempt of ``event_id`` (called by the task, in a worker thread)."""
+    def deliver(self, event_id: str, channel: str, first: Any = None) -> None:
+        """Run one attempt of ``event_id`` (called by the task, in a worker thread);
+        ``first`` is ``[payload, max_retries, timeout]`` from a first message."""
         with self._lock:
             sub = self._subs.get(channel)
             slot = self._slots.get(channel)
@@ -425,7 +508,10 @@ class CeleryConsumer:
             slot.acquire()
         try:
             self._wait_idle(sub)
-            event = self.backend.claim_one(event_id, lease=self.lease)
+            restore = None
+            if first is not None:
+                restore = (channel, first[0], first[1:])
+            event = self.backend.claim_one(event_id, lease=self.lease, restore=restore)
             if event is None:
                 return
             if isinstance(event, float):

@@ -7,7 +7,7 @@ from typing import Any
 from .celery import TASK_NAME, _consumers
 
 
-def deliver(app_name: str, event_id: str, channel: str) -> None:
+def deliver(app_name: str, event_id: str, channel: str, first: Any = None) -> None:
     consumer = _consumers.get(app_name)
     if consumer is None:
         # A plain ``celery worker`` process: start the cluster app so plugins
@@ -22,7 +22,7 @@ def deliver(app_name: str, event_id: str, channel: str) -> None:
                 f"cluster app {app_name!r} does not consume its event queue in this "
                 "process (EVENT_QUEUE CONSUME is off)"
             )
-    consumer.deliver(event_id, channel)
+    consumer.deliver(event_id, channel, first)
 
 
 def register(celery_app: Any) -> Any:
