@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import close_old_connections
 
 from .. import metrics
-from . import envelope
+from . import envelope, runtime
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
@@ -34,8 +34,6 @@ logger = logging.getLogger("mega_cluster.pubsub")
 #: Database connections are checked at least every this many messages.
 MAX_BATCH = 100
 
-# None outside a loop instead of raising (public since 3.7, what uvloop uses)
-_running_loop = asyncio._get_running_loop
 _ids = itertools.count(1)
 
 Handler = Callable[[Any], Any]
@@ -88,7 +86,7 @@ class Dispatcher:
                 return
             self._wake_scheduled = True
             loop = self._loop
-            if loop is not None and _running_loop() is loop:
+            if loop is not None and runtime.running_loop() is loop:
                 # One wake-up per loop iteration, not per message: the dispatcher
                 # then takes the whole burst in one go instead of fighting the
                 # loop thread for the GIL at every message.

@@ -48,6 +48,11 @@ def background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+#: The running loop or None (no exception to catch): ``asyncio._get_running_loop``,
+#: public since Python 3.7 for loop implementations such as uvloop.
+running_loop = asyncio._get_running_loop
+
+
 def in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
     """True when the caller runs inside ``loop`` (a blocking wait would deadlock)."""
     try:

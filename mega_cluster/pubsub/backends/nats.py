@@ -164,19 +164,23 @@ class NatsPubSubBackend(PubSubBackend):
 
     async def _drain(self) -> None:
         lost = 0
+        outbox = self._outbox
         while True:
+            # everything queued so far in one go: one lock round per burst
             with self._outbox_lock:
-                if not self._outbox:
+                if not outbox:
                     break
-                wire, data = self._outbox.popleft()
-            nc = self._nc
-            try:
-                if nc is None or nc.is_closed:
-                    raise ConnectionError("not connected")
-                await nc.publish(wire, data)
-            except Exception as exc:
-                lost += 1
-                logger.debug("NATS publish failed: %s", exc)
+                batch = list(outbox)
+                outbox.clear()
+            for wire, data in batch:
+                nc = self._nc
+                try:
+                    if nc is None or nc.is_closed:
+                        raise ConnectionError("not connected")
+                    await nc.publish(wire, data)
+                except Exception as exc:
+                    lost += 1
+                    logger.debug("NATS publish failed: %s", exc)
         if lost:
             logger.warning(
                 "%d message(s) published during a NATS outage were not sent", lost
