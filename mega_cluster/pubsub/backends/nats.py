@@ -19,6 +19,9 @@ from .base import PubSubBackend
 
 logger = logging.getLogger("mega_cluster.pubsub")
 
+#: Sync publishes go out in bursts through nats-py internals (False: nc.publish()).
+_FAST_PUBLISH = True
+
 #: Sync publishers wait (back-pressure) while this many messages are queued.
 OUTBOX_LIMIT = 10_000
 
@@ -39,6 +42,7 @@ class NatsPubSubBackend(PubSubBackend):
         self._outbox: collections.deque[tuple[str, bytes]] = collections.deque()
         self._outbox_lock = threading.Lock()
         self._drainer: asyncio.Task[None] | None = None
+        self._subjects: dict[str, bytes] = {}
 
     def wire_channel(self, channel: str) -> str:
         # "." separates NATS subject tokens; "%" never occurs in a channel name,
@@ -172,18 +176,50 @@ class NatsPubSubBackend(PubSubBackend):
                     break
                 batch = list(outbox)
                 outbox.clear()
-            for wire, data in batch:
-                nc = self._nc
-                try:
-                    if nc is None or nc.is_closed:
-                        raise ConnectionError("not connected")
-                    await nc.publish(wire, data)
-                except Exception as exc:
-                    lost += 1
-                    logger.debug("NATS publish failed: %s", exc)
+            nc = self._nc
+            try:
+                if nc is None or nc.is_closed or not nc.is_connected:
+                    raise ConnectionError("not connected")
+                if _FAST_PUBLISH and hasattr(nc, "_send_command"):
+                    await self._publish_batch(nc, batch)
+                else:
+                    for wire, data in batch:
+                        await nc.publish(wire, data)
+            except Exception as exc:
+                lost += len(batch)
+                logger.debug("NATS publish failed: %s", exc)
         if lost:
             logger.warning(
                 "%d message(s) published during a NATS outage were not sent", lost
+            )
+
+    async def _publish_batch(self, nc: Any, batch: list[tuple[str, bytes]]) -> None:
+        # What nc.publish() does for a message without headers, minus the subject
+        # validation (ours are valid by construction) and the flusher kick per
+        # message, which were half the cost of a sync publish. The PUB line is
+        # the NATS protocol; _send_command/_flush_pending are nats-py internals
+        # unchanged since 2.0 (checked above, nc.publish() otherwise).
+        subjects = self._subjects
+        max_payload = nc.max_payload
+        send = nc._send_command
+        too_big = 0
+        for wire, data in batch:
+            if len(data) > max_payload:
+                too_big += 1
+                continue
+            subject = subjects.get(wire)
+            if subject is None:
+                subject = wire.encode()
+                if len(subjects) < 10_000:  # channel names are caller-chosen
+                    subjects[wire] = subject
+            await send(b"PUB %s %d\r\n%s\r\n" % (subject, len(data), data))
+        await nc._flush_pending()
+        if too_big:
+            logger.warning(
+                "%d message(s) over the NATS server's max_payload (%d bytes) were "
+                "not sent",
+                too_big,
+                max_payload,
             )
 
     def ping(self) -> None:
