@@ -34,8 +34,9 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from ...exceptions import BackendUnavailable, ConfigurationError, EventNotFound
-from .base import ClaimedEvent, NewEvent
-from .database import LAZY_COMMIT, DatabaseEventBackend
+from .base import ClaimedEvent, DeadLetter, EventInfo, NewEvent
+from .celery_rows import RowWriter
+from .database import DatabaseEventBackend
 
 logger = logging.getLogger("mega_cluster.events.celery")
 
@@ -44,6 +45,16 @@ TASK_NAME = "mega_cluster.events.deliver"
 _consumers: dict[str, CeleryConsumer] = {}
 UNLIMITED_THREADS = 32
 _embedded: CeleryConsumer | None = None
+
+#: A one-row FROM item that turns off the commit's WAL flush for the statement's own
+#: (autocommit) transaction: ``set_config(..., is_local => true)`` lasts until that
+#: transaction ends. Only for writes that a message restores or a later durable
+#: commit flushes (WAL is written in order).
+LAZY_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) AS mc_lazy"
+_ROW_COLUMNS = (
+    "id, app_name, channel, payload, status, attempts, failures, max_retries, "
+    "timeout, available_at, lease_expires_at, claimed_by, last_error, created_at"
+)
 
 
 class CeleryEventBackend(DatabaseEventBackend):
@@ -58,6 +69,7 @@ class CeleryEventBackend(DatabaseEventBackend):
         self._celery: Any = None
         self._broker_queues: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.rows = RowWriter(self.alias, self._write_rows)
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -162,21 +174,51 @@ class CeleryEventBackend(DatabaseEventBackend):
 
     def enqueue(self, event: NewEvent) -> str:
         self.celery  # noqa: B018 - a configuration error must come before the insert
+        if self.lazy_insert(event):
+            # The message carries the event and goes first; its row follows in the
+            # row writer's next batch (or is written by the consumer, whichever is
+            # first). A failed send leaves nothing behind.
+            self.send(event.channel, event.id, event.available_at - time.time(), event)
+            self.rows.add(
+                [
+                    event.id,
+                    self.app.name,
+                    event.channel,
+                    event.payload,
+                    event.max_retries,
+                    event.timeout,
+                    event.available_at,
+                    connections[self.alias].ops.adapt_datetimefield_value(
+                        timezone.now()
+                    ),
+                ]
+            )
+            return event.id
         event_id = super().enqueue(event)
         if event_id != event.id:  # deduplicated: the existing event has its message
             return event_id
         try:
-            self.send(
-                event.channel,
-                event.id,
-                event.available_at - time.time(),
-                event if self.lazy_insert(event) else None,
-            )
+            self.send(event.channel, event.id, event.available_at - time.time())
         except BackendUnavailable:
             # Nothing was sent, so nothing may stay queued.
             self._objects().filter(id=event.id).delete()
             raise
         return event_id
+
+    def _write_rows(self, rows: list[list[Any]]) -> None:
+        from django.db import transaction
+
+        values = ", ".join(
+            ["(%s, %s, %s, %s, 'pending', 0, 0, %s, %s, %s, NULL, '', '', %s)"]
+            * len(rows)
+        )
+        with transaction.atomic(using=self.alias):
+            self._execute("SELECT set_config('synchronous_commit', 'off', true)", [])
+            self._execute(
+                f"INSERT INTO {self.table} ({_ROW_COLUMNS}) VALUES {values} "
+                "ON CONFLICT (id) DO NOTHING",
+                [value for row in rows for value in row],
+            )
 
     def lazy_insert(self, event: NewEvent) -> bool:
         # A dedupe key's row stays a durable commit: the key's uniqueness must
@@ -193,7 +235,7 @@ class CeleryEventBackend(DatabaseEventBackend):
         event_id: str,
         *,
         lease: float,
-        restore: tuple[str, str, Any] | None = None,
+        first: tuple[str, str, Any] | None = None,
     ) -> ClaimedEvent | float | None:
         """Take the event a message names.
 
@@ -203,22 +245,57 @@ class CeleryEventBackend(DatabaseEventBackend):
         it is finished, dead or gone (a duplicate message). A running event whose
         lease lapsed is taken: its worker died, and the lost attempt counts.
 
-        ``restore`` is ``(channel, payload, [max_retries, timeout])`` from a first
-        message: when the event has no row at all (its lazily committed insert was
-        lost in a database crash), the row is written again from it.
+        ``first`` is ``(channel, payload, [max_retries, timeout])`` from a first
+        message: when the event has no row yet (the publisher's row writer has not
+        written it, or a database crash lost its lazy commit), it is written from
+        that, already claimed.
         """
         now = time.time()
-        # The claim commits lazily on PostgreSQL: the outcome that follows it is a
-        # durable commit, and flushing the WAL up to that record flushes the claim.
-        lazy = f" FROM {LAZY_COMMIT}" if self._lazy() else ""
-        rows = self._execute(
-            f"UPDATE {self.table} SET status = 'running', attempts = attempts + 1, "
-            f"dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s{lazy} "
-            f"WHERE id = %s AND app_name = %s AND ({self.table}.status = 'pending' "
-            f"OR ({self.table}.status = 'running' AND lease_expires_at < %s)) "
-            "RETURNING id, channel, payload, attempts, max_retries, timeout",
-            [now + lease, self.app.node_id, event_id, self.app.name, now],
-        )
+        lazy = self._lazy()
+        if first is not None and lazy:
+            # Claim or create in one statement. It commits lazily: the outcome
+            # that follows is a durable commit, and flushing the WAL up to that
+            # record flushes this one too.
+            channel, payload, (max_retries, timeout) = first
+            rows = self._execute(
+                f"INSERT INTO {self.table} AS e ({_ROW_COLUMNS}) "
+                "SELECT %s, %s, %s, %s, 'running', 1, 0, %s, %s, %s, %s, %s, '', %s "
+                f"FROM {LAZY_COMMIT} ON CONFLICT (id) DO UPDATE SET "
+                "status = 'running', attempts = e.attempts + 1, dedupe_key = NULL, "
+                "lease_expires_at = EXCLUDED.lease_expires_at, "
+                "claimed_by = EXCLUDED.claimed_by WHERE e.app_name = %s AND "
+                "(e.status = 'pending' OR "
+                "(e.status = 'running' AND e.lease_expires_at < %s)) "
+                "RETURNING e.id, e.channel, e.payload, e.attempts, e.max_retries, "
+                "e.timeout",
+                [
+                    event_id,
+                    self.app.name,
+                    channel,
+                    payload,
+                    max_retries,
+                    timeout,
+                    now,
+                    now + lease,
+                    self.app.node_id,
+                    connections[self.alias].ops.adapt_datetimefield_value(
+                        timezone.now()
+                    ),
+                    self.app.name,
+                    now,
+                ],
+            )
+        else:
+            from_lazy = f" FROM {LAZY_COMMIT}" if lazy else ""
+            rows = self._execute(
+                f"UPDATE {self.table} SET status = 'running', "
+                "attempts = attempts + 1, dedupe_key = NULL, lease_expires_at = %s, "
+                f"claimed_by = %s{from_lazy} WHERE id = %s AND app_name = %s AND "
+                f"({self.table}.status = 'pending' OR ({self.table}.status = "
+                "'running' AND lease_expires_at < %s)) "
+                "RETURNING id, channel, payload, attempts, max_retries, timeout",
+                [now + lease, self.app.node_id, event_id, self.app.name, now],
+            )
         if not rows:
             row = (
                 self._objects()
@@ -226,9 +303,6 @@ class CeleryEventBackend(DatabaseEventBackend):
                 .values_list("status", "lease_expires_at")
                 .first()
             )
-            if row is None and restore is not None:
-                self._restore(event_id, *restore)
-                return self.claim_one(event_id, lease=lease)
             if row is None or row[0] != "running" or row[1] is None:
                 return None
             return max(0.0, row[1] - time.time())
@@ -240,33 +314,6 @@ class CeleryEventBackend(DatabaseEventBackend):
             attempt=row[3],
             max_retries=row[4],
             timeout=row[5],
-        )
-
-    def _restore(self, event_id: str, channel: str, payload: str, meta: Any) -> None:
-        logger.warning(
-            "event %s on channel %s has no row (lost in a database crash?); "
-            "restoring it from its message",
-            event_id,
-            channel,
-            extra={"event_id": event_id, "channel": channel},
-        )
-        max_retries, timeout = meta
-        self._execute(
-            f"INSERT INTO {self.table} (id, app_name, channel, payload, status, "
-            "attempts, failures, max_retries, timeout, available_at, claimed_by, "
-            "last_error, created_at) VALUES "
-            "(%s, %s, %s, %s, 'pending', 0, 0, %s, %s, %s, '', '', %s) "
-            "ON CONFLICT (id) DO NOTHING",
-            [
-                event_id,
-                self.app.name,
-                channel,
-                payload,
-                max_retries,
-                timeout,
-                time.time(),
-                connections[self.alias].ops.adapt_datetimefield_value(timezone.now()),
-            ],
         )
 
     def renew(self, events: list[ClaimedEvent], *, lease: float) -> None:
@@ -298,6 +345,30 @@ class CeleryEventBackend(DatabaseEventBackend):
             raise EventNotFound(f"No dead letter with id {event_id!r}.")
         super().retry_dead(event_id)
         self.send(channel, event_id)
+
+    # Readers in this process see its own publishes at once.
+
+    def stats(self, channel: str | None = None) -> dict[str, dict[str, int]]:
+        self.rows.flush()
+        return super().stats(channel)
+
+    def events(
+        self, channel: str | None, status: str | None, limit: int
+    ) -> list[EventInfo]:
+        self.rows.flush()
+        return super().events(channel, status, limit)
+
+    def oldest_pending(self, channel: str) -> float | None:
+        self.rows.flush()
+        return super().oldest_pending(channel)
+
+    def dead_letters(self, channel: str | None, limit: int) -> list[DeadLetter]:
+        self.rows.flush()
+        return super().dead_letters(channel, limit)
+
+    def stop(self) -> None:
+        super().stop()
+        self.rows.stop()
 
     def claim(self, channel: str, limit: int, *, lease: float) -> list[ClaimedEvent]:
         raise NotImplementedError("the Celery backend is consumed by a Celery worker")
@@ -508,10 +579,11 @@ class CeleryConsumer:
             slot.acquire()
         try:
             self._wait_idle(sub)
-            restore = None
-            if first is not None:
-                restore = (channel, first[0], first[1:])
-            event = self.backend.claim_one(event_id, lease=self.lease, restore=restore)
+            event = self.backend.claim_one(
+                event_id,
+                lease=self.lease,
+                first=None if first is None else (channel, first[0], first[1:]),
+            )
             if event is None:
                 return
             if isinstance(event, float):

@@ -40,11 +40,6 @@ logger = logging.getLogger("mega_cluster.events.database")
 
 _COLUMNS = "id, channel, payload, attempts, max_retries, timeout"
 
-#: A one-row FROM item that turns off the commit's WAL flush for the statement's own
-#: (autocommit) transaction: ``set_config(..., is_local => true)`` lasts until that
-#: transaction ends. Only for writes that can be recovered or repeated.
-LAZY_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) AS mc_lazy"
-
 
 def _model():
     from ...models import QueuedEvent
@@ -105,16 +100,11 @@ class DatabaseEventBackend(EventBackend):
     def enqueue(self, event: NewEvent) -> str:
         connection = connections[self.alias]
         created = connection.ops.adapt_datetimefield_value(timezone.now())
-        values = "%s, %s, %s, %s, 'pending', 0, 0, %s, %s, %s, %s, '', '', %s"
         insert = (
             f"INSERT INTO {self.table} (id, app_name, channel, payload, status, "
             "attempts, failures, max_retries, timeout, dedupe_key, available_at, "
-            "claimed_by, last_error, created_at) "
-            + (
-                f"SELECT {values} FROM {LAZY_COMMIT}"
-                if self.lazy_insert(event)
-                else f"VALUES ({values})"
-            )
+            "claimed_by, last_error, created_at) VALUES "
+            "(%s, %s, %s, %s, 'pending', 0, 0, %s, %s, %s, %s, '', '', %s)"
         )
         params = [
             event.id,
@@ -148,11 +138,6 @@ class DatabaseEventBackend(EventBackend):
             return existing
         self.wake(event.channel)
         return event.id
-
-    def lazy_insert(self, event: NewEvent) -> bool:
-        """True when ``event``'s row may be committed without waiting for the WAL
-        flush (the Celery backend: its message can restore a row lost in a crash)."""
-        return False
 
     def _notify(self, channel: str) -> None:
         if self.send_notify:
