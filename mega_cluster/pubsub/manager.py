@@ -497,9 +497,14 @@ class PubSubManager(Dispatcher):
             )
 
     async def _asend_on_loop(self, channel: str, payload_json: str, to: str) -> None:
-        if self._async_send_lock is None:
-            self._async_send_lock = asyncio.Lock()
         wire = self._wire(channel)
-        async with self._async_send_lock:
+        if self.backend.publish_in_order:
+            # numbered and queued in one step: the wire order is the seq order
             await self.backend.publish(wire, self._build(channel, payload_json, to))
+        else:
+            if self._async_send_lock is None:
+                self._async_send_lock = asyncio.Lock()
+            async with self._async_send_lock:
+                data = self._build(channel, payload_json, to)
+                await self.backend.publish(wire, data)
         self._count_published(channel)

@@ -43,6 +43,9 @@ class PubSubBackend(Backend):
 
     #: True when :meth:`publish_sync` sends without the event loop.
     has_sync_publish: ClassVar[bool] = False
+    #: True when :meth:`publish` hands the message over before its first ``await``,
+    #: so concurrent async publishers keep their call order without a lock.
+    publish_in_order: ClassVar[bool] = False
 
     on_message: Callable[[str, bytes], None]
     on_gap: Callable[[], None]

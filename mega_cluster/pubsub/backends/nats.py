@@ -32,6 +32,7 @@ class NatsPubSubBackend(PubSubBackend):
     # nats-py is async only; sync publishers hand messages to the loop through an
     # outbox, so they do not wait for a cross-thread round trip per message
     has_sync_publish: ClassVar[bool] = True
+    publish_in_order: ClassVar[bool] = True
 
     def __init__(self, app, options) -> None:  # type: ignore[no-untyped-def]
         super().__init__(app, options)
@@ -136,14 +137,34 @@ class NatsPubSubBackend(PubSubBackend):
 
     async def publish(self, wire_channel: str, data: bytes) -> None:
         from nats.errors import Error as NatsError
+        from nats.errors import MaxPayloadError
 
         nc = self._nc
         if nc is None or not self.connected:
             raise self.unavailable(ConnectionError("not connected"))
         try:
-            await nc.publish(wire_channel, data)
-        except NatsError as exc:
+            if not (_FAST_PUBLISH and hasattr(nc, "_send_command")):
+                await nc.publish(wire_channel, data)
+                return
+            # as _publish_batch; the PUB line is queued before the first await,
+            # which is what publish_in_order promises
+            if nc.is_closed or not nc.is_connected:
+                raise ConnectionError("not connected")
+            if len(data) > nc.max_payload:
+                raise MaxPayloadError
+            await nc._send_command(self._pub_line(wire_channel, data))
+            if nc._flush_queue is not None and nc._flush_queue.empty():
+                await nc._flush_pending()
+        except (NatsError, ConnectionError) as exc:
             raise self.unavailable(exc) from exc
+
+    def _pub_line(self, wire: str, data: bytes) -> bytes:
+        subject = self._subjects.get(wire)
+        if subject is None:
+            subject = wire.encode()
+            if len(self._subjects) < 10_000:  # channel names are caller-chosen
+                self._subjects[wire] = subject
+        return b"PUB %s %d\r\n%s\r\n" % (subject, len(data), data)
 
     def publish_sync(self, wire_channel: str, data: bytes) -> None:
         loop = self._loop
@@ -199,20 +220,15 @@ class NatsPubSubBackend(PubSubBackend):
         # message, which were half the cost of a sync publish. The PUB line is
         # the NATS protocol; _send_command/_flush_pending are nats-py internals
         # unchanged since 2.0 (checked above, nc.publish() otherwise).
-        subjects = self._subjects
         max_payload = nc.max_payload
         send = nc._send_command
+        pub_line = self._pub_line
         too_big = 0
         for wire, data in batch:
             if len(data) > max_payload:
                 too_big += 1
                 continue
-            subject = subjects.get(wire)
-            if subject is None:
-                subject = wire.encode()
-                if len(subjects) < 10_000:  # channel names are caller-chosen
-                    subjects[wire] = subject
-            await send(b"PUB %s %d\r\n%s\r\n" % (subject, len(data), data))
+            await send(pub_line(wire, data))
         await nc._flush_pending()
         if too_big:
             logger.warning(
