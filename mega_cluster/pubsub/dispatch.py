@@ -95,8 +95,7 @@ class Dispatcher:
                 self._wake_now()
             return
         self.dropped += 1
-        self._gap_pending = True
-        self._wake()
+        self._gap_pending = True  # the busy dispatcher sees it after this batch
         # Still undecoded here: the channel is not known.
         metrics.inc("messages_dropped", app=self.app.name, channel="")
         if self.dropped == 1 or self.dropped % 1000 == 0:

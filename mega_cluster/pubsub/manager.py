@@ -8,6 +8,7 @@ import itertools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Hashable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,7 @@ class PubSubManager(Dispatcher):
         self._counters: dict[str, Callable[[float], None]] = {}
         self._published: dict[str, int] = {}
         self._published_lock = threading.Lock()
+        self._published_since = 0.0
         self._valid: set[str] = set()
         self._delivered: dict[str, int] = {}
         self._subs: dict[str, tuple[Subscription, ...]] = {}
@@ -445,22 +447,30 @@ class PubSubManager(Dispatcher):
 
     def _count_published(self, channel: str) -> None:
         # A labelled prometheus inc() per message cost as much as building it: count
-        # here and add to the metric at most every PUBLISHED_FLUSH s (and on stop).
+        # here and add to the metric PUBLISHED_FLUSH s later (and on stop).
+        now = time.monotonic()
         with self._published_lock:
             counts = self._published
-            if counts:
-                counts[channel] = counts.get(channel, 0) + 1
+            first = not counts
+            counts[channel] = counts.get(channel, 0) + 1
+            if first:
+                self._published_since = now
+            elif now - self._published_since < 2 * PUBLISHED_FLUSH:
                 return
-            counts[channel] = 1
         loop = self._loop
-        if loop is None or loop.is_closed():
-            self._flush_published()
-        elif runtime.in_loop_thread(loop):
-            loop.call_later(PUBLISHED_FLUSH, self._flush_published)
-        else:
-            loop.call_soon_threadsafe(
-                loop.call_later, PUBLISHED_FLUSH, self._flush_published
-            )
+        if first and loop is not None:
+            try:
+                if runtime.in_loop_thread(loop):
+                    loop.call_later(PUBLISHED_FLUSH, self._flush_published)
+                else:
+                    loop.call_soon_threadsafe(
+                        loop.call_later, PUBLISHED_FLUSH, self._flush_published
+                    )
+                return
+            except RuntimeError:  # the loop is closed
+                pass
+        # no loop, or its timer never ran (loop stopped without stop())
+        self._flush_published()
 
     def _flush_published(self) -> None:
         with self._published_lock:

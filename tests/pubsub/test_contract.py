@@ -141,6 +141,23 @@ def test_unsubscribe_last_handler_then_resubscribe(make_node):
     assert seen.wait_for_item("kept") == ["kept"]
 
 
+def test_a_burst_arrives_whole_and_in_order(make_node):
+    """Messages published back to back, sync and async, arrive complete and in
+    publish order (they are sent and handled in batches)."""
+    a, b = make_node("a"), make_node("b")
+    seen = Recorder()
+    b.pubsub_manager.subscribe("burst", seen)
+    for n in range(1_000):
+        a.pubsub_manager.publish("burst", n)
+
+    async def publish_async():
+        for n in range(1_000, 2_000):
+            await a.pubsub_manager.apublish("burst", n)
+
+    async_to_sync(publish_async)()
+    assert seen.wait(2_000, timeout=20) == list(range(2_000))
+
+
 PAYLOADS = [
     0,
     -7,

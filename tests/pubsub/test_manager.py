@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from mega_cluster import metrics
 from mega_cluster.exceptions import InvalidName, MessageEncodeError
 from mega_cluster.pubsub import envelope
 from mega_cluster.testing import make_app
@@ -234,3 +235,20 @@ def test_handler_database_connections_are_closed_after_it(nodes):
     b.pubsub_manager.subscribe("news", handler)
     a.pubsub_manager.publish("news", 1)
     assert wait_for(lambda: used and used[0].connection is None)
+
+
+@pytest.mark.skipif(not metrics.ENABLED, reason="prometheus-client is not installed")
+def test_published_counts_reach_the_metric_without_stop(nodes, unique_name):
+    """Published messages are counted in batches, yet reach the metric within
+    about PUBLISHED_FLUSH seconds while the node keeps running."""
+    a = nodes("a")
+    for n in range(5):
+        a.pubsub_manager.publish("counted", n)
+    labels = {"app": unique_name, "channel": "counted"}
+
+    def total():
+        return metrics.REGISTRY.get_sample_value(
+            "mega_cluster_messages_published_total", labels
+        )
+
+    assert wait_for(lambda: total() == 5, timeout=5)
