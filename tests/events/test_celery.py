@@ -109,3 +109,67 @@ def test_duplicate_message_while_running_does_not_run_twice(unique_name):
     finally:
         release.set()
         app.stop()
+
+
+@pytest.mark.celery
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_admin_queues_page_lists_events_and_oldest_pending_age(unique_name):
+    """On the Celery backend (RabbitMQ, events kept in PostgreSQL) ``events()`` and
+    ``oldest_pending()`` answer, and the admin Queues page shows the oldest pending
+    age and lists pending and dead events."""
+    import time
+
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django.urls import reverse
+
+    from mega_cluster.registry import get_app
+    from mega_cluster.testing import cluster_settings
+
+    from .conftest import queue_settings
+
+    settings = queue_settings("celery", "postgres")
+
+    def failing(payload, ctx):
+        raise RuntimeError(f"boom on {payload!r}")
+
+    with cluster_settings({"APP_NAME": unique_name, **settings}):
+        app = get_app()
+        worker = make_app(unique_name, settings, node_id=f"{unique_name}-worker")
+        worker.event_queue.subscribe("orders", process=failing, max_retries=0)
+        worker.start()
+        try:
+            dead_id = app.event_queue.publish("orders", {"order": 7})
+            wait_until(
+                lambda: [d.id for d in app.event_queue.dead_letters()] == [dead_id],
+                what="the dead letter",
+            )
+        finally:
+            worker.stop()
+        before = time.time()
+        pending_id = app.event_queue.publish("mail", {"to": "x"})  # not consumed
+        since = app.event_queue.backend.oldest_pending("mail")
+        assert since is not None and before - 1 <= since <= time.time()
+        assert app.event_queue.backend.oldest_pending("orders") is None
+        listed = {(e.id, e.status) for e in app.event_queue.events()}
+        assert listed == {(dead_id, "dead"), (pending_id, "pending")}
+        (pending,) = app.event_queue.events("mail", "pending")
+        assert (pending.payload, pending.attempts) == ({"to": "x"}, 0)
+
+        user = User.objects.create_user("ops", password="pw", is_staff=True)
+        user.is_superuser = True
+        user.save()
+        client = Client()
+        client.force_login(user)
+        page = client.get(reverse("admin:mega_cluster_clusterqueue_changelist"))
+        assert page.status_code == 200
+        rows = {row["channel"]: row for row in page.context["rows"]}
+        assert rows["mail"]["pending"] == 1
+        assert rows["mail"]["oldest_pending_age"] is not None
+        assert (rows["orders"]["dead"], rows["orders"]["failed"]) == (1, 1)
+        events = {(e["id"], e["status"]) for e in page.context["events"]}
+        assert events == {(dead_id, "dead"), (pending_id, "pending")}
+        dead = page.context["events"]
+        assert any("boom on" in " ".join(e["error"]) for e in dead)

@@ -70,6 +70,9 @@ class CeleryEventBackend(DatabaseEventBackend):
         self._broker_queues: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.rows = RowWriter(self.alias, self._write_rows)
+        self._done: list[list[Any]] = []
+        self._done_lock = threading.Lock()
+        self._completing = threading.Lock()
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -325,6 +328,36 @@ class CeleryEventBackend(DatabaseEventBackend):
                 f"AND {self.table}.attempts = %s",
                 [time.time() + lease, event.id, event.attempt],
             )
+
+    def complete(self, event: ClaimedEvent) -> None:
+        if self.vendor != "postgresql":
+            super().complete(event)
+            return
+        # Group commit: threads finishing together share one durable UPDATE (the
+        # first one in writes everyone's outcome that is waiting by then).
+        entry = [event.id, event.attempt, False]
+        with self._done_lock:
+            self._done.append(entry)
+        with self._completing:
+            if entry[2] is False:
+                with self._done_lock:
+                    batch, self._done = self._done, []
+                values = ", ".join(["(%s, %s)"] * len(batch))
+                try:
+                    self._execute(
+                        f"UPDATE {self.table} AS e SET status = 'succeeded', "
+                        "finished_at = %s, lease_expires_at = NULL FROM (VALUES "
+                        f"{values}) AS v (id, attempts) WHERE e.id = v.id AND "
+                        "e.status = 'running' AND e.attempts = v.attempts",
+                        [time.time(), *(x for item in batch for x in item[:2])],
+                    )
+                    outcome: Any = True
+                except Exception as exc:
+                    outcome = exc
+                for item in batch:
+                    item[2] = outcome
+        if entry[2] is not True:
+            raise entry[2]
 
     def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
         super().retry(event, error, available_at=available_at)
