@@ -3,6 +3,7 @@
 One command::
 
     .venv/bin/python bench/queue.py [--events 2000] [--concurrency 8] [--samples 200]
+                                    [--systems plain,celery,database,memory]
 
 Each system runs in its own fresh process (publisher and an embedded consumer in
 that process, the same for every system) and is measured the same way:
@@ -14,7 +15,8 @@ that process, the same for every system) and is measured the same way:
 
 Systems: a plain Celery task (``acks_late``, ``reject_on_worker_lost``, prefetch 1,
 thread pool of ``--concurrency``) on Redis; our ``celery`` backend on the same
-broker with the same worker settings (events kept in PostgreSQL); our ``database``
+broker with the same worker settings (embedded worker built the same way; events
+kept in PostgreSQL); our ``database``
 backend on PostgreSQL (LISTEN/NOTIFY wake-ups); our ``memory`` backend as the
 floor of our own overhead. Ratios are against plain Celery+Redis.
 
@@ -250,7 +252,15 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="comma-separated subset of: " + ", ".join(SYSTEMS),
+    )
     args = parser.parse_args()
+    chosen = [name for name in SYSTEMS if name in args.systems.split(",")]
+    if "plain" not in chosen:
+        parser.error("--systems must include plain (the ratios' base)")
 
     create_database()
     results: dict[str, dict[str, Any]] = {}
@@ -259,7 +269,7 @@ def main() -> None:
         migrate.start()
         migrate.join(120)
         ctx = mp.get_context("spawn")
-        for name in SYSTEMS:
+        for name in chosen:
             out = ctx.Queue()
             proc = ctx.Process(target=child, args=(name, args, out))
             proc.start()
@@ -280,8 +290,8 @@ def main() -> None:
         "| system | events/s | x plain Celery | publish/s | latency p50 ms | p99 ms |"
     )
     print("|---|---:|---:|---:|---:|---:|")
-    for name, label in SYSTEMS.items():
-        r = results[name]
+    for name in chosen:
+        label, r = SYSTEMS[name], results[name]
         if "error" in r:
             print(f"| {label} | failed: {r['error']} | | | | |")
             continue
