@@ -12,6 +12,13 @@ timeout) is put back until the lease lapses, so an event never runs twice at onc
 Retries and delays are countdown messages. ``runworker`` (or any started node that
 consumes) runs an embedded Celery worker with a thread pool on those queues.
 
+On PostgreSQL the happy path waits for no WAL flush but the outcome's: the first
+message carries the event and goes out before its row, which a writer thread
+inserts in batches (``celery_rows``); the consumer claims or creates the row in one
+lazily committed statement; the outcome is a flushed commit (shared by handlers
+finishing together), which also flushes the claim. docs/events.md lists what is
+durable where.
+
 Options: ``APP`` (dotted path to the project's Celery instance) or ``BROKER_URL``
 (a Celery app is built for the queue), ``DATABASE`` (the store's alias, default
 ``default``), ``QUEUE_PREFIX``, ``QUEUE_ARGUMENTS`` (broker queue arguments, e.g.
