@@ -69,6 +69,8 @@ def encode_payload(message: Any, max_bytes: int) -> str:
             "strings, numbers, booleans, None (dates, decimals and UUIDs are "
             "converted by DjangoJSONEncoder)."
         ) from exc
+    if len(text) * 4 <= max_bytes:  # at most 4 UTF-8 bytes per character
+        return text
     size = len(text.encode())
     if size > max_bytes:
         raise MessageEncodeError(

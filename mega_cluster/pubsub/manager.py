@@ -416,18 +416,15 @@ class PubSubManager(Dispatcher):
             if len(self._valid) < 10_000:  # channel names are caller-chosen
                 self._valid.add(channel)
 
-    def _next_seq(self, channel: str) -> int:
+    def _build(self, channel: str, payload_json: str, to: str) -> bytes:
         counter = self._seq.get(channel)
         if counter is None:
             counter = self._seq.setdefault(channel, itertools.count(1))
-        return next(counter)
-
-    def _build(self, channel: str, payload_json: str, to: str) -> bytes:
         return envelope.build(
             app=self.app.name,
             node=self._node_id,
             channel=channel,
-            seq=self._next_seq(channel),
+            seq=next(counter),
             to=to,
             payload_json=payload_json,
         )
@@ -491,7 +488,12 @@ class PubSubManager(Dispatcher):
         """Async twin of :meth:`publish`."""
         self._validate(channel)
         payload = envelope.encode_payload(message, self.max_bytes)
-        await self._asend(channel, payload, _target(skip_self, only_self))
+        to = _target(skip_self, only_self)
+        loop = self._loop
+        if loop is not None and self._started and runtime.running_loop() is loop:
+            await self._asend_on_loop(channel, payload, to)  # one coroutine less
+        else:
+            await self._asend(channel, payload, to)
 
     async def _asend(self, channel: str, payload_json: str, to: str) -> None:
         loop = self._loop
