@@ -258,7 +258,11 @@ def _resolve_backend(
         )
         return None
     return BackendSettings(
-        section=section, alias=alias, path=path, options=dict(options), explicit=explicit
+        section=section,
+        alias=alias,
+        path=path,
+        options=dict(options),
+        explicit=explicit,
     )
 
 
@@ -290,7 +294,10 @@ def _parse_keys(
 
 
 def _unknown_keys(
-    raw: Mapping[str, Any], allowed: set[str], problems: list[SettingsProblem], where: str
+    raw: Mapping[str, Any],
+    allowed: set[str],
+    problems: list[SettingsProblem],
+    where: str,
 ) -> None:
     for key in raw:
         if key not in allowed:
@@ -391,12 +398,12 @@ def parse(raw: Any) -> ClusterSettings:
             )
         )
         app = parse_app(DEFAULT_APP_NAME, {}, problems=[])
-        return ClusterSettings(apps={app.name: app}, problems=tuple(problems), configured=True)
+        return ClusterSettings(
+            apps={app.name: app}, problems=tuple(problems), configured=True
+        )
     apps: dict[str, AppSettings] = {}
     if "APPS" in raw:
-        _unknown_keys(
-            raw, {"APPS", *SECTIONS, *APP_KEYS}, problems, "MEGA_CLUSTER: "
-        )
+        _unknown_keys(raw, {"APPS", *SECTIONS, *APP_KEYS}, problems, "MEGA_CLUSTER: ")
         entries = raw["APPS"]
         if not isinstance(entries, Mapping) or not entries:
             problems.append(
@@ -449,4 +456,6 @@ def clear_cache() -> None:
 def missing_modules(backend_class: type) -> list[tuple[str, str]]:
     """``(module, pip extra)`` pairs a backend class needs that are not installed."""
     needed = getattr(backend_class, "requires", ())
-    return [(mod, extra) for mod, extra in needed if importlib.util.find_spec(mod) is None]
+    return [
+        (mod, extra) for mod, extra in needed if importlib.util.find_spec(mod) is None
+    ]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from django.test import override_settings
@@ -46,3 +47,25 @@ def cluster_settings(value: Mapping[str, Any] | None) -> Iterator[None]:
             yield
     finally:
         registry.reset()
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    *,
+    interval: float = 0.01,
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy and return that.
+
+    Raises ``AssertionError`` naming ``what`` after ``timeout`` seconds, so a test
+    that waits for another node or thread is always bounded.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings
 
 from mega_cluster.registry import ClusterApp
-from mega_cluster.testing import make_app
+from mega_cluster.testing import (
+    make_app,
+    wait_until,  # noqa: F401 - re-exported
+)
 
 #: Short timings so the suite is fast; every wait in a test is still bounded.
 FAST = {"LEASE": 2.0, "POLL_INTERVAL": 0.05, "RETRY_BASE": 0.01, "RETRY_CAP": 0.05}
@@ -99,17 +101,3 @@ def apps(request: pytest.FixtureRequest, unique_name: str) -> Iterator[Apps]:
         yield group
     finally:
         group.stop()
-
-
-def wait_until(
-    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from mega_cluster.testing import wait_until
 
 #: Short heartbeat timings so a node is seen dead within a second or two.
 FAST_NODES = {"NODE_HEARTBEAT": 0.1, "NODE_TIMEOUT": 0.6}
@@ -19,20 +19,6 @@ def redis_settings(url: str, prefix: str) -> dict[str, Any]:
         "PUBSUB": {"BACKEND": "redis", "OPTIONS": {"URL": url}},
         "EVENT_QUEUE": {"BACKEND": "database", "POLL_INTERVAL": 0.05},
     }
-
-
-def wait_until(
-    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll ``predicate`` until truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 QUEUE_FAST = {

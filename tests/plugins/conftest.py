@@ -7,27 +7,18 @@ nodes of one cluster (see docs/pubsub.md, "Testing with several nodes").
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.apps import apps as django_apps
 
-from mega_cluster.testing import make_app
+from mega_cluster.testing import (
+    make_app,
+    wait_until,  # noqa: F401 - re-exported
+)
 
 QUEUE = {"BACKEND": "database", "POLL_INTERVAL": 0.05, "RETRY_BASE": 0.05}
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture
