@@ -4,32 +4,45 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='PluginState',
+            name="PluginState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('app_name', models.CharField(max_length=50)),
-                ('name', models.CharField(max_length=200)),
-                ('enabled', models.BooleanField(default=True)),
-                ('installed', models.BooleanField(default=False)),
-                ('version', models.CharField(blank=True, default='', max_length=50)),
-                ('installed_at', models.DateTimeField(blank=True, null=True)),
-                ('install_claimed_by', models.CharField(blank=True, default='', max_length=120)),
-                ('install_claimed_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("app_name", models.CharField(max_length=50)),
+                ("name", models.CharField(max_length=200)),
+                ("enabled", models.BooleanField(default=True)),
+                ("installed", models.BooleanField(default=False)),
+                ("version", models.CharField(blank=True, default="", max_length=50)),
+                ("installed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "install_claimed_by",
+                    models.CharField(blank=True, default="", max_length=120),
+                ),
+                ("install_claimed_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name': 'plugin',
-                'verbose_name_plural': 'plugins',
-                'ordering': ['app_name', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('app_name', 'name'), name='mega_cluster_plugin_unique')],
+                "verbose_name": "plugin",
+                "verbose_name_plural": "plugins",
+                "ordering": ["app_name", "name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("app_name", "name"), name="mega_cluster_plugin_unique"
+                    )
+                ],
             },
         ),
     ]

@@ -4,43 +4,70 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [("mega_cluster", "0001_initial")]
 
     operations = [
         migrations.CreateModel(
-            name='LockLease',
+            name="LockLease",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('app_name', models.CharField(max_length=50)),
-                ('key', models.CharField(max_length=512)),
-                ('token', models.CharField(blank=True, default='', max_length=64)),
-                ('holder', models.CharField(blank=True, default='', max_length=120)),
-                ('fence', models.BigIntegerField(default=0)),
-                ('acquired_at', models.DateTimeField(blank=True, null=True)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("app_name", models.CharField(max_length=50)),
+                ("key", models.CharField(max_length=512)),
+                ("token", models.CharField(blank=True, default="", max_length=64)),
+                ("holder", models.CharField(blank=True, default="", max_length=120)),
+                ("fence", models.BigIntegerField(default=0)),
+                ("acquired_at", models.DateTimeField(blank=True, null=True)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'verbose_name': 'lock',
-                'verbose_name_plural': 'locks',
-                'ordering': ['app_name', 'key'],
-                'constraints': [models.UniqueConstraint(fields=('app_name', 'key'), name='mega_cluster_lock_unique')],
+                "verbose_name": "lock",
+                "verbose_name_plural": "locks",
+                "ordering": ["app_name", "key"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("app_name", "key"), name="mega_cluster_lock_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='LockWaiter',
+            name="LockWaiter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('app_name', models.CharField(max_length=50)),
-                ('key', models.CharField(max_length=512)),
-                ('waiter', models.CharField(max_length=64)),
-                ('deadline', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("app_name", models.CharField(max_length=50)),
+                ("key", models.CharField(max_length=512)),
+                ("waiter", models.CharField(max_length=64)),
+                ("deadline", models.DateTimeField()),
             ],
             options={
-                'verbose_name': 'lock waiter',
-                'verbose_name_plural': 'lock waiters',
-                'indexes': [models.Index(fields=['app_name', 'key', 'id'], name='mega_cluster_lockq_idx')],
-                'constraints': [models.UniqueConstraint(fields=('waiter',), name='mega_cluster_waiter_unique')],
+                "verbose_name": "lock waiter",
+                "verbose_name_plural": "lock waiters",
+                "indexes": [
+                    models.Index(
+                        fields=["app_name", "key", "id"], name="mega_cluster_lockq_idx"
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("waiter",), name="mega_cluster_waiter_unique"
+                    )
+                ],
             },
         ),
     ]
