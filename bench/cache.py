@@ -1,6 +1,6 @@
 """Cache benchmark: our Cache next to the Django cache it sits on, one run.
 
-    .venv/bin/python bench/cache.py [--ops 2000] [--rounds 7] [--misses 50]
+    ./dev bench cache [--ops 2000] [--rounds 7] [--misses 50]
 
 Hit path (one thread, a warm key holding a small dict): time per call of
 

@@ -2,7 +2,7 @@
 
 One command, one run, same Redis server for every Redis lock::
 
-    .venv/bin/python bench/locks.py [--pairs 2000] [--seconds 3]
+    ./dev bench locks [--pairs 2000] [--seconds 3]
 
 Measures, per lock implementation:
 

@@ -1,6 +1,6 @@
 """Pub/sub benchmark: our redis/nats backends next to the raw clients, one run.
 
-    .venv/bin/python bench/pubsub.py [--messages 20000] [--latency 2000]
+    ./dev bench pubsub [--messages 20000] [--latency 2000]
 
 Two processes per implementation (this one publishes, a spawned one receives):
 

@@ -2,7 +2,7 @@
 
 One command::
 
-    .venv/bin/python bench/queue.py [--events 2000] [--concurrency 8] [--samples 200]
+    ./dev bench queue [--events 2000] [--concurrency 8] [--samples 200]
                                     [--systems plain,celery,database,memory]
 
 Each system runs in its own fresh process (publisher and an embedded consumer in

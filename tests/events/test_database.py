@@ -12,6 +12,7 @@ from mega_cluster.checks import check_settings
 from mega_cluster.exceptions import ConfigurationError
 from mega_cluster.models import QueuedEvent
 from mega_cluster.testing import make_app
+from tests.factories import QueuedEventFactory
 
 from .conftest import queue_settings, wait_until
 
@@ -61,6 +62,38 @@ def test_lapsed_lease_is_redelivered_and_counts_the_lost_attempt(make):
     rows = QueuedEvent.objects.using(make.alias).filter(id=event_id)
     wait_until(lambda: rows.get().status == "succeeded", what="success recorded")
     assert rows.get().attempts == 2
+
+
+def test_a_dead_letter_row_is_listed_and_runs_again_after_retry(make):
+    """A dead-lettered row is listed with its payload and last error; retry_dead
+    runs it again from attempt 1."""
+    app = make()
+    event = QueuedEventFactory(
+        using=make.alias,
+        app_name=app.name,
+        channel="jobs",
+        status=QueuedEvent.DEAD,
+        attempts=1,
+        failures=1,
+        last_error="ValueError: boom",
+        finished_at=time.time(),
+        data={"order": 7},
+    )
+    [dead] = app.event_queue.dead_letters("jobs")
+    assert (dead.id, dead.payload, dead.error) == (
+        event.id,
+        {"order": 7},
+        "ValueError: boom",
+    )
+    seen = []
+    app.event_queue.subscribe(
+        "jobs", process=lambda p, ctx: seen.append((p, ctx.attempt))
+    )
+    app.start()
+    app.event_queue.retry_dead(event.id)
+    wait_until(lambda: seen, what="the retried event")
+    assert seen == [({"order": 7}, 1)]
+    assert app.event_queue.dead_letters("jobs") == []
 
 
 def test_lost_attempts_use_up_the_budget(make):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -247,6 +248,28 @@ def test_run_exclusive_raises_lock_lost_after_fn_when_the_lease_is_lost(manager,
     assert manager.stats()["lost"] == 1
 
 
+def test_a_failed_watchdog_renewal_logs_the_key_and_marks_the_lock_lost(
+    manager, other, caplog
+):
+    """When the watchdog cannot extend a lease, a warning names the key and the
+    lock is lost."""
+    caplog.set_level(logging.WARNING, logger="mega_cluster.locks")
+    lock = manager.acquire("renew-fails", ttl=0.3, auto_extend=True)
+    assert other.force_release("renew-fails") is True
+    assert wait_until(lambda: lock.lost, timeout=3)
+    lost = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "mega_cluster.locks"
+        and r.levelno == logging.WARNING
+        and " lost " in r.getMessage()
+    ]
+    assert len(lost) == 1, caplog.text
+    assert "'renew-fails'" in lost[0] and "renewal" in lost[0]
+    lock.release()  # the lease is gone already: a no-op
+    assert manager.stats()["lost"] == 1
+
+
 def test_lock_context_manager_holds_and_releases(manager, other):
     """`with lock(key)` yields the Lock and frees the key at the end of the block."""
     with manager.lock("ctx", ttl=5) as lock:
@@ -369,6 +392,24 @@ def test_async_run_exclusive_awaits_an_async_function(manager, other):
     lock = other.try_acquire("async-section")
     assert lock is not None
     lock.release()
+
+
+def test_arun_exclusive_raises_lock_lost_after_fn_when_the_lease_is_lost(
+    manager, other
+):
+    """A lease taken away mid-section is reported as LockLost after the awaited
+    function returns (async twin)."""
+    finished = []
+
+    async def section() -> None:
+        assert await other.aforce_release("astolen") is True
+        await asyncio.sleep(0.4)  # the watchdog's next renewal (ttl/3) finds it gone
+        finished.append(True)
+
+    with pytest.raises(LockLost):
+        asyncio.run(manager.arun_exclusive("astolen", section, ttl=0.3))
+    assert finished == [True]
+    assert manager.stats()["lost"] == 1
 
 
 def test_async_with_lock(manager, other):

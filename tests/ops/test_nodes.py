@@ -12,6 +12,7 @@ from django.conf import settings
 from mega_cluster.models import Node
 from mega_cluster.nodes import NodeRegistry
 from mega_cluster.testing import make_app
+from tests.factories import NodeFactory
 
 from .conftest import FAST_NODES, redis_settings, wait_until
 
@@ -120,6 +121,23 @@ def test_database_rows_are_per_app(unique_name):
     finally:
         one.stop()
         two.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_rows_live_dead_and_dropped_by_heartbeat_age(unique_name):
+    """A row is alive within NODE_TIMEOUT of its last beat, listed dead after it,
+    and deleted when read after 2 x NODE_TIMEOUT."""
+    now = time.time()
+    NodeFactory(app_name=unique_name, node_id="fresh", heartbeat_at=now)
+    NodeFactory(app_name=unique_name, node_id="silent", heartbeat_at=now - 0.9)
+    NodeFactory(app_name=unique_name, node_id="gone", heartbeat_at=now - 5)
+    app = make_app(unique_name, FAST_NODES, node_id="observer")
+    try:
+        listed = {n.node_id: n.alive for n in app.node_registry.list_nodes()}
+        assert listed == {"fresh": True, "silent": False}
+        assert not Node.objects.filter(app_name=unique_name, node_id="gone").exists()
+    finally:
+        app.stop()
 
 
 def test_registry_is_a_component():
