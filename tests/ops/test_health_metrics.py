@@ -174,3 +174,76 @@ def test_pubsub_counts_published_and_delivered_messages(unique_name):
     sample = metrics.REGISTRY.get_sample_value
     assert sample("mega_cluster_messages_published_total", labels) == 1
     assert sample("mega_cluster_messages_delivered_total", labels) == 1
+
+
+def _scrape(client):
+    """The metrics view's samples as ``{(name, sorted labels): value}``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = client.get(reverse("mega_cluster:metrics"))
+    assert response.status_code == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+@pytest.mark.skipif(not metrics.ENABLED, reason="prometheus-client is not installed")
+def test_pubsub_buffer_overflow_is_served_as_messages_dropped(client, unique_name):
+    """Messages a full pub/sub buffer drops are counted in messages_dropped, as the
+    metrics view shows."""
+    import threading
+
+    from mega_cluster.testing import make_app
+
+    sender = make_app(unique_name, node_id=f"{unique_name}-sender")
+    receiver = make_app(
+        unique_name,
+        {"PUBSUB": {"BACKEND": "memory", "BUFFER_SIZE": 3}},
+        node_id=f"{unique_name}-receiver",
+    )
+    release = threading.Event()
+    try:
+        receiver.pubsub_manager.subscribe("flood", lambda message: release.wait(10))
+        # the channel is not decoded yet when the buffer is full: label ""
+        labels = (("app", unique_name), ("channel", ""))
+        key = ("mega_cluster_messages_dropped_total", labels)
+        assert _scrape(client).get(key, 0) == 0
+        for n in range(20):  # memory: delivered into the buffer inside publish()
+            sender.pubsub_manager.publish("flood", n)
+        dropped = receiver.pubsub_manager.dropped
+        assert 0 < dropped < 20
+        assert _scrape(client)[key] == dropped
+    finally:
+        release.set()
+        sender.stop()
+        receiver.stop()
+
+
+@pytest.mark.skipif(not metrics.ENABLED, reason="prometheus-client is not installed")
+def test_queue_depth_gauge_is_served_per_channel_and_state(client, cluster):
+    """mega_cluster_queue_events reports the event queue's depth per channel and
+    state at each scrape: two pending events, then two succeeded once a worker has
+    processed them."""
+    from mega_cluster.testing import make_app, wait_until
+
+    def depth(state):
+        labels = (("app", cluster.name), ("channel", "gauged"), ("state", state))
+        return _scrape(client).get(("mega_cluster_queue_events", labels))
+
+    assert depth("pending") is None
+    cluster.event_queue.publish("gauged", {"n": 1})
+    cluster.event_queue.publish("gauged", {"n": 2})
+    assert depth("pending") == 2
+    assert depth("succeeded") == 0 and depth("dead") == 0
+
+    settings_ = {k: v for k, v in cluster.value.items() if k != "APP_NAME"}
+    worker = make_app(cluster.name, settings_, node_id=f"{cluster.name}-worker")
+    worker.event_queue.subscribe("gauged", process=lambda payload, ctx: None)
+    worker.start()
+    try:
+        wait_until(lambda: depth("succeeded") == 2, what="two succeeded events")
+    finally:
+        worker.stop()
+    assert depth("pending") == 0

@@ -3,10 +3,13 @@ channels) with two or more nodes of one app in this process."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 from asgiref.sync import async_to_sync
+
+from mega_cluster.pubsub.dispatch import Subscription
 
 from .helpers import Recorder, wait_for
 
@@ -243,14 +246,15 @@ def test_debounce_key_latest_wins(make_node):
 
 
 def test_raising_handler_is_isolated(make_node, caplog):
-    """A handler that raises is logged and neither blocks other handlers nor the
-    listener."""
+    """A handler that raises is logged with the channel, the receiving node and the
+    message id, and neither blocks other handlers nor the listener."""
     a, b = make_node("a"), make_node("b")
 
     def broken(payload):
         raise RuntimeError("boom")
 
-    seen = Recorder()
+    seen, envelopes = Recorder(), Recorder("envelopes")
+    b.pubsub_manager._subscribe_sync(Subscription("news", envelopes, raw=True))
     b.pubsub_manager.subscribe("news", broken)
     b.pubsub_manager.subscribe("news", seen)
 
@@ -258,10 +262,15 @@ def test_raising_handler_is_isolated(make_node, caplog):
         a.pubsub_manager.publish("news", 1)
         a.pubsub_manager.publish("news", 2)
         assert seen.wait(2) == [1, 2]
+    ids = [env.id for env in envelopes.wait(2)]
+    assert len(set(ids)) == 2
     failures = [r for r in caplog.records if "failed on channel news" in r.getMessage()]
     assert len(failures) == 2
-    assert b.node_id in failures[0].getMessage()
-    assert a.node_id in failures[0].getMessage()
+    for record, message_id in zip(failures, ids, strict=True):
+        text = record.getMessage()
+        assert record.exc_info is not None and record.exc_info[0] is RuntimeError
+        assert f"channel news (node {b.node_id}," in text
+        assert f"message {message_id} from node {a.node_id}" in text
 
 
 def test_async_handler(make_node):
@@ -309,3 +318,45 @@ def test_many_messages_keep_publisher_order(make_node):
 
     assert wait_for(lambda: len(seen.items) == 300, 10)
     assert seen.items == list(range(300))
+
+
+#: The keys of a version-1 wire envelope (mega_cluster/pubsub/envelope.py).
+ENVELOPE_KEYS = {"v", "id", "app", "node", "ch", "seq", "ts", "to", "p"}
+
+
+def test_raw_envelope_is_the_same_on_every_backend(make_node, unique_name):
+    """What the backend hands the receiving manager is the version-1 envelope as
+    bytes, with the same fields and values on every backend."""
+    a, b = make_node("a"), make_node("b")
+    backend = b.pubsub_manager.backend
+    deliver = backend.on_message
+    raw = []
+
+    def spy(wire, data):
+        raw.append((wire, data))
+        deliver(wire, data)
+
+    backend.on_message = spy  # before the subscription: backends keep a reference
+    seen = Recorder()
+    b.pubsub_manager.subscribe("news", seen)
+    before = time.time()
+    a.pubsub_manager.publish("news", {"k": [1, "ü"]})
+    a.pubsub_manager.publish("news", None, skip_self=False)
+    assert seen.wait(2) == [{"k": [1, "ü"]}, None]
+
+    assert [wire for wire, _ in raw] == [backend.wire_channel("news")] * 2
+    assert all(type(data) is bytes for _, data in raw)
+    first, second = (json.loads(data) for _, data in raw)
+    for message in (first, second):
+        assert set(message) == ENVELOPE_KEYS
+        assert message["v"] == 1
+        assert type(message["id"]) is str and len(message["id"]) == 32
+        assert (message["app"], message["node"], message["ch"]) == (
+            unique_name,
+            a.node_id,
+            "news",
+        )
+        assert before - 1 <= message["ts"] <= time.time() + 1
+    assert first["id"] != second["id"]
+    assert (first["seq"], first["to"], first["p"]) == (1, "others", {"k": [1, "ü"]})
+    assert (second["seq"], second["to"], second["p"]) == (2, "all", None)

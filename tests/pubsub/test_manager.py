@@ -185,16 +185,26 @@ def test_buffer_overflow_is_counted_logged_and_reported(nodes, caplog):
 
 
 def test_pending_debounce_is_cancelled_on_stop(nodes):
-    """Stopping a node drops its pending debounced calls."""
+    """Stopping a node cancels its pending debounced calls: none is left, and a
+    dispatcher running again (the manager restarted) never fires the old one."""
     a, b = nodes("a"), nodes("b")
     debounced, direct = Recorder("debounced"), Recorder("direct")
-    b.pubsub_manager.subscribe("news", debounced, debounce=0.3)
-    b.pubsub_manager.subscribe("news", direct)
+    manager = b.pubsub_manager
+    manager.subscribe("news", debounced, debounce=0.3)
+    manager.subscribe("news", direct)
     a.pubsub_manager.publish("news", 1)
-    direct.wait(1)
-    b.stop()
-    time.sleep(0.5)
+    assert direct.wait(1) == [1]
+    assert wait_for(lambda: len(manager._pending) == 1)
+    manager.stop()
+    assert manager._pending == {}
+    # the subscription survives a restart; a timer that survived the stop would
+    # fire on the new dispatcher thread once its deadline passed
+    manager.start()
+    assert manager._dispatcher is not None and manager._dispatcher.is_alive()
+    time.sleep(0.6)
     assert debounced.items == []
+    a.pubsub_manager.publish("news", 2)
+    assert debounced.wait(1, timeout=3) == [2]
 
 
 def test_handler_may_unsubscribe_and_stop_inside_dispatch(nodes):

@@ -6,12 +6,15 @@ servers are never stopped.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 
 import pytest
 
 from mega_cluster.exceptions import BackendUnavailable
+from mega_cluster.pubsub.backends import base
 from mega_cluster.testing import make_app
 from tests.servers import free_port, nats_server, redis_server
 
@@ -192,3 +195,64 @@ def test_channels_layer_reconnects_after_redis_restart(unique_name):
             finally:
                 a.stop()
                 b.stop()
+
+
+class _SleepSpy:
+    """Stands in for ``asyncio`` in the backend base module: records the delay of
+    every ``asyncio.sleep`` there (only the reconnect backoff sleeps in it) and
+    sleeps for real."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __getattr__(self, name):
+        return getattr(asyncio, name)
+
+    async def sleep(self, delay, *args):
+        self.delays.append(delay)
+        return await asyncio.sleep(delay, *args)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reconnect_backoff_grows_exponentially_up_to_the_cap(
+    kind, unique_name, monkeypatch, caplog
+):
+    """While the broker stays down each failed attempt doubles the delay (with
+    jitter down to half of it) from RECONNECT_BASE_DELAY up to RECONNECT_MAX_DELAY;
+    once it is back the listener reconnects and reports the gap."""
+    spy = _SleepSpy()
+    monkeypatch.setattr(base, "asyncio", spy)
+    cap = 0.8
+    nominal = [min(cap, base.RECONNECT_BASE_DELAY * 2**n) for n in range(7)]
+    assert nominal[-3:] == [cap] * 3  # the cap is reached within the test
+    with _server(kind) as server:
+        app = make_app(
+            unique_name,
+            {
+                "PUBSUB": {
+                    "BACKEND": kind,
+                    "OPTIONS": {"URL": _url(kind, server.port)},
+                    "RECONNECT_MAX_DELAY": cap,
+                }
+            },
+            node_id=f"{unique_name}-b",
+        )
+        try:
+            gaps = Recorder("gaps")
+            app.pubsub_manager.subscribe("news", print, on_gap=lambda: gaps("gap"))
+            backend = app.pubsub_manager.backend
+            with caplog.at_level(logging.DEBUG, logger="mega_cluster.pubsub"):
+                server.stop()
+                assert wait_for(lambda: len(spy.delays) > len(nominal), timeout=15)
+                server.start()
+                assert gaps.wait(1, timeout=15) == ["gap"]
+            assert backend.connected and backend.reconnects == 1
+        finally:
+            app.stop()
+    failed = [
+        r.args[1] for r in caplog.records if "reconnect attempt" in r.getMessage()
+    ]
+    assert failed[: len(nominal)] == list(range(1, len(nominal) + 1))
+    for delay, expected in zip(spy.delays, nominal, strict=False):
+        assert expected / 2 <= delay <= expected, (spy.delays, nominal)
+    assert max(spy.delays) <= cap

@@ -40,9 +40,9 @@ def _loop_threads():
     return [t for t in threading.enumerate() if t.name == "mega_cluster-pubsub-loop"]
 
 
-def test_one_loop_thread_per_process_and_no_loop_per_publish(nodes):
+def test_one_loop_thread_per_process_and_no_thread_per_publish(nodes):
     """Every manager of the process shares one loop thread; sync publish starts no
-    thread or loop of its own."""
+    thread of its own."""
     a, b = nodes("a"), nodes("b")
     seen = Recorder()
     b.pubsub_manager.subscribe("news", seen)
@@ -54,6 +54,47 @@ def test_one_loop_thread_per_process_and_no_loop_per_publish(nodes):
         a.pubsub_manager.publish("news", i)
     assert seen.wait(200) == list(range(200))
     assert threading.active_count() == threads
+    assert a.pubsub_manager._loop is runtime.background_loop()
+
+
+@pytest.fixture
+def loop_spy(monkeypatch):
+    """Counts event loops created and ``asyncio.run`` calls while it is active."""
+    created, runs = [], []
+    init = asyncio.BaseEventLoop.__init__
+    run = asyncio.run
+
+    def spy_init(self, *args, **kwargs):
+        created.append(threading.current_thread().name)
+        init(self, *args, **kwargs)
+
+    def spy_run(*args, **kwargs):
+        runs.append(threading.current_thread().name)
+        return run(*args, **kwargs)
+
+    def install():
+        # every stdlib loop (selector, proactor) runs BaseEventLoop.__init__
+        monkeypatch.setattr(asyncio.BaseEventLoop, "__init__", spy_init)
+        monkeypatch.setattr(asyncio, "run", spy_run)
+        monkeypatch.setattr(asyncio.runners, "run", spy_run)
+        return created, runs
+
+    return install
+
+
+def test_sync_publish_creates_no_event_loop(make_node, loop_spy):
+    """N sync publishes (and their deliveries) on every backend create no event
+    loop and call no asyncio.run: they use the process's one pub/sub loop."""
+    a, b = make_node("a"), make_node("b")
+    seen = Recorder()
+    b.pubsub_manager.subscribe("news", seen)
+    a.pubsub_manager.publish("news", -1)  # connected, first-use work done
+    assert seen.wait(1) == [-1]
+    created, runs = loop_spy()
+    for i in range(50):
+        a.pubsub_manager.publish("news", i)
+    assert seen.wait(51, timeout=10) == [-1, *range(50)]
+    assert created == [] and runs == []
     assert a.pubsub_manager._loop is runtime.background_loop()
 
 

@@ -4,6 +4,7 @@ every node, reconnect after a broker restart."""
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
 from mega_cluster import Plugin
 from mega_cluster.pubsub import envelope
@@ -13,6 +14,24 @@ from tests.pubsub.helpers import wait_for
 from tests.servers import redis_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+DATABASES = [
+    pytest.param("default", id="sqlite"),
+    pytest.param(
+        "postgres",
+        id="postgres",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
+        ],
+    ),
+]
+
+
+@pytest.fixture(params=DATABASES)
+def alias(request):
+    """The database whose transactions the plugin's sync messages follow."""
+    return request.param
 
 
 class SyncerPlugin(Plugin):
@@ -61,40 +80,55 @@ def two_nodes(unique_name):
     b.stop()
 
 
-def test_plugin_round_trip_between_nodes(two_nodes):
-    """send_sync_message on one node reaches handle_sync_message on the other only."""
+def test_plugin_round_trip_between_nodes(two_nodes, alias):
+    """send_sync_message on one node reaches handle_sync_message on the other only,
+    sent when the block on the chosen database commits."""
     a, b = two_nodes
-    a.plugins["syncer"].send_sync_message({"reload": "schema"})
-    a.plugins["asyncer"].send_sync_message(1)
-
+    with transaction.atomic(using=alias):
+        a.plugins["syncer"].send_sync_message({"reload": "schema"}, transaction=alias)
+        a.plugins["asyncer"].send_sync_message(1, transaction=alias)
     assert wait_for(lambda: b.plugins["asyncer"].messages == [("async", 1)])
     assert b.plugins["syncer"].messages == [{"reload": "schema"}]
     assert a.plugins["syncer"].messages == []
     assert a.plugins["asyncer"].messages == []
 
 
-def test_plugin_send_inside_atomic_waits_for_commit(two_nodes):
-    """Plugin.send_sync_message inside atomic() sends after commit."""
-    from django.db import transaction
-
+def test_plugin_send_inside_atomic_waits_for_commit(two_nodes, alias):
+    """Plugin.send_sync_message inside atomic() sends after commit; a rolled-back
+    block sends nothing."""
     a, b = two_nodes
-    with transaction.atomic():
-        a.plugins["syncer"].send_sync_message("late")
+    with pytest.raises(RuntimeError), transaction.atomic(using=alias):
+        a.plugins["syncer"].send_sync_message("lost", transaction=alias)
+        raise RuntimeError("rollback")
+    with transaction.atomic(using=alias):
+        a.plugins["syncer"].send_sync_message("late", transaction=alias)
         a.plugins["asyncer"].send_sync_message("now", transaction=False)
         assert wait_for(lambda: b.plugins["asyncer"].messages == [("async", "now")])
         assert b.plugins["syncer"].messages == []
     assert wait_for(lambda: b.plugins["syncer"].messages == ["late"])
 
 
-def test_sequence_gap_calls_handle_sync_gap(two_nodes):
-    """A missed message (sequence jump) calls handle_sync_gap() on the receiver."""
+def test_sequence_gap_calls_handle_sync_gap(two_nodes, alias):
+    """A missed message (sequence jump) calls handle_sync_gap() on the receiver; a
+    rolled-back message is never numbered, so it is no gap."""
     a, b = two_nodes
     plugin = a.plugins["syncer"]
-    plugin.send_sync_message(1)
-    a.pubsub_manager._send(WIRE_PREFIX + plugin.sync_channel, "2", envelope.TO_SELF)
-    plugin.send_sync_message(3)
+    with transaction.atomic(using=alias):
+        plugin.send_sync_message(1, transaction=alias)
+    with pytest.raises(RuntimeError), transaction.atomic(using=alias):
+        plugin.send_sync_message("rolled back", transaction=alias)
+        raise RuntimeError("rollback")
+    with transaction.atomic(using=alias):
+        plugin.send_sync_message(2, transaction=alias)
+    assert wait_for(lambda: b.plugins["syncer"].messages == [1, 2])
+    assert b.plugins["syncer"].gaps == 0
 
-    assert wait_for(lambda: b.plugins["syncer"].messages == [1, 3])
+    # numbered on a, delivered to a only: b never sees it
+    a.pubsub_manager._send(WIRE_PREFIX + plugin.sync_channel, "3", envelope.TO_SELF)
+    with transaction.atomic(using=alias):
+        plugin.send_sync_message(4, transaction=alias)
+
+    assert wait_for(lambda: b.plugins["syncer"].messages == [1, 2, 4])
     assert b.plugins["syncer"].gaps == 1
     assert b.plugins["asyncer"].gaps == 0
 
