@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import django
 from django.contrib import admin
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.utils.text import capfirst
 
 from ..registry import ClusterApp, registry
+
+#: Django 6.0 marks breadcrumbs up as ``<ol class="breadcrumbs">`` items, 5.2 as a
+#: ``<div class="breadcrumbs">`` of links; each version's CSS styles only its own.
+#: Pages that extend ``admin/change_list.html`` get the right one from Django itself;
+#: ``breadcrumbs.html`` (confirmation and detail pages) follows this flag.
+BREADCRUMBS_LIST = django.VERSION >= (6, 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PageList:
+    """The ``cl`` that the stock ``admin/change_list.html`` reads around the blocks
+    a page fills in: the breadcrumbs (``opts``), the filter column (``has_filters``)
+    and the result count in the footer (one page, no "Show all")."""
+
+    opts: Any
+    result_count: int
+    has_filters: bool = False
+    multi_page: bool = False
+    show_all: bool = False
+    can_show_all: bool = False
 
 
 class OperationsAdmin(admin.ModelAdmin):
@@ -51,7 +76,19 @@ class OperationsAdmin(admin.ModelAdmin):
     def render(
         self, request: HttpRequest, template: str, title: str, **context: Any
     ) -> TemplateResponse:
+        """``admin/mega_cluster/<template>`` with the admin's context; ``crumbs``
+        lists ``(label, url)`` pairs after this page's changelist (the last one,
+        the current page, with ``url=None``)."""
         app = context.pop("cluster_app", None) or self.cluster_app(request)
+        changelist = (
+            reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+            + "?"
+            + urlencode({"app": app.name})
+        )
+        crumbs = [
+            (capfirst(self.opts.verbose_name_plural), changelist),
+            *context.pop("crumbs", ()),
+        ]
         return TemplateResponse(
             request,
             f"admin/mega_cluster/{template}",
@@ -62,6 +99,8 @@ class OperationsAdmin(admin.ModelAdmin):
                 "cluster_app": app,
                 "cluster_apps": list(registry.apps()),
                 "has_view_permission": self.has_view_permission(request),
+                "crumbs": crumbs,
+                "breadcrumbs_list": BREADCRUMBS_LIST,
                 **context,
             },
         )

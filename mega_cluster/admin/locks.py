@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
 from ..nodes.status import lock_rows
-from .base import OperationsAdmin
+from .base import OperationsAdmin, PageList
 
 
 class LockAdmin(OperationsAdmin):
@@ -35,6 +37,8 @@ class LockAdmin(OperationsAdmin):
             rows = [r for r in rows if query.lower() in r["key"].lower()]
         can_release = self.has_perm(request, "force_release_lock")
         for row in rows:
+            # Shown in the admin's date format, like the other pages' times.
+            row["acquired"] = datetime.fromisoformat(row["acquired_at"])
             row["release_url"] = (
                 reverse("admin:mega_cluster_clusterlock_force_release")
                 + "?"
@@ -45,6 +49,7 @@ class LockAdmin(OperationsAdmin):
             "locks.html",
             "Held locks",
             cluster_app=app,
+            cl=PageList(opts=self.opts, result_count=len(rows)),
             rows=rows,
             total=total,
             query=query,
@@ -75,6 +80,7 @@ class LockAdmin(OperationsAdmin):
                 "lock_force_release.html",
                 "Are you sure?",
                 cluster_app=app,
+                crumbs=[("Force release", None)],
                 lock=held,
                 back=back,
             )

@@ -6,7 +6,7 @@ import time
 
 from django.http import HttpRequest, HttpResponse
 
-from .base import OperationsAdmin
+from .base import OperationsAdmin, PageList
 
 
 class NodeAdmin(OperationsAdmin):
@@ -28,6 +28,7 @@ class NodeAdmin(OperationsAdmin):
             "nodes.html",
             "Nodes",
             cluster_app=app,
+            cl=PageList(opts=self.opts, result_count=len(rows)),
             rows=rows,
             alive=sum(1 for n in nodes if n.alive),
             dead=sum(1 for n in nodes if not n.alive),

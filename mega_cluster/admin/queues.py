@@ -16,7 +16,7 @@ from django.utils.http import urlencode
 from ..events.backends.base import EVENT_STATES, DeadLetter, EventInfo
 from ..exceptions import EventNotFound
 from ..nodes.status import queue_rows
-from .base import OperationsAdmin
+from .base import OperationsAdmin, PageList
 
 #: events read for the list and to find one by id
 LIST_LIMIT = 500
@@ -120,36 +120,55 @@ class QueueAdmin(OperationsAdmin):
             }
             for e in events
         ]
-        channels = [
+        # Choices as the stock admin/filter.html reads them.
+        channel_choices = [
             {
-                "name": r["channel"],
-                "url": self._filter_url(app, channel=r["channel"], status=status),
+                "display": r["channel"],
+                "query_string": self._filter_url(
+                    app, channel=r["channel"], status=status
+                ),
                 "selected": r["channel"] == channel,
             }
             for r in rows
         ]
-        statuses = [
+        channel_choices.insert(
+            0,
             {
-                "name": name,
-                "url": self._filter_url(app, channel=channel, status=name),
+                "display": "All",
+                "query_string": self._filter_url(app, status=status),
+                "selected": channel is None,
+            },
+        )
+        status_choices = [
+            {
+                "display": name,
+                "query_string": self._filter_url(app, channel=channel, status=name),
                 "selected": name == status,
             }
             for name in (EVENT_STATES if listing else ("dead",))
         ]
+        if listing:
+            status_choices.insert(
+                0,
+                {
+                    "display": "All",
+                    "query_string": self._filter_url(app, channel=channel),
+                    "selected": status is None,
+                },
+            )
         return self.render(
             request,
             "queues.html",
             "Queues",
             cluster_app=app,
+            cl=PageList(opts=self.opts, result_count=len(event_rows), has_filters=True),
             rows=rows,
             events=event_rows,
             listing=listing,
             channel=channel,
             status=status,
-            channels=channels,
-            statuses=statuses,
-            all_channels_url=self._filter_url(app, status=status),
-            all_statuses_url=self._filter_url(app, channel=channel),
+            channel_choices=channel_choices,
+            status_choices=status_choices,
             errors=errors,
             backend=type(app.event_queue.backend).__name__,
         )
@@ -175,6 +194,7 @@ class QueueAdmin(OperationsAdmin):
             "event_detail.html",
             f"Event {event_id}",
             cluster_app=app,
+            crumbs=[(event_id, None)],
             event=event,
             when=_time(event.finished_at or event.available_at),
             payload=json.dumps(event.payload, indent=2, cls=DjangoJSONEncoder),
@@ -212,6 +232,10 @@ class QueueAdmin(OperationsAdmin):
                 "event_confirm.html",
                 "Are you sure?",
                 cluster_app=app,
+                crumbs=[
+                    (event_id, self._url("event", app, event_id=event_id)),
+                    (label, None),
+                ],
                 event=letter,
                 label=label,
                 action=action,

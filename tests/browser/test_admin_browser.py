@@ -57,10 +57,13 @@ class Pages:
         return self.driver.page_source
 
     def shot(self, name: str) -> None:
-        from selenium.webdriver.common.by import By
-
-        height = self.driver.find_element(By.TAG_NAME, "body").size["height"]
-        self.driver.set_window_size(1280, max(600, min(height + 40, 1400)))
+        """The whole page (up to 1400 px high): the admin's body is as high as the
+        viewport, so measure the document and add the window's own frame."""
+        height = self.driver.execute_script(
+            "return document.documentElement.scrollHeight"
+            " + window.outerHeight - window.innerHeight"
+        )
+        self.driver.set_window_size(1280, max(600, min(height, 1400)))
         self.driver.save_screenshot(str(self.shots / f"{name}.png"))
         self.driver.set_window_size(1280, 900)
 
