@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import traceback
 
 import pytest
 from django.db import connections
@@ -85,14 +86,19 @@ def test_preloaded_worker_starts_its_own_apps_before_its_first_request(
                 "shows_node": get_app().node_id.encode() in body,
                 "pending": registry.fork_pending,
             }
-            os.write(write, json.dumps(report).encode())
+        except BaseException:
+            report = {"error": traceback.format_exc()}
         finally:
-            os._exit(0)
+            try:
+                os.write(write, json.dumps(report).encode())
+            finally:
+                os._exit(0)
     os.close(write)
     with os.fdopen(read) as fh:
         data = fh.read()
     os.waitpid(pid, 0)
     report = json.loads(data)
+    assert "error" not in report, f"the forked worker failed:\n{report['error']}"
     assert report["before"] is False
     assert report["after"] is True
     assert report["node"] != parent_node
