@@ -288,11 +288,6 @@ def test_links_resolve(page: Path):
         assert (page.parent / target).resolve().exists(), f"{page.name}: {target}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/operations.md's cluster_status tables are aligned by hand (the "
-    "page belongs to another change); remove this marker once it is regenerated",
-)
 def test_cluster_status_sample_is_what_the_command_prints():
     """The documented tables are the command's own rendering of their rows
     (columns, order and alignment; the real run is in ``setups.py``)."""
