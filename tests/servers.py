@@ -90,3 +90,92 @@ def nats_server(jetstream: bool = True) -> Iterator[ServerProcess]:
             yield server
         finally:
             server.stop()
+
+
+class TcpProxy:
+    """A TCP proxy on a free port (``.port``) to a real server, that can be cut.
+
+    ``cut()`` resets every open connection and refuses new ones (the client sees
+    what it sees when the server goes away); ``restore()`` lets connections through
+    again. For failures of a shared server (PostgreSQL) that a test must not stop.
+    """
+
+    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+        import threading
+
+        self.target = (host, target_port)
+        self.down = False
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="tcp-proxy").start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self.down:
+                _reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _reset(client)
+                continue
+            upstream.settimeout(None)
+            with self._lock:  # cut() takes the lock: no pair slips past it
+                if self.down:
+                    _reset(client)
+                    _reset(upstream)
+                    continue
+                self._pairs.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            self.down = True
+            pairs, self._pairs = self._pairs, []
+        for client, upstream in pairs:
+            _reset(client)
+            _reset(upstream)
+
+    def restore(self) -> None:
+        self.down = False
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()
+
+
+def _reset(sock: socket.socket) -> None:
+    import struct
+
+    # SO_LINGER 0: the close sends RST, as a crashed peer does. shutdown() first:
+    # a close alone neither wakes the pump thread blocked in recv() on it nor
+    # releases the socket (and so sends nothing) until that recv returns.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.test import override_settings
 
@@ -173,3 +175,118 @@ def test_admin_queues_page_lists_events_and_oldest_pending_age(unique_name):
         assert events == {(dead_id, "dead"), (pending_id, "pending")}
         dead = page.context["events"]
         assert any("boom on" in " ".join(e["error"]) for e in dead)
+
+
+@pytest.fixture
+def proxied_store(django_db_blocker):
+    """The run's PostgreSQL test database reached through a :class:`TcpProxy`, as
+    DATABASES alias ``proxied``: the test cuts the store off without touching the
+    shared server."""
+    from django.conf import settings as django_settings
+    from django.db import connections
+
+    from tests.servers import TcpProxy
+
+    config = dict(connections.settings["postgres"])
+    proxy = TcpProxy(int(config.get("PORT") or 5432), config.get("HOST") or None)
+    config.update(
+        HOST="127.0.0.1",
+        PORT=str(proxy.port),
+        OPTIONS={**config.get("OPTIONS", {}), "connect_timeout": 2},
+    )
+    django_settings.DATABASES["proxied"] = config
+    try:
+        with django_db_blocker.unblock():
+            yield proxy
+    finally:
+        proxy.close()
+        # This thread's wrapper would keep the closed proxy's port.
+        connections["proxied"].close()
+        del connections["proxied"]
+        connections.settings.pop("proxied", None)
+        django_settings.DATABASES.pop("proxied", None)
+
+
+def _celery_on_proxied_store(unique_name):
+    from .conftest import FAST, celery_options
+
+    section = {"BACKEND": "celery", **FAST, "OPTIONS": celery_options("proxied")}
+    return make_app(unique_name, {"EVENT_QUEUE": section})
+
+
+@pytest.mark.celery
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_store_outage_at_claim_loses_no_event(unique_name, proxied_store):
+    """Messages that arrive while the event store is unreachable go back to the
+    broker instead of being acked and lost: once the store is back, every event
+    runs exactly once and is counted as succeeded."""
+    app = _celery_on_proxied_store(unique_name)
+    seen: list[int] = []
+    try:
+        app.event_queue.subscribe("outage", process=lambda p, ctx: seen.append(p))
+        app.start()
+        app.event_queue.publish("outage", 0)
+        wait_until(lambda: seen == [0], what="the first event")
+        proxied_store.cut()
+        for i in range(1, 6):
+            app.event_queue.publish("outage", i)  # the messages carry the events
+        time.sleep(1.5)  # the messages arrive meanwhile; the store refuses
+        assert seen == [0]
+        proxied_store.restore()
+        wait_until(lambda: sorted(seen) == list(range(6)), timeout=30)
+        wait_until(
+            lambda: app.event_queue.stats("outage")["outage"]["succeeded"] == 6,
+            timeout=15,
+        )
+        assert app.event_queue.stats("outage")["outage"]["running"] == 0
+        assert sorted(seen) == list(range(6))  # none ran twice
+    finally:
+        proxied_store.restore()
+        app.stop()
+
+
+@pytest.mark.celery
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_store_outage_while_a_handler_runs_does_not_strand_the_event(
+    unique_name, proxied_store
+):
+    """The store goes away while a handler runs, so its outcome cannot be written:
+    the event is not left 'running' forever: it is delivered again once the store
+    is back (at least once) and ends succeeded."""
+    import threading
+
+    app = _celery_on_proxied_store(unique_name)
+    started = threading.Event()
+    proceed = threading.Event()
+    attempts: list[int] = []
+
+    def handler(payload, ctx):
+        attempts.append(ctx.attempt)
+        started.set()
+        proceed.wait(10)
+
+    try:
+        app.event_queue.subscribe("stranded", process=handler)
+        app.start()
+        app.event_queue.publish("stranded", "x")
+        assert started.wait(15), "the handler did not start"
+        proxied_store.cut()
+        proceed.set()
+        time.sleep(1.0)  # the outcome write fails meanwhile
+        proxied_store.restore()
+        wait_until(
+            lambda: app.event_queue.stats("stranded")["stranded"]["succeeded"] == 1,
+            timeout=30,
+            what="the event to end succeeded",
+        )
+        stats = app.event_queue.stats("stranded")["stranded"]
+        assert (stats["running"], stats["pending"], stats["dead"]) == (0, 0, 0)
+        assert attempts[0] == 1
+    finally:
+        proceed.set()
+        proxied_store.restore()
+        app.stop()

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, ClassVar
 
+from django.db import Error as DatabaseError
 from django.db import close_old_connections, connections
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -51,6 +52,8 @@ TASK_NAME = "mega_cluster.events.deliver"
 #: app name -> consumer of this process (the task looks its handlers up here).
 _consumers: dict[str, CeleryConsumer] = {}
 UNLIMITED_THREADS = 32
+#: Longest pause between tries of a store write while the store is unreachable.
+STORE_RETRY_CAP = 5.0
 _embedded: CeleryConsumer | None = None
 
 #: A one-row FROM item that turns off the commit's WAL flush for the statement's own
@@ -619,7 +622,10 @@ class CeleryConsumer:
             slot.acquire()
         try:
             self._wait_idle(sub)
-            event = self.backend.claim_one(
+            event = self._with_store(
+                event_id,
+                channel,
+                self.backend.claim_one,
                 event_id,
                 lease=self.lease,
                 first=None if first is None else (channel, first[0], first[1:]),
@@ -642,6 +648,40 @@ class CeleryConsumer:
                 slot.release()
             close_old_connections()
 
+    def _with_store(
+        self, event_id: str, channel: str, write: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        """``write(*args, **kwargs)``, tried again while the event store is
+        unreachable.
+
+        The message stays unacknowledged meanwhile (and holds its slot), so an
+        outage of the database loses no event and leaves none 'running' without
+        a message: the claim or the outcome is written once the store is back. A
+        shutdown during the outage rejects the message back to the broker.
+        """
+        failures = 0
+        while True:
+            try:
+                return write(*args, **kwargs)
+            except DatabaseError as exc:
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    logger.warning(
+                        "event %s on channel %s: the event store is unreachable "
+                        "(%s); the message waits and the write is tried again",
+                        event_id,
+                        channel,
+                        exc,
+                        extra={"event_id": event_id, "channel": channel},
+                    )
+                pause = min(STORE_RETRY_CAP, 0.05 * 2 ** min(failures, 10))
+                if self._stopping.wait(pause):
+                    from celery.exceptions import Reject
+
+                    raise Reject(
+                        f"event store unreachable at shutdown: {exc}", requeue=True
+                    ) from exc
+
     def _wait_idle(self, sub: Any) -> None:
         while sub.idle is not None and not self._stopping.is_set():
             result = sub.idle()
@@ -657,7 +697,7 @@ class CeleryConsumer:
         max_retries = max(event.max_retries, sub.max_retries or 0)
         if event.attempt > max_retries + 1:
             error = f"attempt {event.attempt - 1} was lost (worker died)"
-            self.backend.bury(event, error)
+            self._with_store(event.id, event.channel, self.backend.bury, event, error)
             self.generic.log_dead(event, error)
             return
         ctx = EventContext(id=event.id, channel=event.channel, attempt=event.attempt)
@@ -684,7 +724,7 @@ class CeleryConsumer:
             error = f"{type(exc).__name__}: {exc}"
             exc_info = exc
         self.generic.finish_attempt(
-            self.backend,
+            _RetryingStore(self, event),
             event,
             error,
             exc_info,
@@ -692,6 +732,35 @@ class CeleryConsumer:
             self.retry_base,
             self.retry_cap,
         )
+
+
+class _RetryingStore:
+    """The backend as ``finish_attempt`` sees it: outcome writes go through
+    :meth:`CeleryConsumer._with_store`."""
+
+    def __init__(self, consumer: CeleryConsumer, event: ClaimedEvent) -> None:
+        self.app = consumer.backend.app
+        self._consumer = consumer
+        self._event = event
+
+    def _write(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        backend = self._consumer.backend
+        return self._consumer._with_store(
+            self._event.id,
+            self._event.channel,
+            getattr(backend, method),
+            *args,
+            **kwargs,
+        )
+
+    def complete(self, event: ClaimedEvent) -> None:
+        self._write("complete", event)
+
+    def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
+        self._write("retry", event, error, available_at=available_at)
+
+    def bury(self, event: ClaimedEvent, error: str) -> None:
+        self._write("bury", event, error)
 
 
 async def _run_async(
