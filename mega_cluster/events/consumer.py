@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from django.db import Error as DatabaseError
 from django.db import close_old_connections
 
 from .. import metrics
@@ -44,6 +45,8 @@ IO_THREADS = 4
 
 #: Characters of a failed attempt's traceback kept with the event.
 MAX_STORED_TRACEBACK = 8000
+#: Longest pause between tries of a store write while the store is unreachable.
+STORE_RETRY_CAP = 5.0
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -58,6 +61,67 @@ def _call_sync(fn: Callable[..., Any], payload: Any, ctx: EventContext) -> Any:
         return fn(payload, ctx)
     finally:
         close_old_connections()
+
+
+def write_to_store(
+    stop: threading.Event,
+    event_id: str,
+    channel: str,
+    write: Callable[..., Any],
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    """``write(*args, **kwargs)``, tried again while the event store is unreachable.
+
+    A claim or an outcome that cannot be written is not given up: the event would
+    be lost, or left 'running' until its lease lapses and then counted as an
+    attempt whose worker died although its handler succeeded. The caller keeps the
+    event (its slot, its message) meanwhile. Raises the last error once ``stop`` is
+    set.
+    """
+    failures = 0
+    while True:
+        try:
+            return write(*args, **kwargs)
+        except DatabaseError as exc:
+            failures += 1
+            if failures == 1 or failures % 20 == 0:
+                logger.warning(
+                    "event %s on channel %s: the event store is unreachable (%s); "
+                    "the write is tried again",
+                    event_id,
+                    channel,
+                    exc,
+                    extra={"event_id": event_id, "channel": channel},
+                )
+            if stop.wait(min(STORE_RETRY_CAP, 0.05 * 2 ** min(failures, 10))):
+                raise
+
+
+class RetryingStore:
+    """The backend as :func:`finish_attempt` sees it: the outcome writes go through
+    ``write(event_id, channel, method, *args, **kwargs)`` (a retrying call)."""
+
+    def __init__(self, backend: Any, write: Callable[..., Any]) -> None:
+        self.app = backend.app
+        self._backend = backend
+        self._write = write
+
+    def complete(self, event: ClaimedEvent) -> None:
+        self._write(event.id, event.channel, self._backend.complete, event)
+
+    def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
+        self._write(
+            event.id,
+            event.channel,
+            self._backend.retry,
+            event,
+            error,
+            available_at=available_at,
+        )
+
+    def bury(self, event: ClaimedEvent, error: str) -> None:
+        self._write(event.id, event.channel, self._backend.bury, event, error)
 
 
 def finish_attempt(
@@ -169,6 +233,8 @@ class Consumer:
         self._thread = threading.Thread(target=self._run_loop, name=name, daemon=True)
         self._channels: dict[str, _Channel] = {}
         self._draining = False
+        #: Set when the drain timeout passed: outcome writes stop waiting for the store.
+        self._give_up = threading.Event()
         self._stopped: asyncio.Event | None = None
         self._ready = threading.Event()
         self._failed = threading.Event()
@@ -378,7 +444,14 @@ class Consumer:
                 error = (
                     f"attempt {event.attempt - 1} was lost (worker died, lease lapsed)"
                 )
-                await self._io(self.backend.bury, event, error)
+                await self._io(
+                    self._write,
+                    event.id,
+                    event.channel,
+                    self.backend.bury,
+                    event,
+                    error,
+                )
                 self._log_dead(event, error)
                 return
             log_start(event)
@@ -418,8 +491,8 @@ class Consumer:
             except Exception:
                 logger.exception("event %s could not be released", event.id)
         except Exception:
-            # Backend down while recording the outcome: the lease lapses and the
-            # event is redelivered, which is the at-least-once promise.
+            # Not recorded (the store stayed down until a forced shutdown): the
+            # lease lapses and the event is redelivered (at least once).
             logger.exception("recording the outcome of event %s failed", event.id)
         finally:
             state.running.pop(event.id, None)
@@ -434,7 +507,7 @@ class Consumer:
     ) -> None:
         await self._io(
             finish_attempt,
-            self.backend,
+            RetryingStore(self.backend, self._write),
             event,
             error,
             exc_info,
@@ -442,6 +515,16 @@ class Consumer:
             self.retry_base,
             self.retry_cap,
         )
+
+    def _write(
+        self,
+        event_id: str,
+        channel: str,
+        write: Callable[..., Any],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        return write_to_store(self._give_up, event_id, channel, write, *args, **kwargs)
 
     def _log_dead(self, event: ClaimedEvent, error: str) -> None:
         log_dead(event, error)
@@ -479,6 +562,7 @@ class Consumer:
                     "drain timeout: cancelling %d running event(s), handing them back",
                     len(pending),
                 )
+                self._give_up.set()
                 for r in running:
                     r.ctx.cancelled.set()
                 for task in pending:

@@ -101,3 +101,33 @@ def apps(request: pytest.FixtureRequest, unique_name: str) -> Iterator[Apps]:
         yield group
     finally:
         group.stop()
+
+
+@pytest.fixture
+def proxied_store(django_db_blocker):
+    """The run's PostgreSQL test database reached through a :class:`TcpProxy`, as
+    DATABASES alias ``proxied``: the test cuts the store off without touching the
+    shared server."""
+    from django.conf import settings as django_settings
+    from django.db import connections
+
+    from tests.servers import TcpProxy
+
+    config = dict(connections.settings["postgres"])
+    proxy = TcpProxy(int(config.get("PORT") or 5432), config.get("HOST") or None)
+    config.update(
+        HOST="127.0.0.1",
+        PORT=str(proxy.port),
+        OPTIONS={**config.get("OPTIONS", {}), "connect_timeout": 2},
+    )
+    django_settings.DATABASES["proxied"] = config
+    try:
+        with django_db_blocker.unblock():
+            yield proxy
+    finally:
+        proxy.close()
+        # This thread's wrapper would keep the closed proxy's port.
+        connections["proxied"].close()
+        del connections["proxied"]
+        connections.settings.pop("proxied", None)
+        django_settings.DATABASES.pop("proxied", None)

@@ -52,8 +52,6 @@ TASK_NAME = "mega_cluster.events.deliver"
 #: app name -> consumer of this process (the task looks its handlers up here).
 _consumers: dict[str, CeleryConsumer] = {}
 UNLIMITED_THREADS = 32
-#: Longest pause between tries of a store write while the store is unreachable.
-STORE_RETRY_CAP = 5.0
 _embedded: CeleryConsumer | None = None
 
 #: A one-row FROM item that turns off the commit's WAL flush for the statement's own
@@ -651,36 +649,21 @@ class CeleryConsumer:
     def _with_store(
         self, event_id: str, channel: str, write: Any, *args: Any, **kwargs: Any
     ) -> Any:
-        """``write(*args, **kwargs)``, tried again while the event store is
-        unreachable.
+        """A store write that waits out an outage (``write_to_store``) while the
+        message stays unacknowledged; at shutdown the message goes back to the
+        broker rather than being acked without its row."""
+        try:
+            return self.generic.write_to_store(
+                self._stopping, event_id, channel, write, *args, **kwargs
+            )
+        except DatabaseError as exc:
+            if not self._stopping.is_set():
+                raise
+            from celery.exceptions import Reject
 
-        The message stays unacknowledged meanwhile (and holds its slot), so an
-        outage of the database loses no event and leaves none 'running' without
-        a message: the claim or the outcome is written once the store is back. A
-        shutdown during the outage rejects the message back to the broker.
-        """
-        failures = 0
-        while True:
-            try:
-                return write(*args, **kwargs)
-            except DatabaseError as exc:
-                failures += 1
-                if failures == 1 or failures % 20 == 0:
-                    logger.warning(
-                        "event %s on channel %s: the event store is unreachable "
-                        "(%s); the message waits and the write is tried again",
-                        event_id,
-                        channel,
-                        exc,
-                        extra={"event_id": event_id, "channel": channel},
-                    )
-                pause = min(STORE_RETRY_CAP, 0.05 * 2 ** min(failures, 10))
-                if self._stopping.wait(pause):
-                    from celery.exceptions import Reject
-
-                    raise Reject(
-                        f"event store unreachable at shutdown: {exc}", requeue=True
-                    ) from exc
+            raise Reject(
+                f"event store unreachable at shutdown: {exc}", requeue=True
+            ) from exc
 
     def _wait_idle(self, sub: Any) -> None:
         while sub.idle is not None and not self._stopping.is_set():
@@ -724,7 +707,7 @@ class CeleryConsumer:
             error = f"{type(exc).__name__}: {exc}"
             exc_info = exc
         self.generic.finish_attempt(
-            _RetryingStore(self, event),
+            self.generic.RetryingStore(self.backend, self._with_store),
             event,
             error,
             exc_info,
@@ -732,35 +715,6 @@ class CeleryConsumer:
             self.retry_base,
             self.retry_cap,
         )
-
-
-class _RetryingStore:
-    """The backend as ``finish_attempt`` sees it: outcome writes go through
-    :meth:`CeleryConsumer._with_store`."""
-
-    def __init__(self, consumer: CeleryConsumer, event: ClaimedEvent) -> None:
-        self.app = consumer.backend.app
-        self._consumer = consumer
-        self._event = event
-
-    def _write(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        backend = self._consumer.backend
-        return self._consumer._with_store(
-            self._event.id,
-            self._event.channel,
-            getattr(backend, method),
-            *args,
-            **kwargs,
-        )
-
-    def complete(self, event: ClaimedEvent) -> None:
-        self._write("complete", event)
-
-    def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
-        self._write("retry", event, error, available_at=available_at)
-
-    def bury(self, event: ClaimedEvent, error: str) -> None:
-        self._write("bury", event, error)
 
 
 async def _run_async(
