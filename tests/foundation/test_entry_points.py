@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import select
+import signal
 import traceback
 
 import pytest
@@ -61,6 +64,8 @@ def test_preloaded_worker_starts_its_own_apps_before_its_first_request(
     if pid == 0:  # pragma: no cover - child
         try:
             os.close(read)
+            # A hang (a lock some other thread held at fork) shows its stacks.
+            faulthandler.dump_traceback_later(30, exit=True)
             for conn in connections.all(initialized_only=True):
                 conn.connection = None  # the parent's connection is not ours
             before = get_app().started
@@ -95,8 +100,12 @@ def test_preloaded_worker_starts_its_own_apps_before_its_first_request(
                 os._exit(0)
     os.close(write)
     with os.fdopen(read) as fh:
-        data = fh.read()
+        ready, _, _ = select.select([fh], [], [], 60)
+        data = fh.read() if ready else ""
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
+    assert data, "the forked worker hung or died without a report (stacks above)"
     report = json.loads(data)
     assert "error" not in report, f"the forked worker failed:\n{report['error']}"
     assert report["before"] is False
