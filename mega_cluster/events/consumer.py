@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import Error as DatabaseError
 from django.db import close_old_connections
 
-from .. import metrics
+from .. import metrics, node
 from .backends.base import ClaimedEvent
 from .pool import ThreadPool
 from .queue import EventContext, Subscription
@@ -56,11 +56,18 @@ def backoff(attempt: int, base: float, cap: float) -> float:
 
 
 def _call_sync(fn: Callable[..., Any], payload: Any, ctx: EventContext) -> Any:
-    close_old_connections()
+    with node.fork_guard():
+        close_old_connections()
     try:
         return fn(payload, ctx)
     finally:
-        close_old_connections()
+        with node.fork_guard():
+            close_old_connections()
+
+
+def _guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    with node.fork_guard():
+        return fn(*args, **kwargs)
 
 
 def write_to_store(
@@ -82,7 +89,8 @@ def write_to_store(
     failures = 0
     while True:
         try:
-            return write(*args, **kwargs)
+            with node.fork_guard():
+                return write(*args, **kwargs)
         except DatabaseError as exc:
             failures += 1
             if failures == 1 or failures % 20 == 0:
@@ -361,7 +369,9 @@ class Consumer:
     async def _io(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self.backend.blocking:
             return fn(*args, **kwargs)
-        return await asyncio.wrap_future(self.io.submit(lambda: fn(*args, **kwargs)))
+        return await asyncio.wrap_future(
+            self.io.submit(lambda: _guarded(fn, *args, **kwargs))
+        )
 
     async def _sleep(self, state: _Channel, seconds: float | None) -> None:
         try:

@@ -67,7 +67,8 @@ class Watchdog:
             lock = ref()
             if lock is None or not lock.renewing:
                 continue
-            next_due = lock._renew()
+            with node.fork_guard():
+                next_due = lock._renew()
             if next_due is not None:
                 self.schedule(lock, next_due)
 

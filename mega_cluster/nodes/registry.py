@@ -193,11 +193,13 @@ class NodeRegistry:
 
         try:
             while not self._stopped.is_set():
-                self._beat_quietly()
+                with node.fork_guard():
+                    self._beat_quietly()
                 self._wake.wait(self.heartbeat)
                 self._wake.clear()
             try:
-                self.store.remove(self.app.node_id)
+                with node.fork_guard():
+                    self.store.remove(self.app.node_id)
             except Exception as exc:
                 logger.warning(
                     "node %s could not remove its registry entry: %s",
@@ -205,9 +207,10 @@ class NodeRegistry:
                     exc,
                 )
         finally:
-            self.store.close()
-            # Database connections are per thread: close this thread's own.
-            connections.close_all()
+            with node.fork_guard():
+                self.store.close()
+                # Database connections are per thread: close this thread's own.
+                connections.close_all()
 
     def _beat_quietly(self) -> None:
         try:
