@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -26,9 +27,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range.
+
+    A port from ``bind(0)`` is an ephemeral one: between this check and the
+    server's own bind, any outgoing connection (to Redis, PostgreSQL...) may be
+    given it as its local port ("That port is already in use"). Below the range
+    only a listening server can take it.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    top = max(2048, low)
+    for _ in range(200):
+        port = random.randint(max(1024, top - 12000), top - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -9,13 +9,11 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 
+from demo.cluster import free_port
+
 from .services import wait_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["free_port"]
 
 
 class ServerProcess:
