@@ -12,21 +12,10 @@ from mega_cluster.checks import check_settings
 from mega_cluster.exceptions import ConfigurationError
 from mega_cluster.models import QueuedEvent
 from mega_cluster.testing import make_app
+from tests.databases import DATABASES
 from tests.factories import QueuedEventFactory
 
 from .conftest import queue_settings, wait_until
-
-DATABASES = [
-    pytest.param("default", id="sqlite", marks=pytest.mark.django_db(transaction=True)),
-    pytest.param(
-        "postgres",
-        id="postgres",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
-        ],
-    ),
-]
 
 
 @pytest.fixture(params=DATABASES)

@@ -13,20 +13,9 @@ from django.utils import timezone
 
 from mega_cluster.exceptions import BackendUnavailable
 from mega_cluster.testing import make_app
+from tests.databases import DATABASES
 from tests.factories import LockLeaseFactory, LockWaiterFactory
 from tests.servers import free_port
-
-DATABASES = [
-    pytest.param("default", id="sqlite", marks=pytest.mark.django_db(transaction=True)),
-    pytest.param(
-        "postgres",
-        id="postgres",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
-        ],
-    ),
-]
 
 
 @pytest.fixture(params=DATABASES)
