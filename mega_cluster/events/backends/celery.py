@@ -656,9 +656,7 @@ class CeleryConsumer:
             return self.generic.write_to_store(
                 self._stopping, event_id, channel, write, *args, **kwargs
             )
-        except DatabaseError as exc:
-            if not self._stopping.is_set():
-                raise
+        except DatabaseError as exc:  # only once stopping
             from celery.exceptions import Reject
 
             raise Reject(
