@@ -50,14 +50,22 @@ class PluginStateFactory(ModelFactory):
     version = "1.0.0"
 
 
-class LockLeaseFactory(ModelFactory):
+class LockRowFactory(ModelFactory):
+    """A row of one lock key of the suite's app."""
+
+    class Meta:
+        abstract = True
+
+    app_name = factory.LazyFunction(_suite_app_name)
+    key = factory.Sequence(lambda n: f"key-{n}")
+
+
+class LockLeaseFactory(LockRowFactory):
     """A lock key's row, held for 30 s by a node; ``token=""`` makes it free."""
 
     class Meta:
         model = LockLease
 
-    app_name = factory.LazyFunction(_suite_app_name)
-    key = factory.Sequence(lambda n: f"key-{n}")
     token = factory.LazyFunction(lambda: uuid.uuid4().hex)
     holder = factory.Sequence(lambda n: f"node-{n}")
     fence = 1
@@ -67,14 +75,12 @@ class LockLeaseFactory(ModelFactory):
     )
 
 
-class LockWaiterFactory(ModelFactory):
+class LockWaiterFactory(LockRowFactory):
     """A place in a key's FIFO queue, live for 3 s (``WAITER_LEASE``)."""
 
     class Meta:
         model = LockWaiter
 
-    app_name = factory.LazyFunction(_suite_app_name)
-    key = factory.Sequence(lambda n: f"key-{n}")
     waiter = factory.LazyFunction(lambda: uuid.uuid4().hex)
     deadline = factory.LazyFunction(lambda: timezone.now() + timedelta(seconds=3))
 
