@@ -117,6 +117,14 @@ def _noop(amount: float = 1) -> None:
     return None
 
 
+def histogram(name: str, **labels: Any) -> Callable[[float], None]:
+    """A ready-labelled ``observe(value)`` of histogram ``name``, for hot paths that
+    keep it (like :func:`counter`); a no-op without prometheus-client. Raises like
+    :func:`observe`."""
+    metric = _metric(name, "histogram", labels)
+    return _noop if metric is None else metric.observe
+
+
 def observe(name: str, value: float, **labels: Any) -> None:
     """Record ``value`` (seconds) in histogram ``name``; no-op without
     prometheus-client. Raises ``ValueError`` for an unknown name or wrong labels."""

@@ -87,6 +87,9 @@ class LockManager:
         )
         self._wait_total = 0.0
         self._wait_max = 0.0
+        # labelled once: looking labels up per call costs as much as the call
+        self._observe_wait = metrics.histogram("lock_wait_seconds", app=app.name)
+        self._observe_hold = metrics.histogram("lock_hold_seconds", app=app.name)
 
     def __repr__(self) -> str:
         return f"<LockManager app={self.app.name!r} backend={self.backend_name!r}>"
@@ -134,8 +137,7 @@ class LockManager:
     def _forget(self, lock: Lock) -> None:
         self._held.discard(lock)
         self._count("released")
-        held = time.monotonic() - lock.acquired_monotonic
-        metrics.observe("lock_hold_seconds", held, app=self.app.name)
+        self._observe_hold(time.monotonic() - lock.acquired_monotonic)
 
     def _take(
         self, key: object, ttl: object, wait: float, auto_extend: bool
@@ -146,7 +148,7 @@ class LockManager:
         started = time.monotonic()
         fence = self.backend.acquire(key, token, ttl, wait, self.app.node_id)
         waited = time.monotonic() - started
-        metrics.observe("lock_wait_seconds", waited, app=self.app.name)
+        self._observe_wait(waited)
         with self._stats_lock:
             self._wait_total += waited
             self._wait_max = max(self._wait_max, waited)

@@ -111,6 +111,10 @@ def test_metric_helpers_reject_bad_names_and_labels():
         metrics.inc("lock_wait_seconds", app="a")
     with pytest.raises(ValueError, match="counter"):
         metrics.observe("event_attempts", 1.0, app="a", channel="c")
+    with pytest.raises(ValueError, match="counter"):
+        metrics.histogram("event_attempts", app="a", channel="c")
+    with pytest.raises(ValueError, match="histogram"):
+        metrics.counter("lock_hold_seconds", app="a")
 
 
 @pytest.mark.skipif(not metrics.ENABLED, reason="prometheus-client is not installed")

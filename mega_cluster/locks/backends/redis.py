@@ -18,12 +18,14 @@ without persistence): a new counter starts above every fence handed out before.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ...exceptions import BackendUnavailable
+from ...redis_direct import DirectConnections
 from .base import WAITER_LEASE, WAITER_REFRESH, LockBackend, LockInfo
 
 KEY_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,50}$")
@@ -71,7 +73,8 @@ end
 """
 
 # KEYS: lock   ARGV: token, ttl_ms, holder, waiter ('' = do not queue), acquired_at
-# -> {1, fence} granted | {0, pttl} held (pttl -2: free, an older waiter goes first)
+# -> fence (> 0) granted | -pttl (< 0) held | 0 free, but an older waiter goes first
+# (one integer: the cheapest reply to send and parse)
 _ACQUIRE = (
     _KEYS
     + _HEAD
@@ -80,7 +83,7 @@ local token, me = ARGV[1], ARGV[4]
 local current = redis.call('HGET', lock, 'token')
 if current == token then
   -- a retried call whose first reply was lost: it is already ours
-  return {1, tonumber(redis.call('HGET', lock, 'fence'))}
+  return tonumber(redis.call('HGET', lock, 'fence'))
 end
 if not current then
   local h = head()
@@ -101,7 +104,7 @@ if not current then
       'acquired_at', ARGV[5])
     redis.call('PEXPIRE', lock, ARGV[2])
     redis.call('SADD', base .. 'index', key)
-    return {1, fence}
+    return fence
   end
   -- free, and an older waiter goes first: nudge it in case its wake-up was lost
   redis.call('RPUSH', wake_prefix .. h, '1')
@@ -115,8 +118,10 @@ if me ~= '' then
   redis.call('PEXPIRE', queue, 2 * lease)
   redis.call('PEXPIRE', places, 2 * lease)
 end
-if not current then return {0, -2} end
-return {0, redis.call('PTTL', lock)}
+if not current then return 0 end
+local pttl = redis.call('PTTL', lock)
+if pttl > 0 then return -pttl end
+return 0
 """
 )
 
@@ -179,6 +184,15 @@ return out
 """
 
 
+_SCRIPT_TEXTS = {
+    "acquire": _ACQUIRE,
+    "release": _RELEASE,
+    "extend": _EXTEND,
+    "leave": _LEAVE,
+    "list": _LIST,
+}
+
+
 def _ms_to_datetime(value: Any):
     import datetime as dt
 
@@ -221,23 +235,25 @@ class RedisLockBackend(LockBackend):
         prefix = self.options.get("KEY_PREFIX", "mc")
         self._base = f"{prefix}:{{{app.name}}}:"
         self._client_obj: Any = None
-        self._scripts: dict[str, Any] = {}
+        self._direct: Any = None
+        # name -> (SHA1, text): the key base is written into each script
+        self._scripts: dict[str, tuple[str, str]] = {}
+        for name, text in _SCRIPT_TEXTS.items():
+            text = text.replace("LEASE_MS", str(int(WAITER_LEASE * 1000)))
+            text = text.replace("BASE", self._base)  # checked: no quotes
+            self._scripts[name] = (
+                hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest(),
+                text,
+            )
 
     # connection ----------------------------------------------------------------------
 
     def _client(self) -> Any:
+        """The redis-py client (blocking waits, ping); scripts run on ``_direct``."""
         if self._client_obj is None:
-            self._client_obj = self._connect()
-            for name, text in (
-                ("acquire", _ACQUIRE),
-                ("release", _RELEASE),
-                ("extend", _EXTEND),
-                ("leave", _LEAVE),
-                ("list", _LIST),
-            ):
-                text = text.replace("LEASE_MS", str(int(WAITER_LEASE * 1000)))
-                text = text.replace("BASE", self._base)  # checked: no quotes
-                self._scripts[name] = self._client_obj.register_script(text)
+            client = self._connect()
+            self._direct = DirectConnections(client)
+            self._client_obj = client
         return self._client_obj
 
     def _connect(self) -> Any:
@@ -270,9 +286,13 @@ class RedisLockBackend(LockBackend):
     def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         import redis
 
-        client = self._client()
+        direct = self._direct
+        if direct is None:
+            self._client()
+            direct = self._direct
+        sha, text = self._scripts[name]
         try:
-            return self._scripts[name](keys=keys, args=args, client=client)
+            return direct.script(sha, text, keys, args)
         except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as exc:
             raise BackendUnavailable(
                 f"Redis lock backend of app {self.app.name!r} is unreachable: {exc}"
@@ -292,8 +312,8 @@ class RedisLockBackend(LockBackend):
         deadline = time.monotonic() + wait
         try:
             while True:
-                granted, value = self._call("acquire", [lock], args)
-                if granted:
+                value = self._call("acquire", [lock], args)
+                if value > 0:
                     return int(value)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -301,8 +321,8 @@ class RedisLockBackend(LockBackend):
                 # Woken by release/leave; the timeout refreshes our place in the
                 # queue and catches a holder whose lease runs out without release.
                 timeout = min(remaining, WAITER_REFRESH)
-                if value > 0:
-                    timeout = min(timeout, value / 1000 + 0.001)
+                if value < 0:  # held: its lease ends in -value ms at the latest
+                    timeout = min(timeout, -value / 1000 + 0.001)
                 try:
                     self._client().blpop([f"{b}W:{waiter}"], timeout=max(timeout, 0.01))
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -364,6 +384,8 @@ class RedisLockBackend(LockBackend):
 
     def stop(self) -> None:
         client, self._client_obj = self._client_obj, None
-        self._scripts = {}
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            direct.close()
         if client is not None and not self.options.get("CACHE"):
             client.close()

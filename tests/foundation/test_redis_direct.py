@@ -1,0 +1,134 @@
+"""DirectConnections: the lean Redis path of the lock backend and pub/sub publisher."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from mega_cluster.redis_direct import DirectConnections
+from tests.servers import redis_server
+
+pytestmark = pytest.mark.redis
+
+redis = pytest.importorskip("redis")
+
+
+def _client_id(direct: DirectConnections) -> int:
+    return int(direct.execute("CLIENT", "ID"))
+
+
+def test_commands_reuse_one_idle_connection(redis_url, unique_name):
+    client = redis.Redis.from_url(redis_url)
+    direct = DirectConnections(client)
+    try:
+        first = _client_id(direct)
+        assert direct.execute("SET", f"{unique_name}:k", "v") in (b"OK", "OK", True)
+        assert direct.execute("GET", f"{unique_name}:k") == b"v"
+        assert _client_id(direct) == first  # same socket, no pool round trip
+    finally:
+        direct.execute("DEL", f"{unique_name}:k")
+        direct.close()
+        client.close()
+
+
+def test_an_error_reply_raises_and_keeps_the_connection(redis_url, unique_name):
+    client = redis.Redis.from_url(redis_url)
+    direct = DirectConnections(client)
+    try:
+        first = _client_id(direct)
+        direct.execute("SET", f"{unique_name}:s", "text")
+        with pytest.raises(redis.ResponseError, match="not an integer"):
+            direct.execute("INCR", f"{unique_name}:s")
+        assert _client_id(direct) == first
+    finally:
+        direct.execute("DEL", f"{unique_name}:s")
+        direct.close()
+        client.close()
+
+
+def test_script_is_loaded_when_the_server_does_not_know_it(redis_url, unique_name):
+    """First use and after SCRIPT FLUSH (or a restart): EVALSHA fails with NOSCRIPT,
+    the script is loaded and the call answered."""
+    text = f"return '{unique_name}' .. ARGV[1]"
+    sha = hashlib.sha1(text.encode()).hexdigest()
+    client = redis.Redis.from_url(redis_url)
+    direct = DirectConnections(client)
+    try:
+        assert direct.script(sha, text, [], ["x"]) == f"{unique_name}x".encode()
+        assert client.script_exists(sha) == [True]
+    finally:
+        direct.close()
+        client.close()
+
+
+def test_a_dropped_idle_connection_is_replaced_once(redis_url):
+    """An idle connection the server closed (restart, timeout, CLIENT KILL) costs
+    nothing: the command is sent again on a new connection."""
+    client = redis.Redis.from_url(redis_url)
+    direct = DirectConnections(client)
+    try:
+        first = _client_id(direct)
+        client.client_kill_filter(_id=first)
+        assert direct.execute("PING") in (b"PONG", True)
+        assert _client_id(direct) != first
+    finally:
+        direct.close()
+        client.close()
+
+
+def test_a_new_connection_that_fails_raises_connection_error():
+    with redis_server() as server:
+        client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=2)
+        direct = DirectConnections(client)
+        assert direct.execute("PING") in (b"PONG", True)
+        server.stop()
+        # The idle connection is dead and so is every new one: one retry, then raise.
+        with pytest.raises(redis.ConnectionError):
+            direct.execute("PING")
+        with pytest.raises(redis.ConnectionError):
+            direct.execute("PING")
+        server.start()
+        assert direct.execute("PING") in (b"PONG", True)
+        direct.close()
+        client.close()
+
+
+def test_a_timeout_closes_the_connection_and_is_not_retried():
+    """A reply that does not come in time may still come: that socket is closed (a
+    late reply must not answer the next command) and the command not re-sent."""
+    with redis_server() as server:
+        client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=0.5)
+        direct = DirectConnections(client)
+        first = _client_id(direct)
+        # A blocking command that outlives the socket timeout.
+        with pytest.raises(redis.TimeoutError):
+            direct.execute("BLPOP", "mc-direct-never", 2)
+        assert len(direct._free) == 0
+        assert _client_id(direct) != first
+        direct.close()
+        client.close()
+
+
+def test_a_forked_child_opens_its_own_connections(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    direct = DirectConnections(client)
+    parent_id = _client_id(direct)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            child_id = _client_id(direct)
+            os.write(write, str(child_id).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child_id = int(os.read(read, 64) or b"0")
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_id and child_id != parent_id
+    # The parent's connection was left alone by the child.
+    assert _client_id(direct) == parent_id
+    direct.close()
+    client.close()
