@@ -412,6 +412,26 @@ def test_arun_exclusive_raises_lock_lost_after_fn_when_the_lease_is_lost(
     assert manager.stats()["lost"] == 1
 
 
+def test_async_section_stays_protected_while_its_event_loop_is_blocked(
+    manager, other
+):
+    """Async holders are renewed off their event loop: an `async def` section that
+    blocks the loop for 3x its TTL (CPU-bound work, a sync driver call) keeps the
+    key, where a renewal task on that loop could not have run."""
+    probes = []
+
+    async def section() -> str:
+        for _ in range(3):
+            time.sleep(0.3)  # blocks the loop: no task on it runs meanwhile
+            probes.append(other.try_acquire("async-blocked"))
+        return "done"
+
+    result = asyncio.run(manager.arun_exclusive("async-blocked", section, ttl=0.3))
+    assert result == "done"
+    assert probes == [None, None, None]
+    assert manager.stats()["extended"] >= 2
+
+
 def test_async_with_lock(manager, other):
     """`async with lock(key)` yields the Lock and frees the key afterwards."""
 
