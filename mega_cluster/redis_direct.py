@@ -19,6 +19,9 @@ they keep connections of their own here:
   fails raises at once;
 * after ``os.fork()`` the child starts with an empty list (the parent's sockets
   are never shared).
+
+A client without a single connection pool (``RedisCluster``, which routes each key
+to its node) is used through its own ``execute_command``.
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ class DirectConnections:
     """Connections to the server of ``client``, used without its pool."""
 
     def __init__(self, client: Any) -> None:
-        pool = client.connection_pool
-        self._factory = pool.connection_class
-        self._kwargs = dict(pool.connection_kwargs)
         self._free: deque[Any] = deque()
         self._pid = os.getpid()
+        pool = getattr(client, "connection_pool", None)
+        if pool is None:
+            self.execute = client.execute_command  # type: ignore[method-assign]
+            return
+        self._factory = pool.connection_class
+        self._kwargs = dict(pool.connection_kwargs)
 
     def _take(self) -> tuple[Any, bool]:
         if self._pid != os.getpid():  # forked: the parent's sockets are not ours

@@ -132,3 +132,31 @@ def test_a_forked_child_opens_its_own_connections(redis_url):
     assert _client_id(direct) == parent_id
     direct.close()
     client.close()
+
+
+def test_a_client_without_one_pool_is_used_through_execute_command(
+    redis_url, unique_name
+):
+    """RedisCluster routes each key to a node and has no single pool: its own
+    execute_command serves the calls (here a stand-in exposing only that)."""
+    client = redis.Redis.from_url(redis_url)
+
+    class Routed:
+        def __init__(self) -> None:
+            self.calls: list[tuple] = []
+
+        def execute_command(self, *args):
+            self.calls.append(args)
+            return client.execute_command(*args)
+
+    routed = Routed()
+    direct = DirectConnections(routed)
+    try:
+        direct.execute("SET", f"{unique_name}:r", "1")
+        text = f"return redis.call('GET', KEYS[1]) -- {unique_name}"  # not loaded yet
+        sha = hashlib.sha1(text.encode()).hexdigest()
+        assert direct.script(sha, text, [f"{unique_name}:r"], []) == b"1"
+        assert [c[0] for c in routed.calls] == ["SET", "EVALSHA", "SCRIPT", "EVALSHA"]
+    finally:
+        client.delete(f"{unique_name}:r")
+        client.close()
