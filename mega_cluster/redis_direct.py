@@ -17,6 +17,10 @@ they keep connections of their own here:
   (the server may have restarted or closed it since), the command is sent once more
   on a new connection, as redis-py's default retry does; a new connection that
   fails raises at once;
+* with ``resend=False`` (the pub/sub publisher: a ``PUBLISH`` the server ran but
+  whose reply was lost must not run twice) nothing is sent twice: an idle
+  connection is checked before use instead (a closed one is replaced, as redis-py's
+  pool does at checkout), and a failure after sending raises;
 * after ``os.fork()`` the child starts with an empty list (the parent's sockets
   are never shared).
 
@@ -34,9 +38,10 @@ from typing import Any
 class DirectConnections:
     """Connections to the server of ``client``, used without its pool."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, resend: bool = True) -> None:
         self._free: deque[Any] = deque()
         self._pid = os.getpid()
+        self._resend = resend
         pool = getattr(client, "connection_pool", None)
         if pool is None:
             self.execute = client.execute_command  # type: ignore[method-assign]
@@ -49,9 +54,22 @@ class DirectConnections:
             self._free = deque()
             self._pid = os.getpid()
         try:
-            return self._free.pop(), True
+            conn = self._free.pop()
         except IndexError:
             return self._factory(**self._kwargs), False
+        if not self._resend:
+            import redis
+
+            try:
+                # EOF (closed by the server) raises; unread data means a reply
+                # nobody asked for: either way the connection cannot be trusted
+                usable = not conn.can_read()
+            except (redis.ConnectionError, OSError):
+                usable = False
+            if not usable:
+                conn.disconnect()
+                return self._factory(**self._kwargs), False
+        return conn, True
 
     def execute(self, *args: Any) -> Any:
         """Send one command and return its reply; raises redis-py's exceptions
@@ -68,7 +86,7 @@ class DirectConnections:
                 raise
             except (redis.ConnectionError, OSError):
                 conn.disconnect()
-                if not idle:
+                if not idle or not self._resend:
                     raise
                 conn, idle = self._factory(**self._kwargs), False
                 continue

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import pytest
 
 from mega_cluster.redis_direct import DirectConnections
+from mega_cluster.testing import wait_until
 from tests.servers import redis_server
 
 pytestmark = pytest.mark.redis
@@ -159,4 +161,78 @@ def test_a_client_without_one_pool_is_used_through_execute_command(
         assert [c[0] for c in routed.calls] == ["SET", "EVALSHA", "SCRIPT", "EVALSHA"]
     finally:
         client.delete(f"{unique_name}:r")
+        client.close()
+
+
+# resend=False: the pub/sub publisher, where a PUBLISH must never run twice ----------
+
+_BUSY_INCR = """
+redis.call('INCR', KEYS[1])
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat
+  t = redis.call('TIME')
+until t[1] * 1000000 + t[2] - start > 400000
+return 1
+"""
+
+
+@pytest.mark.parametrize("resend", [True, False])
+def test_a_command_that_failed_after_sending_is_resent_only_with_resend(resend):
+    """The connection drops while the server runs the command (a script that
+    increments, then stays busy): with resend (locks) it is sent again on a new
+    connection and runs twice; with resend=False it raises and ran once."""
+    import threading
+
+    from tests.servers import TcpProxy
+
+    with redis_server() as server:
+        proxy = TcpProxy(server.port)
+        client = redis.Redis(host="127.0.0.1", port=proxy.port, socket_timeout=5)
+        direct = DirectConnections(client, resend=resend)
+        check = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5)
+        try:
+            direct.execute("PING")  # an idle connection in the free list
+
+            def cut() -> None:
+                time.sleep(0.15)  # the script is running
+                proxy.cut()
+                proxy.restore()
+
+            cutter = threading.Thread(target=cut)
+            cutter.start()
+            if resend:
+                assert direct.execute("EVAL", _BUSY_INCR, 1, "mc-direct-n") == 1
+            else:
+                with pytest.raises(redis.ConnectionError):
+                    direct.execute("EVAL", _BUSY_INCR, 1, "mc-direct-n")
+            cutter.join()
+            assert wait_until(lambda: check.get("mc-direct-n") is not None, 5)
+            time.sleep(0.5)  # a resent script would have run by now
+            assert int(check.get("mc-direct-n")) == (2 if resend else 1)
+        finally:
+            direct.close()
+            client.close()
+            check.close()
+            proxy.close()
+
+
+def test_without_resend_a_closed_idle_connection_is_replaced_before_sending(
+    redis_url, unique_name
+):
+    """A connection the server closed while it was idle (restart, timeout, CLIENT
+    KILL) is found before anything is sent on it: the command runs once, on a new
+    connection, and does not raise."""
+    client = redis.Redis.from_url(redis_url)
+    direct = DirectConnections(client, resend=False)
+    key = f"{unique_name}:once"
+    try:
+        first = _client_id(direct)
+        client.client_kill_filter(_id=first)
+        assert direct.execute("INCR", key) == 1
+        assert _client_id(direct) != first
+        assert int(client.get(key)) == 1
+    finally:
+        client.delete(key)
+        direct.close()
         client.close()
