@@ -66,6 +66,7 @@ class Dispatcher:
     _inbox: collections.deque[bytes]
     _wakeups: queue.SimpleQueue[None]
     _wake_scheduled: bool
+    _wake_per_read: bool
     _counters: dict[str, Callable[[float], None]]
     _delivered: dict[str, int]
     _subs: dict[str, tuple[Subscription, ...]]
@@ -82,7 +83,7 @@ class Dispatcher:
         inbox = self._inbox
         if len(inbox) < self.buffer_size:
             inbox.append(data)
-            if self._wake_scheduled:
+            if self._wake_scheduled or self._wake_per_read:
                 return
             self._wake_scheduled = True
             loop = self._loop
@@ -112,6 +113,13 @@ class Dispatcher:
     def _wake_now(self) -> None:
         self._wake_scheduled = False
         self._wakeups.put(None)
+
+    def _on_read_done(self) -> None:
+        # the backend delivered a whole read in one step: wake the dispatcher now
+        # (no loop iteration in between, which cost two epoll_wait calls per
+        # message when messages come one at a time)
+        if self._inbox:
+            self._wakeups.put(None)
 
     def _on_gap(self) -> None:
         self._gap_pending = True

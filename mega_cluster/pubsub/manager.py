@@ -77,6 +77,8 @@ class PubSubManager(Dispatcher):
         self.backend = _load_backend(app)
         self.backend.on_message = self._on_message
         self.backend.on_gap = self._on_gap
+        self.backend.on_read_done = self._on_read_done
+        self._wake_per_read = self.backend.reads_in_batches
         self.max_bytes: int = app.settings["MESSAGE_MAX_BYTES"]
         self.buffer_size: int = app.settings.pubsub["BUFFER_SIZE"]
         #: messages dropped because the local buffer was full.

@@ -16,6 +16,10 @@ The manager sets two callbacks before :meth:`connect`:
     Called when messages may have been lost: after the connection was lost and
     opened again (subscriptions already restored), or when the driver dropped
     messages it could not buffer.
+``on_read_done()``
+    Called, from the loop, by backends with ``reads_in_batches`` after the
+    messages of each socket read: the manager wakes its dispatcher then, once per
+    read, instead of one loop iteration after the first message.
 
 Delivery is at most once: nothing is buffered across an outage, and the gap is
 reported through ``on_gap``.
@@ -46,14 +50,19 @@ class PubSubBackend(Backend):
     #: True when :meth:`publish` hands the message over before its first ``await``,
     #: so concurrent async publishers keep their call order without a lock.
     publish_in_order: ClassVar[bool] = False
+    #: True when the backend calls ``on_read_done()`` after the messages of each
+    #: read it delivers (all of them in one step of the loop).
+    reads_in_batches: ClassVar[bool] = False
 
     on_message: Callable[[str, bytes], None]
     on_gap: Callable[[], None]
+    on_read_done: Callable[[], None]
 
     def __init__(self, app, options) -> None:  # type: ignore[no-untyped-def]
         super().__init__(app, options)
         self.on_message = lambda wire, data: None
         self.on_gap = lambda: None
+        self.on_read_done = lambda: None
         #: wire channels subscribed, restored after a reconnect.
         self.channels: set[str] = set()
         self.connected = False

@@ -10,6 +10,7 @@ import asyncio
 import collections
 import logging
 import socket
+import sys
 import threading
 import time
 from typing import Any, ClassVar
@@ -21,9 +22,12 @@ logger = logging.getLogger("mega_cluster.pubsub")
 
 #: Sync publishes go out in bursts through nats-py internals (False: nc.publish()).
 _FAST_PUBLISH = True
+_EAGER = sys.version_info >= (3, 12)  # asyncio.Task(eager_start=...)
 
 #: Sync publishers wait (back-pressure) while this many messages are queued.
 OUTBOX_LIMIT = 10_000
+#: ``publish`` lets the loop run once this many bytes wait in nats-py's buffer.
+YIELD_BYTES = 65_536
 
 
 class NatsPubSubBackend(PubSubBackend):
@@ -35,7 +39,11 @@ class NatsPubSubBackend(PubSubBackend):
     publish_in_order: ClassVar[bool] = True
 
     def __init__(self, app, options) -> None:  # type: ignore[no-untyped-def]
+        import nats.errors
+
         super().__init__(app, options)
+        # kept: the import statements in publish() were 4% of its cost
+        self._errors: Any = nats.errors
         self._nc: Any = None
         self._subs: dict[str, Any] = {}
         self._lost: asyncio.Event | None = None
@@ -136,9 +144,6 @@ class NatsPubSubBackend(PubSubBackend):
             await sub.unsubscribe()
 
     async def publish(self, wire_channel: str, data: bytes) -> None:
-        from nats.errors import Error as NatsError
-        from nats.errors import MaxPayloadError
-
         nc = self._nc
         if nc is None or not self.connected:
             raise self.unavailable(ConnectionError("not connected"))
@@ -151,11 +156,17 @@ class NatsPubSubBackend(PubSubBackend):
             if nc.is_closed or not nc.is_connected:
                 raise ConnectionError("not connected")
             if len(data) > nc.max_payload:
-                raise MaxPayloadError
+                raise self._errors.MaxPayloadError
             await nc._send_command(self._pub_line(wire_channel, data))
             if nc._flush_queue is not None and nc._flush_queue.empty():
                 await nc._flush_pending()
-        except (NatsError, ConnectionError) as exc:
+            elif nc._pending_data_size >= YIELD_BYTES:
+                # A caller publishing in a loop that awaits nothing else never
+                # lets nats-py's flusher (kicked above) run: it would write only
+                # when nats-py's 2 MiB buffer is full, receivers waiting for the
+                # whole burst and every other task (the listener) for the loop.
+                await asyncio.sleep(0)
+        except (self._errors.Error, ConnectionError) as exc:
             raise self.unavailable(exc) from exc
 
     def _pub_line(self, wire: str, data: bytes) -> bytes:
@@ -185,7 +196,13 @@ class NatsPubSubBackend(PubSubBackend):
     def _kick(self) -> None:
         # on the loop: one drainer at a time keeps the outbox order
         if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+            loop = asyncio.get_running_loop()
+            if _EAGER:
+                # runs now, up to its first real wait (usually to the end): one
+                # loop iteration less between a sync publish and the socket
+                self._drainer = asyncio.Task(self._drain(), loop=loop, eager_start=True)
+            else:
+                self._drainer = loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         lost = 0
