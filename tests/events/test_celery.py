@@ -174,3 +174,35 @@ def test_admin_queues_page_lists_events_and_oldest_pending_age(unique_name):
         assert events == {(dead_id, "dead"), (pending_id, "pending")}
         dead = page.context["events"]
         assert any("boom on" in " ".join(e["error"]) for e in dead)
+
+
+@pytest.mark.celery
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_message_argsrepr_names_the_event_without_its_payload(unique_name):
+    """What monitors show for an event's message (the ``argsrepr`` header): app,
+    event id and channel, not the payload (Celery's own repr of it is costly)."""
+    from celery.signals import before_task_publish
+
+    from .conftest import queue_settings
+
+    app = make_app(unique_name, queue_settings("celery", "postgres"))
+    shown = []
+
+    def capture(sender=None, headers=None, **kwargs):
+        shown.append(headers.get("argsrepr"))
+
+    before_task_publish.connect(capture)
+    try:
+        event_id = app.event_queue.publish("shown", {"secret": "x" * 50})
+        app.event_queue.backend.send("shown", event_id)
+        assert shown == [
+            f"[{unique_name!r}, {event_id!r}, 'shown', <event>]",
+            f"[{unique_name!r}, {event_id!r}, 'shown']",
+        ]
+        (pending,) = app.event_queue.events("shown", "pending")
+        assert (pending.id, pending.payload) == (event_id, {"secret": "x" * 50})
+    finally:
+        before_task_publish.disconnect(capture)
+        app.stop()

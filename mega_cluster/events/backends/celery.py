@@ -175,6 +175,11 @@ class CeleryEventBackend(DatabaseEventBackend):
                 queue=self.broker_queue(channel),
                 countdown=countdown if countdown and countdown > 0 else None,
                 ignore_result=True,
+                # What monitors show for the arguments. Celery's default, a bounded
+                # repr of all of them (the payload too), costs a publish more CPU
+                # than building the rest of its message.
+                argsrepr=f"[{self.app.name!r}, {event_id!r}, {channel!r}"
+                + (", <event>]" if event is not None else "]"),
             )
         except Exception as exc:
             raise BackendUnavailable(
@@ -193,15 +198,12 @@ class CeleryEventBackend(DatabaseEventBackend):
             self.rows.add(
                 [
                     event.id,
-                    self.app.name,
                     event.channel,
                     event.payload,
                     event.max_retries,
                     event.timeout,
                     event.available_at,
-                    connections[self.alias].ops.adapt_datetimefield_value(
-                        timezone.now()
-                    ),
+                    time.time(),
                 ]
             )
             return event.id
@@ -217,19 +219,17 @@ class CeleryEventBackend(DatabaseEventBackend):
         return event_id
 
     def _write_rows(self, rows: list[list[Any]]) -> None:
-        from django.db import transaction
-
-        values = ", ".join(
-            ["(%s, %s, %s, %s, 'pending', 0, 0, %s, %s, %s, NULL, '', '', %s)"]
-            * len(rows)
+        # One statement, one parameter: the rows travel as one JSON array (adapting
+        # eight parameters per row cost the writer more than the insert itself),
+        # committed lazily by the FROM item (no BEGIN/SET/COMMIT round trips).
+        self._execute(
+            f"INSERT INTO {self.table} ({_ROW_COLUMNS}) SELECT r->>0, %s, r->>1, "
+            "r->>2, 'pending', 0, 0, (r->>3)::int, (r->>4)::float8, "
+            "(r->>5)::float8, NULL, '', '', to_timestamp((r->>6)::float8) "
+            f"FROM json_array_elements(%s::json) AS r, {LAZY_COMMIT} "
+            "ON CONFLICT (id) DO NOTHING",
+            [self.app.name, json.dumps(rows)],
         )
-        with transaction.atomic(using=self.alias):
-            self._execute("SELECT set_config('synchronous_commit', 'off', true)", [])
-            self._execute(
-                f"INSERT INTO {self.table} ({_ROW_COLUMNS}) VALUES {values} "
-                "ON CONFLICT (id) DO NOTHING",
-                [value for row in rows for value in row],
-            )
 
     def lazy_insert(self, event: NewEvent) -> bool:
         # A dedupe key's row stays a durable commit: the key's uniqueness must
