@@ -20,6 +20,7 @@ import pytest
 from django.conf import settings
 
 from mega_cluster.testing import make_app
+from tests.databases import ON_POSTGRES
 
 WORKER = "tests/cluster/locks_worker.py"
 
@@ -28,10 +29,7 @@ BACKENDS = [
     pytest.param(
         "database-postgres",
         id="database-postgres",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
-        ],
+        marks=ON_POSTGRES,
     ),
     pytest.param(
         "database-sqlite",

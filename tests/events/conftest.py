@@ -13,6 +13,7 @@ from mega_cluster.testing import (
     make_app,
     wait_until,  # noqa: F401 - re-exported
 )
+from tests.databases import ON_POSTGRES
 
 #: Short timings so the suite is fast; every wait in a test is still bounded.
 FAST = {"LEASE": 2.0, "POLL_INTERVAL": 0.05, "RETRY_BASE": 0.01, "RETRY_CAP": 0.05}
@@ -31,10 +32,7 @@ BACKENDS = [
     pytest.param(
         ("database", "postgres"),
         id="database-postgres",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
-        ],
+        marks=ON_POSTGRES,
     ),
     pytest.param(
         ("celery", "postgres"),
@@ -42,8 +40,7 @@ BACKENDS = [
         marks=[
             pytest.mark.celery,
             pytest.mark.rabbitmq,
-            pytest.mark.postgres,
-            pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
+            *ON_POSTGRES,
         ],
     ),
 ]

@@ -10,6 +10,7 @@ from django.conf import settings
 
 from mega_cluster.locks import LockManager
 from mega_cluster.testing import make_app
+from tests.databases import ON_POSTGRES
 
 BACKENDS = [
     pytest.param("local", id="local"),
@@ -22,10 +23,7 @@ BACKENDS = [
     pytest.param(
         "database-postgres",
         id="database-postgres",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
-        ],
+        marks=ON_POSTGRES,
     ),
 ]
 

@@ -10,6 +10,7 @@ from mega_cluster import Plugin
 from mega_cluster.pubsub import envelope
 from mega_cluster.sync_messages.manager import WIRE_PREFIX
 from mega_cluster.testing import make_app
+from tests.databases import ON_POSTGRES
 from tests.pubsub.helpers import wait_for
 from tests.servers import redis_server
 
@@ -20,10 +21,7 @@ DATABASES = [
     pytest.param(
         "postgres",
         id="postgres",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.django_db(transaction=True, databases=["default", "postgres"]),
-        ],
+        marks=ON_POSTGRES,
     ),
 ]
 
