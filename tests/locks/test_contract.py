@@ -422,7 +422,7 @@ def test_async_section_stays_protected_while_its_event_loop_is_blocked(
 
     async def section() -> str:
         for _ in range(3):
-            time.sleep(0.3)  # blocks the loop: no task on it runs meanwhile
+            time.sleep(0.3)  # noqa: ASYNC251 - blocks the loop on purpose
             probes.append(other.try_acquire("async-blocked"))
         return "done"
 
