@@ -412,9 +412,7 @@ def test_arun_exclusive_raises_lock_lost_after_fn_when_the_lease_is_lost(
     assert manager.stats()["lost"] == 1
 
 
-def test_async_section_stays_protected_while_its_event_loop_is_blocked(
-    manager, other
-):
+def test_async_section_stays_protected_while_its_event_loop_is_blocked(manager, other):
     """Async holders are renewed off their event loop: an `async def` section that
     blocks the loop for 3x its TTL (CPU-bound work, a sync driver call) keeps the
     key, where a renewal task on that loop could not have run."""
