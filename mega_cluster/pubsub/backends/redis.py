@@ -214,9 +214,7 @@ class RedisPubSubBackend(PubSubBackend):
         if kind == b"message" and len(reply) == 3:
             on_message(reply[1].decode(), reply[2])
         elif kind == b"subscribe" and len(reply) == 3:
-            waiter = self._confirmed.pop(reply[1].decode(), None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self._confirm(reply[1].decode())
 
     async def _get_messages(self, pubsub: Any, on_message: Any) -> None:
         while True:
@@ -229,9 +227,13 @@ class RedisPubSubBackend(PubSubBackend):
                 on_message(message["channel"].decode(), message["data"])
                 self.on_read_done()
             elif kind == "subscribe":
-                waiter = self._confirmed.pop(message["channel"].decode(), None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
+                self._confirm(message["channel"].decode())
+
+    def _confirm(self, wire_channel: str) -> None:
+        """The broker confirmed SUBSCRIBE to ``wire_channel``: wake its waiter."""
+        waiter = self._confirmed.pop(wire_channel, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _drop(self) -> None:
         pubsub, client = self._pubsub, self._client
