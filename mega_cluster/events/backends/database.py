@@ -146,19 +146,35 @@ class DatabaseEventBackend(EventBackend):
 
     # consuming ------------------------------------------------------------------
 
-    def claim(self, channel: str, limit: int, *, lease: float) -> list[ClaimedEvent]:
+    def claim_statement(
+        self, channel: str, limit: int, *, lease: float
+    ) -> tuple[str, list[Any]]:
+        """The claim's SQL and parameters.
+
+        Each kind of claimable row is one range of the claim index (``app_name,
+        channel, status, available_at``): due pending events, and running events
+        whose lease lapsed. Asked as one ``OR``, the database would read every row
+        of the channel, finished ones included, so claiming would slow down with
+        the history the table keeps."""
         now = time.time()
         lock = " FOR UPDATE SKIP LOCKED" if self.vendor == "postgresql" else ""
-        rows = self._execute(
+        where = f"FROM {self.table} WHERE app_name = %s AND channel = %s AND "
+        sql = (
             f"UPDATE {self.table} SET status = 'running', attempts = attempts + 1, "
             "dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s "
-            f"WHERE id IN (SELECT id FROM {self.table} "
-            "WHERE app_name = %s AND channel = %s AND ("
-            "(status = 'pending' AND available_at <= %s) OR "
-            "(status = 'running' AND lease_expires_at < %s)) "
-            f"ORDER BY available_at LIMIT %s{lock}) RETURNING {_COLUMNS}",
-            [now + lease, self.app.node_id, self.app.name, channel, now, now, limit],
+            "WHERE id IN (SELECT id FROM ("
+            f"SELECT * FROM (SELECT id, available_at {where}status = 'pending' "
+            f"AND available_at <= %s ORDER BY available_at LIMIT %s{lock}) AS due "
+            f"UNION ALL SELECT * FROM (SELECT id, available_at {where}"
+            "status = 'running' AND lease_expires_at < %s "
+            f"ORDER BY available_at LIMIT %s{lock}) AS lapsed"
+            f") AS claimable ORDER BY available_at LIMIT %s) RETURNING {_COLUMNS}"
         )
+        matching = [self.app.name, channel, now, limit]
+        return sql, [now + lease, self.app.node_id, *matching, *matching, limit]
+
+    def claim(self, channel: str, limit: int, *, lease: float) -> list[ClaimedEvent]:
+        rows = self._execute(*self.claim_statement(channel, limit, lease=lease))
         return [
             ClaimedEvent(
                 id=row[0],
@@ -171,14 +187,21 @@ class DatabaseEventBackend(EventBackend):
             for row in rows
         ]
 
-    def next_due(self, channel: str) -> float | None:
-        rows = self._execute(
-            "SELECT MIN(CASE WHEN status = 'pending' THEN available_at "
-            f"ELSE lease_expires_at END) FROM {self.table} "
-            "WHERE app_name = %s AND channel = %s AND status IN ('pending', 'running')",
-            [self.app.name, channel],
+    def next_due_statement(self, channel: str) -> tuple[str, list[Any]]:
+        """When a pending event is due or a running one's lease lapses: two index
+        ranges (see :meth:`claim_statement`), not one scan of the channel's
+        history."""
+        where = f"FROM {self.table} WHERE app_name = %s AND channel = %s AND "
+        return (
+            f"SELECT (SELECT MIN(available_at) {where}status = 'pending'), "
+            f"(SELECT MIN(lease_expires_at) {where}status = 'running')",
+            [self.app.name, channel] * 2,
         )
-        return rows[0][0] if rows else None
+
+    def next_due(self, channel: str) -> float | None:
+        rows = self._execute(*self.next_due_statement(channel))
+        due = [x for x in rows[0] if x is not None] if rows else []
+        return min(due) if due else None
 
     def _guard(self) -> str:
         return "WHERE id = %s AND status = 'running' AND attempts = %s"
