@@ -3,15 +3,25 @@
 One command::
 
     ./dev bench queue [--events 2000] [--concurrency 8] [--samples 200]
-                                    [--systems plain,celery,database,memory]
+        [--repeat 3] [--systems plain,celery,database,memory]
+        [--topology split,same]
 
-Each system runs in its own fresh process (publisher and an embedded consumer in
-that process, the same for every system) and is measured the same way:
+Each system is measured the same way, in fresh processes, in two topologies:
+
+* ``split``: a publishing process and a consuming process (an embedded consumer),
+  as in production, where web processes publish and ``runworker`` consumes;
+* ``same``: one process publishes and consumes (they share one GIL).
+
+Measured:
 
 * end-to-end throughput: publish ``--events`` events with a no-op handler, time from
-  the first publish to the last handler call;
+  the first publish to the last handler call (CLOCK_MONOTONIC, system-wide);
 * single-event latency: publish one event, wait for its handler, ``--samples`` times;
   p50 and p99 from the publish call to the handler starting.
+
+The systems run round robin ``--repeat`` times (load from elsewhere hits all
+alike); the table gives the median events/s, its ratio to plain Celery's median,
+each round's ratio, and latency percentiles of all rounds' samples.
 
 Systems: a plain Celery task (``acks_late``, ``reject_on_worker_lost``, prefetch 1,
 thread pool of ``--concurrency``) on Redis; our ``celery`` backend on the same
@@ -38,6 +48,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
+import math  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
@@ -78,16 +89,23 @@ def setup_django(tag: str, db: str) -> None:
 
 
 class Counter:
+    """Handler calls of the consuming process: how many, when the last one started,
+    and (for latency samples) how long after its publish each one started."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.count = 0
         self.target = 0
         self.done = threading.Event()
-        self.started_at = 0.0
+        self.last_at = 0.0
+        self.latency = 0.0
 
-    def hit(self) -> None:
-        self.started_at = time.perf_counter()
+    def hit(self, payload: Any) -> None:
+        now = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
         with self.lock:
+            self.last_at = now
+            if isinstance(payload, dict):
+                self.latency = now - payload["t"]
             self.count += 1
             if self.count >= self.target:
                 self.done.set()
@@ -100,34 +118,64 @@ class Counter:
 
 
 COUNTER = Counter()
+#: Stops the cluster apps of this process (their last outcomes are written).
+STOPS: list[Any] = []
 
 
-def measure(publish: Any, events: int, samples: int) -> dict[str, Any]:
-    COUNTER.expect(20)  # warm-up: connections, queues, threads
+def measure(publish: Any, consumed: Any, events: int, samples: int) -> dict[str, Any]:
+    """``consumed(n)`` waits until the consumer handled ``n`` more events and
+    returns (monotonic time of the last handler start, latency of the last)."""
+    consumed.expect(20)  # warm-up: connections, queues, threads
     for i in range(20):
         publish(i)
-    assert COUNTER.done.wait(60), "warm-up did not finish"
-    COUNTER.expect(events)
-    start = time.perf_counter()
+    consumed.wait("warm-up", 60)
+    consumed.expect(events)
+    start = time.monotonic()
     for i in range(events):
         publish(i)
-    published = time.perf_counter()
-    assert COUNTER.done.wait(300), f"only {COUNTER.count} of {events} processed"
-    elapsed = COUNTER.started_at - start
+    published = time.monotonic()
+    last, _ = consumed.wait(f"{events} events", 300)
     latencies = []
-    for i in range(samples):
-        COUNTER.expect(1)
-        t0 = time.perf_counter()
-        publish(i)
-        assert COUNTER.done.wait(30), "latency sample lost"
-        latencies.append((COUNTER.started_at - t0) * 1000)
-    latencies.sort()
+    for _ in range(samples):
+        consumed.expect(1)
+        publish({"t": time.monotonic()})
+        latencies.append(consumed.wait("latency sample", 30)[1] * 1000)
     return {
-        "rate": events / elapsed,
+        "rate": events / (last - start),
         "publish_rate": events / (published - start),
-        "p50": statistics.median(latencies),
-        "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        "latencies": latencies,
     }
+
+
+class Local:
+    """The consumer runs in this process (the publisher's)."""
+
+    def expect(self, n: int) -> None:
+        COUNTER.expect(n)
+
+    def wait(self, what: str, timeout: float) -> tuple[float, float]:
+        assert COUNTER.done.wait(timeout), f"{what}: {COUNTER.count} handled"
+        return COUNTER.last_at, COUNTER.latency
+
+
+class Remote:
+    """The consumer runs in another process; it is told what to expect by pipe."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def expect(self, n: int) -> None:
+        self.conn.send(n)
+        assert self.conn.recv() == "ok"
+
+    def wait(self, what: str, timeout: float) -> tuple[float, float]:
+        self.conn.send("wait")
+        if not self.conn.poll(timeout + 5):
+            raise AssertionError(f"{what}: the consumer did not answer")
+        answer = self.conn.recv()
+        if isinstance(answer, str):
+            raise AssertionError(f"{what}: {answer}")
+        return answer
 
 
 def embedded_celery_worker(celery_app: Any, queues: list[str], concurrency: int) -> Any:
@@ -155,7 +203,7 @@ def embedded_celery_worker(celery_app: Any, queues: list[str], concurrency: int)
     return worker
 
 
-def plain_celery(concurrency: int) -> Any:
+def plain_celery(concurrency: int, consume: bool) -> Any:
     from celery import Celery
     from kombu import Exchange, Queue
 
@@ -172,43 +220,104 @@ def plain_celery(concurrency: int) -> Any:
 
     @celery_app.task(name="bench.noop", acks_late=True, reject_on_worker_lost=True)
     def noop(payload: Any) -> None:
-        COUNTER.hit()
+        COUNTER.hit(payload)
 
     name = f"{TAG}.plain"
     queue = Queue(name, Exchange(name, type="direct"), routing_key=name)
     celery_app.amqp.queues.select_add(queue)
-    embedded_celery_worker(celery_app, [name], concurrency)
+    if consume:
+        embedded_celery_worker(celery_app, [name], concurrency)
     return lambda i: noop.apply_async(args=[i], queue=queue)
 
 
-def ours(backend: str, concurrency: int) -> Any:
+def ours(backend: str, concurrency: int, consume: bool) -> Any:
     from mega_cluster.testing import make_app
 
     section: dict[str, Any] = {"BACKEND": backend}
     if backend == "celery":
         section["OPTIONS"] = {"BROKER_URL": REDIS_URL, "TRANSPORT_OPTIONS": TRANSPORT}
     app = make_app(TAG, {"EVENT_QUEUE": section})
-    app.event_queue.subscribe(
-        "bench", process=lambda payload, ctx: COUNTER.hit(), concurrency=concurrency
-    )
+    if consume:
+        app.event_queue.subscribe(
+            "bench",
+            process=lambda payload, ctx: COUNTER.hit(payload),
+            concurrency=concurrency,
+        )
     app.start()
+    STOPS.append(app.stop)
     return lambda i: app.event_queue.publish("bench", i)
 
 
+def build(name: str, args: argparse.Namespace, consume: bool) -> Any:
+    setup_django(TAG, PG_DB)
+    if name == "plain":
+        return plain_celery(args.concurrency, consume)
+    return ours(name, args.concurrency, consume)
+
+
 def child(name: str, args: argparse.Namespace, out: Any) -> None:
+    """Publisher and consumer in one process."""
     try:
-        setup_django(TAG, PG_DB)
-        if name == "plain":
-            publish = plain_celery(args.concurrency)
-        else:
-            publish = ours(name, args.concurrency)
-        out.put((name, measure(publish, args.events, args.samples)))
+        out.put(measure(build(name, args, True), Local(), args.events, args.samples))
+        for stop in STOPS:
+            stop()
     except BaseException as exc:
-        out.put((name, {"error": repr(exc)}))
+        out.put({"error": repr(exc)})
     finally:
         out.close()
         out.join_thread()  # put() is flushed by a thread that _exit would kill
         os._exit(0)  # embedded workers are daemon threads; all tasks are acked
+
+
+def consumer(name: str, args: argparse.Namespace, conn: Any) -> None:
+    """The consuming process of a split run: answers the publisher's pipe."""
+    try:
+        build(name, args, True)
+        conn.send("ready")
+        while True:
+            request = conn.recv()
+            if request == "stop":
+                for stop in STOPS:
+                    stop()
+                break
+            if request == "wait":
+                ok = COUNTER.done.wait(300)
+                conn.send(
+                    (COUNTER.last_at, COUNTER.latency)
+                    if ok
+                    else f"{COUNTER.count} of {COUNTER.target} handled"
+                )
+            else:
+                COUNTER.expect(request)
+                conn.send("ok")
+    except BaseException as exc:
+        conn.send(repr(exc))
+    finally:
+        conn.close()
+        os._exit(0)
+
+
+def publisher(name: str, args: argparse.Namespace, out: Any) -> None:
+    """The publishing process of a split run (starts its consumer first)."""
+    ctx = mp.get_context("spawn")
+    here, there = ctx.Pipe()
+    proc = ctx.Process(target=consumer, args=(name, args, there))
+    proc.start()
+    try:
+        if not here.poll(60) or (answer := here.recv()) != "ready":
+            raise RuntimeError(f"consumer did not start: {answer if here else ''}")
+        publish = build(name, args, False)
+        out.put(measure(publish, Remote(here), args.events, args.samples))
+        here.send("stop")
+    except BaseException as exc:
+        out.put({"error": repr(exc)})
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+        out.close()
+        out.join_thread()
+        os._exit(0)
 
 
 def create_database() -> None:
@@ -247,59 +356,113 @@ SYSTEMS = {
 }
 
 
+TOPOLOGIES = {
+    "split": "publisher and consumer in two processes",
+    "same": "publisher and consumer in one process",
+}
+
+
+def run(name: str, topology: str, args: argparse.Namespace) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    target = publisher if topology == "split" else child
+    proc = ctx.Process(target=target, args=(name, args, out))
+    proc.start()
+    try:
+        return out.get(timeout=600)
+    finally:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--systems",
         default=",".join(SYSTEMS),
         help="comma-separated subset of: " + ", ".join(SYSTEMS),
     )
+    parser.add_argument(
+        "--topology",
+        default="split,same",
+        help="comma-separated subset of: " + ", ".join(TOPOLOGIES),
+    )
     args = parser.parse_args()
     chosen = [name for name in SYSTEMS if name in args.systems.split(",")]
     if "plain" not in chosen:
         parser.error("--systems must include plain (the ratios' base)")
+    topologies = [t for t in TOPOLOGIES if t in args.topology.split(",")]
+    if not topologies:
+        parser.error("--topology: split, same or both")
 
     create_database()
-    results: dict[str, dict[str, Any]] = {}
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     try:
         migrate = mp.get_context("spawn").Process(target=_migrate)
         migrate.start()
         migrate.join(120)
-        ctx = mp.get_context("spawn")
-        for name in chosen:
-            out = ctx.Queue()
-            proc = ctx.Process(target=child, args=(name, args, out))
-            proc.start()
-            results[name] = out.get(timeout=600)[1]
-            proc.join(30)
-            print(f"  measured {SYSTEMS[name]}", file=sys.stderr, flush=True)
+        # Round robin: load from elsewhere on the machine hits every system alike.
+        for rep in range(args.repeat):
+            for topology in topologies:
+                for name in chosen:
+                    if topology == "split" and name == "memory":
+                        continue  # in-process only
+                    runs.setdefault((topology, name), []).append(
+                        run(name, topology, args)
+                    )
+                    print(
+                        f"  run {rep + 1}: {SYSTEMS[name]}, {topology}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         drop_database()
         clean_redis()
 
-    base = results["plain"]
     print(
         f"\nEvent queue, {args.events} events end to end (no-op handler, "
-        f"concurrency {args.concurrency}), {args.samples} latency samples, "
-        f"Python {sys.version.split()[0]}\n"
+        f"concurrency {args.concurrency}), median of {args.repeat} runs; "
+        f"{args.samples} latency samples per run (pooled); "
+        f"Python {sys.version.split()[0]}"
     )
-    print(
-        "| system | events/s | x plain Celery | publish/s | latency p50 ms | p99 ms |"
-    )
-    print("|---|---:|---:|---:|---:|---:|")
-    for name in chosen:
-        label, r = SYSTEMS[name], results[name]
-        if "error" in r:
-            print(f"| {label} | failed: {r['error']} | | | | |")
-            continue
-        ratio = r["rate"] / base["rate"] if "rate" in base else float("nan")
+    for topology in topologies:
+        print(f"\n{TOPOLOGIES[topology]}:\n")
         print(
-            f"| {label} | {r['rate']:,.0f} | {ratio:.2f} | {r['publish_rate']:,.0f} | "
-            f"{r['p50']:.2f} | {r['p99']:.2f} |"
+            "| system | events/s | x plain Celery | per-run ratios | publish/s "
+            "| latency p50 ms | p99 ms |"
         )
+        print("|---|---:|---:|---|---:|---:|---:|")
+        base = runs[(topology, "plain")]
+        for name in chosen:
+            results = runs.get((topology, name))
+            if results is None:
+                continue
+            label = SYSTEMS[name]
+            failed = [r["error"] for r in results if "error" in r]
+            if failed:
+                print(f"| {label} | failed: {failed[0]} | | | | | |")
+                continue
+            rate = statistics.median(r["rate"] for r in results)
+            ratios = [
+                r["rate"] / b["rate"]
+                for r, b in zip(results, base, strict=True)
+                if "rate" in b
+            ]
+            base_rates = [b["rate"] for b in base if "rate" in b]
+            ratio = rate / statistics.median(base_rates) if base_rates else math.nan
+            latencies = sorted(x for r in results for x in r["latencies"])
+            p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+            print(
+                f"| {label} | {rate:,.0f} | {ratio:.2f} | "
+                f"{' '.join(f'{x:.2f}' for x in ratios)} | "
+                f"{statistics.median(r['publish_rate'] for r in results):,.0f} | "
+                f"{statistics.median(latencies):.2f} | {p99:.2f} |"
+            )
 
 
 def _migrate() -> None:
