@@ -52,6 +52,8 @@ TASK_NAME = "mega_cluster.events.deliver"
 #: app name -> consumer of this process (the task looks its handlers up here).
 _consumers: dict[str, CeleryConsumer] = {}
 UNLIMITED_THREADS = 32
+#: Longest pause between tries of a consumer's message the broker refuses.
+SEND_RETRY_CAP = 5.0
 _embedded: CeleryConsumer | None = None
 
 #: A one-row FROM item that turns off the commit's WAL flush for the statement's own
@@ -81,6 +83,8 @@ class CeleryEventBackend(DatabaseEventBackend):
         self._done: list[list[Any]] = []
         self._done_lock = threading.Lock()
         self._completing = threading.Lock()
+        #: Set by this process's consumer: its stop event (see :meth:`resend`).
+        self.consumer_stopping: threading.Event | None = None
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -185,6 +189,53 @@ class CeleryEventBackend(DatabaseEventBackend):
             raise BackendUnavailable(
                 f"Celery broker of the event queue is unreachable: {exc}"
             ) from exc
+
+    def resend(
+        self, channel: str, event_id: str, countdown: float | None = None
+    ) -> None:
+        """A consumer's message for an event it holds (a retry, a release, a look
+        later), sent again while the broker refuses it.
+
+        Its row already says what comes next, so a send given up would strand the
+        event: pending with no message to run it. The consumer keeps the event's
+        slot and its unacknowledged message meanwhile. Once the consumer stops, the
+        message it holds goes back to the broker (``Reject(requeue=True)``) and runs
+        the event when it comes back. ``countdown`` is measured from the first try.
+        """
+        due = time.monotonic() + (countdown or 0)
+        stop = self.consumer_stopping
+        failures = 0
+        while True:
+            try:
+                self.send(channel, event_id, due - time.monotonic())
+                if failures:
+                    logger.warning(
+                        "event %s on channel %s: sent after %d failed tries",
+                        event_id,
+                        channel,
+                        failures,
+                    )
+                return
+            except BackendUnavailable as exc:
+                if stop is None:
+                    raise
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    logger.warning(
+                        "event %s on channel %s: the Celery broker refuses its "
+                        "message (%s); trying again (%d tries so far)",
+                        event_id,
+                        channel,
+                        exc,
+                        failures,
+                    )
+                if stop.wait(min(SEND_RETRY_CAP, 0.05 * 2**failures)):
+                    from celery.exceptions import Reject
+
+                    raise Reject(
+                        f"event {event_id}: broker unreachable at shutdown",
+                        requeue=True,
+                    ) from exc
 
     # store + broker ---------------------------------------------------------------
 
@@ -369,11 +420,11 @@ class CeleryEventBackend(DatabaseEventBackend):
 
     def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
         super().retry(event, error, available_at=available_at)
-        self.send(event.channel, event.id, available_at - time.time())
+        self.resend(event.channel, event.id, available_at - time.time())
 
     def release(self, event: ClaimedEvent) -> None:
         super().release(event)
-        self.send(event.channel, event.id, 1.0)
+        self.resend(event.channel, event.id, 1.0)
 
     def retry_dead(self, event_id: str) -> None:
         channel = (
@@ -385,7 +436,15 @@ class CeleryEventBackend(DatabaseEventBackend):
         if channel is None:
             raise EventNotFound(f"No dead letter with id {event_id!r}.")
         super().retry_dead(event_id)
-        self.send(channel, event_id)
+        try:
+            self.send(channel, event_id)
+        except BackendUnavailable:
+            # No message, so it stays a dead letter (to be retried again later)
+            # rather than pending with nothing to run it.
+            self._objects().filter(id=event_id, status="pending", attempts=0).update(
+                status="dead", finished_at=time.time()
+            )
+            raise
 
     # Readers in this process see its own publishes at once.
 
@@ -445,6 +504,7 @@ class CeleryConsumer:
 
     def start(self) -> None:
         _consumers[self.queue.app.name] = self
+        self.backend.consumer_stopping = self._stopping
         threading.Thread(
             target=self._renew_leases,
             name=f"mc-events-lease-{self.queue.app.name}",
@@ -614,7 +674,7 @@ class CeleryConsumer:
             logger.warning(
                 "event %s: channel %s is not consumed here", event_id, channel
             )
-            self.backend.send(channel, event_id, 1.0)
+            self.backend.resend(channel, event_id, 1.0)
             return
         if slot is not None:
             slot.acquire()
@@ -632,7 +692,7 @@ class CeleryConsumer:
                 return
             if isinstance(event, float):
                 # Still running elsewhere: look again once that lease may lapse.
-                self.backend.send(channel, event_id, event + 0.05)
+                self.backend.resend(channel, event_id, event + 0.05)
                 return
             with self._lock:
                 self._running[event.id] = event
