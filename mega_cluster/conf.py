@@ -109,6 +109,7 @@ SECTION_KEYS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "POLL_INTERVAL": (_number("float", minimum=0.01), 1.0),
         "DRAIN_TIMEOUT": (_number("float", minimum=0), 30.0),
         "CONSUME": (_bool, True),
+        "RETENTION": (_number("float", minimum=0, allow_none=True), 86400.0),
     },
     "CACHE": {
         "DEFAULT_STORE": (_string, "default"),

@@ -49,6 +49,15 @@ MAX_STORED_TRACEBACK = 8000
 STORE_RETRY_CAP = 5.0
 
 
+#: Longest pause between two retention prunes of a consuming node (seconds).
+PRUNE_EVERY = 60.0
+
+
+def prune_interval(retention: float) -> float:
+    """How often a consuming node prunes events older than ``retention``."""
+    return min(PRUNE_EVERY, max(0.1, retention / 2))
+
+
 def backoff(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with equal jitter: half fixed, half random."""
     delay = min(cap, base * (2 ** max(0, attempt - 1)))
@@ -327,12 +336,12 @@ class Consumer:
     async def _main(self) -> None:
         self._stopped = asyncio.Event()
         self._ready.set()
-        renewal = (
-            asyncio.create_task(self._renew_leases()) if self.backend.leases else None
-        )
+        chores = [asyncio.create_task(self._prune())]
+        if self.backend.leases:
+            chores.append(asyncio.create_task(self._renew_leases()))
         await self._stopped.wait()
-        if renewal is not None:
-            renewal.cancel()
+        for chore in chores:
+            chore.cancel()
 
     def _wake(self, channel: str | None) -> None:
         if channel is None:
@@ -538,6 +547,17 @@ class Consumer:
 
     def _log_dead(self, event: ClaimedEvent, error: str) -> None:
         log_dead(event, error)
+
+    async def _prune(self) -> None:
+        retention = self.queue.settings["RETENTION"]
+        if retention is None:
+            return
+        while True:
+            await asyncio.sleep(prune_interval(retention))
+            try:
+                await self._io(self.backend.prune, retention)
+            except Exception:
+                logger.exception("pruning succeeded events failed")
 
     async def _renew_leases(self) -> None:
         interval = self.lease / 3

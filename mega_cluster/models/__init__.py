@@ -1,6 +1,6 @@
 """Database models of mega_cluster, one module per primitive."""
 
-from .events import QueuedEvent
+from .events import EventTally, QueuedEvent
 from .locks import LockLease, LockWaiter
 from .nodes import Node
 from .ops import ClusterLock, ClusterQueue
@@ -9,6 +9,7 @@ from .plugins import PluginState
 __all__ = [
     "ClusterLock",
     "ClusterQueue",
+    "EventTally",
     "LockLease",
     "LockWaiter",
     "Node",

@@ -53,7 +53,13 @@ class QueuedEvent(models.Model):
             models.Index(
                 fields=["app_name", "channel", "status", "available_at"],
                 name="mega_cluster_event_claim",
-            )
+            ),
+            # What the retention prune looks for: succeeded events by age.
+            models.Index(
+                fields=["app_name", "finished_at"],
+                condition=Q(status="succeeded"),
+                name="mega_cluster_event_done",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -71,3 +77,28 @@ class QueuedEvent(models.Model):
         if self.finished_at is None:
             return None
         return datetime.fromtimestamp(self.finished_at, tz=UTC)
+
+
+class EventTally(models.Model):
+    """Counts of the succeeded events that ``RETENTION`` pruned, per app and channel:
+    ``stats()`` adds them, so ``succeeded`` and ``failed`` keep counting every
+    event ever finished while the table keeps only recent ones."""
+
+    app_name = models.CharField(max_length=50)
+    channel = models.CharField(max_length=200)
+    succeeded = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+
+    class Meta:
+        app_label = "mega_cluster"
+        db_table = "mega_cluster_event_tally"
+        verbose_name = "event tally"
+        verbose_name_plural = "event tallies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app_name", "channel"], name="mega_cluster_event_tally_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.app_name}:{self.channel}"

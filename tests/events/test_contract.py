@@ -418,3 +418,31 @@ async def _async_twins(apps):
     from django.db import connections
 
     await sync_to_async(connections.close_all)()
+
+
+def test_succeeded_events_are_pruned_after_retention_and_still_counted(apps):
+    """Succeeded events are forgotten ``RETENTION`` seconds after they finished, so
+    the store does not grow with every event ever run; ``stats()`` keeps counting
+    them, their failed attempts included."""
+    app = apps.make(RETENTION=0.3)
+    rec = Recorder(fail=1)
+    app.event_queue.subscribe("kept", process=rec, max_retries=1)
+    app.start()
+    ids = [app.event_queue.publish("kept", i) for i in range(3)]
+    wait_until(lambda: sorted(rec.done) == sorted(ids), what="the events")
+    wait_until(
+        lambda: app.event_queue.stats("kept")["kept"]["succeeded"] == 3,
+        what="the outcomes",
+    )
+    wait_until(
+        lambda: app.event_queue.events("kept", "succeeded") == [],
+        timeout=10,
+        what="the prune",
+    )
+    assert app.event_queue.stats("kept")["kept"] == {
+        "pending": 0,
+        "running": 0,
+        "succeeded": 3,
+        "failed": 3,
+        "dead": 0,
+    }

@@ -125,6 +125,54 @@ def test_renewed_lease_prevents_redelivery(make):
     assert attempts == [1]
 
 
+def test_prune_forgets_old_succeeded_events_and_keeps_their_counts(make):
+    """prune(retention) deletes succeeded events finished longer ago than that, in
+    batches, and adds them to the channel's tally: stats() are the same before and
+    after, and a second prune changes nothing. Dead letters, pending and recent
+    events stay."""
+    from mega_cluster.events.backends import database
+
+    app = make(RETENTION=None)  # the consumer prunes nothing by itself
+    now = time.time()
+
+    def event(status, finished_ago, failures=0, channel="jobs"):
+        return QueuedEventFactory(
+            using=make.alias,
+            app_name=app.name,
+            channel=channel,
+            status=status,
+            attempts=1 + failures,
+            failures=failures,
+            finished_at=None if finished_ago is None else now - finished_ago,
+        )
+
+    old = [event(QueuedEvent.SUCCEEDED, 100, failures=i % 2) for i in range(5)]
+    old.append(event(QueuedEvent.SUCCEEDED, 100, channel="other"))
+    kept = [
+        event(QueuedEvent.SUCCEEDED, 1),
+        event(QueuedEvent.DEAD, 100, failures=1),
+        event(QueuedEvent.PENDING, None),
+    ]
+    before = app.event_queue.stats()
+    backend = app.event_queue.backend
+    batch = database.PRUNE_BATCH
+    database.PRUNE_BATCH = 2  # several batches
+    try:
+        assert backend.prune(60) == len(old)
+    finally:
+        database.PRUNE_BATCH = batch
+    assert app.event_queue.stats() == before
+    assert before["jobs"]["succeeded"] == 6 and before["jobs"]["failed"] == 3
+    remaining = set(
+        QueuedEvent.objects.using(make.alias)
+        .filter(app_name=app.name)
+        .values_list("id", flat=True)
+    )
+    assert remaining == {e.id for e in kept}
+    assert backend.prune(60) == 0
+    assert app.event_queue.stats() == before
+
+
 def _history(alias: str, app_name: str, n: int) -> None:
     """``n`` finished events of channel ``jobs``: the history a live table keeps."""
     now = time.time()

@@ -177,6 +177,12 @@ class EventBackend(Backend):
         """Give an unfinished event back without counting the attempt (shutdown)."""
         raise NotImplementedError
 
+    def prune(self, retention: float) -> int:
+        """Forget succeeded events finished more than ``retention`` seconds ago,
+        keeping them counted in :meth:`stats`; how many were forgotten. Backends
+        that keep no finished events have nothing to do."""
+        return 0
+
     # operations -------------------------------------------------------------------
 
     def stats(self, channel: str | None = None) -> dict[str, dict[str, int]]:

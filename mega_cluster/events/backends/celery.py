@@ -512,15 +512,33 @@ class CeleryConsumer:
         ).start()
 
     def _renew_leases(self) -> None:
+        """Renews the leases of running events; prunes old succeeded ones."""
+        retention = self.queue.settings["RETENTION"]
+        prune_every = (
+            None if retention is None else self.generic.prune_interval(retention)
+        )
+        tick = (
+            self.lease / 3 if prune_every is None else min(self.lease / 3, prune_every)
+        )
+        next_renew = next_prune = time.monotonic()
         try:
-            while not self._stopping.wait(self.lease / 3):
-                with self._lock:
-                    events = list(self._running.values())
-                if events:
+            while not self._stopping.wait(tick):
+                now = time.monotonic()
+                if now >= next_renew + self.lease / 3:
+                    next_renew = now
+                    with self._lock:
+                        events = list(self._running.values())
+                    if events:
+                        try:
+                            self.backend.renew(events, lease=self.lease)
+                        except Exception:
+                            logger.exception("renewing event leases failed")
+                if prune_every is not None and now >= next_prune + prune_every:
+                    next_prune = now
                     try:
-                        self.backend.renew(events, lease=self.lease)
+                        self.backend.prune(retention)
                     except Exception:
-                        logger.exception("renewing event leases failed")
+                        logger.exception("pruning succeeded events failed")
         finally:
             connections.close_all()
 

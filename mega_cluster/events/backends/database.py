@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connections
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import Count, Min, Sum
 from django.utils import timezone
 
@@ -45,6 +45,16 @@ def _model():
     from ...models import QueuedEvent
 
     return QueuedEvent
+
+
+def _tally():
+    from ...models import EventTally
+
+    return EventTally
+
+
+#: Succeeded events deleted per statement by the retention prune.
+PRUNE_BATCH = 1000
 
 
 class DatabaseEventBackend(EventBackend):
@@ -261,7 +271,50 @@ class DatabaseEventBackend(EventBackend):
             counts = result.setdefault(name, dict.fromkeys(STAT_KEYS, 0))
             counts[status] += count
             counts["failed"] += failed or 0
+        tallies = _tally().objects.using(self.alias).filter(app_name=self.app.name)
+        if channel is not None:
+            tallies = tallies.filter(channel=channel)
+        for name, succeeded, failed in tallies.values_list(
+            "channel", "succeeded", "failed"
+        ):
+            counts = result.setdefault(name, dict.fromkeys(STAT_KEYS, 0))
+            counts["succeeded"] += succeeded
+            counts["failed"] += failed
         return result
+
+    def prune(self, retention: float) -> int:
+        """Delete succeeded events finished over ``retention`` seconds ago, in
+        batches, adding each batch to the channels' tallies in the same transaction
+        (so ``stats()`` counts every event once, before and after). Concurrent
+        pruners skip each other's rows on PostgreSQL; on SQLite writers take turns.
+        """
+        tally = connections[self.alias].ops.quote_name(_tally()._meta.db_table)
+        lock = " FOR UPDATE SKIP LOCKED" if self.vendor == "postgresql" else ""
+        total = 0
+        while True:
+            with transaction.atomic(using=self.alias):
+                gone = self._execute(
+                    f"DELETE FROM {self.table} WHERE id IN (SELECT id FROM "
+                    f"{self.table} WHERE app_name = %s AND status = 'succeeded' "
+                    f"AND finished_at < %s LIMIT %s{lock}) RETURNING channel, failures",
+                    [self.app.name, time.time() - retention, PRUNE_BATCH],
+                )
+                per_channel: dict[str, list[int]] = {}
+                for name, failures in gone:
+                    counts = per_channel.setdefault(name, [0, 0])
+                    counts[0] += 1
+                    counts[1] += failures
+                for name, (succeeded, failed) in per_channel.items():
+                    self._execute(
+                        f"INSERT INTO {tally} (app_name, channel, succeeded, failed) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (app_name, channel) DO "
+                        f"UPDATE SET succeeded = {tally}.succeeded + "
+                        f"EXCLUDED.succeeded, failed = {tally}.failed + EXCLUDED.failed",
+                        [self.app.name, name, succeeded, failed],
+                    )
+            total += len(gone)
+            if len(gone) < PRUNE_BATCH:
+                return total
 
     supports_listing: ClassVar[bool] = True
 
