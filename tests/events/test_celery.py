@@ -206,3 +206,47 @@ def test_message_argsrepr_names_the_event_without_its_payload(unique_name):
     finally:
         before_task_publish.disconnect(capture)
         app.stop()
+
+
+@pytest.mark.celery
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_early_message_waits_until_the_event_is_due(unique_name):
+    """A message that arrives before its event is due (a duplicate, or one handed
+    back to the broker at a shutdown) does not run the retry early: the event is
+    looked at again when its retry is due, and runs once."""
+    from .conftest import queue_settings
+
+    app = make_app(
+        unique_name,
+        queue_settings("celery", "postgres", RETRY_BASE=2.0, RETRY_CAP=2.0),
+    )
+    starts = []
+
+    def handler(payload, ctx):
+        starts.append((ctx.attempt, time.monotonic()))
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+
+    try:
+        app.event_queue.subscribe("early", process=handler)
+        app.start()
+        event_id = app.event_queue.publish("early", 1, max_retries=1)
+        wait_until(
+            lambda: app.event_queue.stats("early")["early"]["failed"] == 1,
+            what="the failed first attempt",
+        )
+        app.event_queue.backend.send("early", event_id)  # comes 1-2 s early
+        wait_until(lambda: len(starts) == 2, timeout=15, what="the retry")
+        (first, t1), (second, t2) = starts
+        assert (first, second) == (1, 2)
+        assert t2 - t1 >= 0.9  # the backoff of 2 s with jitter is 1-2 s
+        wait_until(
+            lambda: app.event_queue.stats("early")["early"]["succeeded"] == 1,
+            what="the outcome",
+        )
+        time.sleep(0.3)
+        assert len(starts) == 2
+    finally:
+        app.stop()

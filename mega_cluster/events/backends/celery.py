@@ -52,6 +52,9 @@ TASK_NAME = "mega_cluster.events.deliver"
 #: app name -> consumer of this process (the task looks its handlers up here).
 _consumers: dict[str, CeleryConsumer] = {}
 UNLIMITED_THREADS = 32
+#: How early a message may take an event that is not due yet (seconds): clocks and
+#: countdowns of different machines differ a little.
+EARLY = 0.05
 #: Longest pause between tries of a consumer's message the broker refuses.
 SEND_RETRY_CAP = 5.0
 _embedded: CeleryConsumer | None = None
@@ -303,8 +306,9 @@ class CeleryEventBackend(DatabaseEventBackend):
 
         Returns the claimed event; or, when it is running elsewhere under a live
         lease (a message redelivered while its first worker still runs, e.g. Redis'
-        visibility timeout), the seconds until that lease lapses; or ``None`` when
-        it is finished, dead or gone (a duplicate message). A running event whose
+        visibility timeout), the seconds until that lease lapses; or, when it is
+        pending but not due yet (its retry is scheduled later), the seconds until
+        it is; or ``None`` when it is finished, dead or gone (a duplicate message). A running event whose
         lease lapsed is taken: its worker died, and the lost attempt counts.
 
         ``first`` is ``(channel, payload, [max_retries, timeout])`` from a first
@@ -326,7 +330,7 @@ class CeleryEventBackend(DatabaseEventBackend):
                 "status = 'running', attempts = e.attempts + 1, dedupe_key = NULL, "
                 "lease_expires_at = EXCLUDED.lease_expires_at, "
                 "claimed_by = EXCLUDED.claimed_by WHERE e.app_name = %s AND "
-                "(e.status = 'pending' OR "
+                "((e.status = 'pending' AND e.available_at <= %s) OR "
                 "(e.status = 'running' AND e.lease_expires_at < %s)) "
                 "RETURNING e.id, e.channel, e.payload, e.attempts, e.max_retries, "
                 "e.timeout",
@@ -344,6 +348,7 @@ class CeleryEventBackend(DatabaseEventBackend):
                         timezone.now()
                     ),
                     self.app.name,
+                    now + EARLY,
                     now,
                 ],
             )
@@ -353,21 +358,35 @@ class CeleryEventBackend(DatabaseEventBackend):
                 f"UPDATE {self.table} SET status = 'running', "
                 "attempts = attempts + 1, dedupe_key = NULL, lease_expires_at = %s, "
                 f"claimed_by = %s{from_lazy} WHERE id = %s AND app_name = %s AND "
-                f"({self.table}.status = 'pending' OR ({self.table}.status = "
-                "'running' AND lease_expires_at < %s)) "
+                f"(({self.table}.status = 'pending' AND available_at <= %s) OR "
+                f"({self.table}.status = 'running' AND lease_expires_at < %s)) "
                 "RETURNING id, channel, payload, attempts, max_retries, timeout",
-                [now + lease, self.app.node_id, event_id, self.app.name, now],
+                [
+                    now + lease,
+                    self.app.node_id,
+                    event_id,
+                    self.app.name,
+                    now + EARLY,
+                    now,
+                ],
             )
         if not rows:
             row = (
                 self._objects()
                 .filter(id=event_id)
-                .values_list("status", "lease_expires_at")
+                .values_list("status", "lease_expires_at", "available_at")
                 .first()
             )
-            if row is None or row[0] != "running" or row[1] is None:
+            if row is None:
                 return None
-            return max(0.0, row[1] - time.time())
+            status, lease_expires_at, available_at = row
+            if status == "pending" and available_at > now + EARLY:
+                # Not due yet (a message that came early: handed back at a
+                # shutdown, or a duplicate): look again when it is.
+                return available_at - time.time()
+            if status != "running" or lease_expires_at is None:
+                return None
+            return max(0.0, lease_expires_at - time.time())
         row = rows[0]
         return ClaimedEvent(
             id=row[0],
@@ -709,7 +728,7 @@ class CeleryConsumer:
             if event is None:
                 return
             if isinstance(event, float):
-                # Still running elsewhere: look again once that lease may lapse.
+                # Running elsewhere, or not due yet: look again when it may be.
                 self.backend.resend(channel, event_id, event + 0.05)
                 return
             with self._lock:
