@@ -22,12 +22,17 @@ durable where.
 Options: ``APP`` (dotted path to the project's Celery instance) or ``BROKER_URL``
 (a Celery app is built for the queue), ``DATABASE`` (the store's alias, default
 ``default``), ``QUEUE_PREFIX``, ``QUEUE_ARGUMENTS`` (broker queue arguments, e.g.
-``{"x-expires": 86400000}`` on RabbitMQ), ``TRANSPORT_OPTIONS``.
+``{"x-expires": 86400000}`` on RabbitMQ), ``TRANSPORT_OPTIONS``, ``RESEND_AFTER``
+(seconds, default one hour, ``None`` turns it off: a pending event due that long ago,
+or a running one whose lease lapsed that long ago, while its channel's broker queue
+is empty, lost its message — a broker restarted without persistence — and a consuming
+node sends it again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -55,6 +60,10 @@ UNLIMITED_THREADS = 32
 #: How early a message may take an event that is not due yet (seconds): clocks and
 #: countdowns of different machines differ a little.
 EARLY = 0.05
+#: Default ``OPTIONS["RESEND_AFTER"]`` (seconds).
+RESEND_AFTER = 3600.0
+#: Lost events sent again per channel and round.
+RESEND_BATCH = 500
 #: Longest pause between tries of a consumer's message the broker refuses.
 SEND_RETRY_CAP = 5.0
 _embedded: CeleryConsumer | None = None
@@ -79,6 +88,7 @@ class CeleryEventBackend(DatabaseEventBackend):
         self.notifies = False  # type: ignore[misc]
         self.send_notify = False
         self.queue_prefix: str = self.options.get("QUEUE_PREFIX") or f"mc.{app.name}."
+        self.resend_after: float | None = self.options.get("RESEND_AFTER", RESEND_AFTER)
         self._celery: Any = None
         self._broker_queues: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -96,6 +106,16 @@ class CeleryEventBackend(DatabaseEventBackend):
             problems.append(
                 "CeleryEventBackend needs OPTIONS['APP'] (dotted path to your Celery "
                 "app) or OPTIONS['BROKER_URL']."
+            )
+        resend = options.get("RESEND_AFTER", RESEND_AFTER)
+        if resend is not None and (
+            isinstance(resend, bool)
+            or not isinstance(resend, int | float)
+            or resend <= 0
+        ):
+            problems.append(
+                f"OPTIONS['RESEND_AFTER'] is {resend!r}: give seconds (a number > 0), "
+                "or None to never send lost events again."
             )
         return problems
 
@@ -239,6 +259,65 @@ class CeleryEventBackend(DatabaseEventBackend):
                         f"event {event_id}: broker unreachable at shutdown",
                         requeue=True,
                     ) from exc
+
+    def lost(self, channel: str, older_than: float) -> list[str]:
+        """Events of ``channel`` a message should have run long ago: pending and due
+        for ``older_than`` seconds, or running with a lease that lapsed that long
+        ago (the broker redelivers a dead worker's message well before)."""
+        cutoff = time.time() - older_than
+        where = f"FROM {self.table} WHERE app_name = %s AND channel = %s AND "
+        rows = self._execute(
+            f"SELECT id FROM (SELECT id {where}status = 'pending' AND "
+            "available_at < %s ORDER BY available_at LIMIT %s) AS due "
+            f"UNION ALL SELECT id FROM (SELECT id {where}status = 'running' AND "
+            "lease_expires_at < %s ORDER BY available_at LIMIT %s) AS lapsed",
+            [self.app.name, channel, cutoff, RESEND_BATCH] * 2,
+        )
+        return [row[0] for row in rows]
+
+    def queued(self, channel: str) -> int | None:
+        """Messages waiting in the channel's broker queue (0 when the broker has no
+        such queue), or None when the broker cannot tell."""
+        try:
+            with self.celery.connection_for_write() as conn:
+                broker_channel = conn.channel()
+                try:
+                    return broker_channel.queue_declare(
+                        queue=self.queue_name(channel), passive=True
+                    ).message_count
+                finally:
+                    with contextlib.suppress(Exception):
+                        broker_channel.close()
+        except Exception as exc:
+            if "NOT_FOUND" in str(exc) or getattr(exc, "code", None) == 404:
+                return 0
+            logger.warning(
+                "event queue: cannot count the broker queue of channel %s: %s",
+                channel,
+                exc,
+            )
+            return None
+
+    def resend_lost(self, channel: str) -> int:
+        """Send the channel's lost events (see :meth:`lost`) again, if its broker
+        queue is empty; how many were sent. A message for an event that did run
+        after all is dropped by the claim, so sending one too many is harmless."""
+        if self.resend_after is None:
+            return 0
+        lost = self.lost(channel, self.resend_after)
+        if not lost or self.queued(channel) != 0:
+            return 0
+        for event_id in lost:
+            self.send(channel, event_id)
+        logger.warning(
+            "event queue: %d event(s) of channel %s waited over %gs with no message "
+            "in the broker (lost in a broker restart?); sent again",
+            len(lost),
+            channel,
+            self.resend_after,
+            extra={"channel": channel},
+        )
+        return len(lost)
 
     # store + broker ---------------------------------------------------------------
 
@@ -531,15 +610,20 @@ class CeleryConsumer:
         ).start()
 
     def _renew_leases(self) -> None:
-        """Renews the leases of running events; prunes old succeeded ones."""
+        """Renews the leases of running events; prunes old succeeded ones; sends
+        lost events again."""
         retention = self.queue.settings["RETENTION"]
         prune_every = (
             None if retention is None else self.generic.prune_interval(retention)
         )
-        tick = (
-            self.lease / 3 if prune_every is None else min(self.lease / 3, prune_every)
+        resend_after = self.backend.resend_after
+        resend_every = (
+            None if resend_after is None else min(60.0, max(0.1, resend_after / 2))
         )
-        next_renew = next_prune = time.monotonic()
+        tick = min(
+            x for x in (self.lease / 3, prune_every, resend_every) if x is not None
+        )
+        next_renew = next_prune = next_resend = time.monotonic()
         try:
             while not self._stopping.wait(tick):
                 now = time.monotonic()
@@ -558,8 +642,30 @@ class CeleryConsumer:
                         self.backend.prune(retention)
                     except Exception:
                         logger.exception("pruning succeeded events failed")
+                if resend_every is not None and now >= next_resend + resend_every:
+                    next_resend = now
+                    self._resend_lost(resend_every)
         finally:
             connections.close_all()
+
+    def _resend_lost(self, every: float) -> None:
+        # One consuming node per channel and round (the others skip it).
+        with self._lock:
+            channels = list(self._subs)
+        locks = self.queue.app.lock_manager
+        for channel in channels:
+            try:
+                lock = locks.try_acquire(f"mc-events-resend-{channel}", ttl=every)
+                if lock is None:
+                    continue
+                try:
+                    self.backend.resend_lost(channel)
+                finally:
+                    lock.release()
+            except Exception:
+                logger.exception(
+                    "sending lost events of channel %s again failed", channel
+                )
 
     def _concurrency(self, sub: Any) -> int:
         override = self.queue.concurrency_override
