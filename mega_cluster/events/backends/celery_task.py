@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .celery import TASK_NAME, _consumers
+from .celery import TASK_NAME
+from .celery_consumer import _consumers
 
 
 def deliver(app_name: str, event_id: str, channel: str, first: Any = None) -> None:

@@ -1,0 +1,394 @@
+"""The Celery backend's consumer: an embedded Celery worker (thread pool) on the
+subscribed channels' queues, and what the generic task does with each message.
+
+The task (``celery_task.deliver``) looks this process's consumer up by app name and
+calls :meth:`CeleryConsumer.deliver`: wait for a slot and the ``idle()`` gate, claim
+the event's row (or create it from a first message), run the handler with its
+timeout, record the outcome (a retry is a countdown message). Store writes wait out
+an outage while the message stays unacknowledged; at shutdown it goes back to the
+broker. A side thread renews the leases of running events, prunes succeeded rows
+after ``RETENTION`` and sends lost events again (``RESEND_AFTER``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from django.db import Error as DatabaseError
+from django.db import close_old_connections, connections
+
+from ...exceptions import BackendUnavailable, ConfigurationError
+from .base import ClaimedEvent
+from .celery import CeleryEventBackend
+
+logger = logging.getLogger("mega_cluster.events.celery")
+
+#: app name -> consumer of this process (the task looks its handlers up here).
+_consumers: dict[str, CeleryConsumer] = {}
+#: Threads of the embedded worker for a channel with unlimited concurrency.
+UNLIMITED_THREADS = 32
+#: The consumer running this process's embedded Celery worker (one at most).
+_embedded: CeleryConsumer | None = None
+
+
+class CeleryConsumer:
+    """Runs an embedded Celery worker (thread pool) on the subscribed channels'
+    queues; the generic task calls :meth:`deliver` for each message."""
+
+    def __init__(self, queue: Any) -> None:
+        from .. import consumer as generic
+
+        self.generic = generic
+        self.queue = queue
+        self.backend: CeleryEventBackend = queue.backend
+        settings = queue.settings
+        self.lease: float = settings["LEASE"]
+        self.retry_base: float = settings["RETRY_BASE"]
+        self.retry_cap: float = settings["RETRY_CAP"]
+        self.handlers = generic.ThreadPool(f"mc-events-{queue.app.name}-handler")
+        self._subs: dict[str, Any] = {}
+        self._slots: dict[str, threading.BoundedSemaphore | None] = {}
+        self._running: dict[str, ClaimedEvent] = {}
+        self._lock = threading.Lock()
+        self._worker: Any = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._failed = threading.Event()
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        _consumers[self.queue.app.name] = self
+        self.backend.consumer_stopping = self._stopping
+        threading.Thread(
+            target=self._renew_leases,
+            name=f"mc-events-lease-{self.queue.app.name}",
+            daemon=True,
+        ).start()
+
+    def _renew_leases(self) -> None:
+        """Renews the leases of running events; prunes old succeeded ones; sends
+        lost events again."""
+        retention = self.queue.settings["RETENTION"]
+        prune_every = (
+            None if retention is None else self.generic.prune_interval(retention)
+        )
+        resend_after = self.backend.resend_after
+        resend_every = (
+            None if resend_after is None else min(60.0, max(0.1, resend_after / 2))
+        )
+        tick = min(
+            x for x in (self.lease / 3, prune_every, resend_every) if x is not None
+        )
+        next_renew = next_prune = next_resend = time.monotonic()
+        try:
+            while not self._stopping.wait(tick):
+                now = time.monotonic()
+                if now >= next_renew + self.lease / 3:
+                    next_renew = now
+                    with self._lock:
+                        events = list(self._running.values())
+                    if events:
+                        try:
+                            self.backend.renew(events, lease=self.lease)
+                        except Exception:
+                            logger.exception("renewing event leases failed")
+                if prune_every is not None and now >= next_prune + prune_every:
+                    next_prune = now
+                    try:
+                        self.backend.prune(retention)
+                    except Exception:
+                        logger.exception("pruning succeeded events failed")
+                if resend_every is not None and now >= next_resend + resend_every:
+                    next_resend = now
+                    self._resend_lost(resend_every)
+        finally:
+            connections.close_all()
+
+    def _resend_lost(self, every: float) -> None:
+        # One consuming node per channel and round (the others skip it).
+        with self._lock:
+            channels = list(self._subs)
+        locks = self.queue.app.lock_manager
+        for channel in channels:
+            try:
+                lock = locks.try_acquire(f"mc-events-resend-{channel}", ttl=every)
+                if lock is None:
+                    continue
+                try:
+                    self.backend.resend_lost(channel)
+                finally:
+                    lock.release()
+            except Exception:
+                logger.exception(
+                    "sending lost events of channel %s again failed", channel
+                )
+
+    def _concurrency(self, sub: Any) -> int:
+        override = self.queue.concurrency_override
+        return sub.concurrency if override is None else override
+
+    def add(self, sub: Any) -> None:
+        only = self.queue.only_channels
+        if only is not None and sub.channel not in only:
+            return
+        concurrency = self._concurrency(sub)
+        with self._lock:
+            self._subs[sub.channel] = sub
+            self._slots[sub.channel] = (
+                threading.BoundedSemaphore(concurrency) if concurrency else None
+            )
+            worker = self._worker
+        if worker is None:
+            self._start_worker()
+        else:
+            self._in_worker_loop(
+                lambda: worker.consumer.add_task_queue(
+                    self.backend.queue_name(sub.channel),
+                    queue_arguments=self.backend.broker_queue(
+                        sub.channel
+                    ).queue_arguments,
+                )
+            )
+
+    def remove(self, channel: str) -> None:
+        with self._lock:
+            self._subs.pop(channel, None)
+            worker = self._worker
+        if worker is not None:
+            name = self.backend.queue_name(channel)
+            self._in_worker_loop(lambda: worker.consumer.cancel_task_queue(name))
+
+    def _in_worker_loop(self, fn: Any) -> None:
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+
+        self._worker.consumer.controller.hub.call_soon(call)
+        done.wait(10)
+
+    def _start_worker(self) -> None:
+        # Celery keeps the worker's event loop (kombu's hub) in a module global, so
+        # two embedded workers in one process would share it.
+        global _embedded
+        if _embedded is not None and _embedded is not self:
+            raise ConfigurationError(
+                f"cluster app {self.queue.app.name!r} cannot consume with the Celery "
+                f"backend: app {_embedded.queue.app.name!r} already runs this "
+                "process's embedded Celery worker. Consume each Celery-backed app in "
+                "its own process (runworker --app NAME)."
+            )
+        _embedded = self
+        celery_app = self.backend.celery
+        with self._lock:
+            channels = list(self._subs)
+            threads = sum(
+                self._concurrency(s) or UNLIMITED_THREADS for s in self._subs.values()
+            )
+        for channel in channels:
+            celery_app.amqp.queues.select_add(self.backend.broker_queue(channel))
+        ready = self._ready = threading.Event()
+
+        class Controller(celery_app.WorkController):
+            def on_consumer_ready(self, consumer: Any) -> None:
+                ready.set()
+
+        worker = Controller(
+            app=celery_app,
+            hostname=f"mc-{self.queue.app.name}-{self.queue.app.node_id}@mega-cluster",
+            pool="threads",
+            concurrency=max(1, threads),
+            queues=[self.backend.queue_name(c) for c in channels],
+            loglevel="WARNING",
+            ready_callback=None,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            prefetch_multiplier=1,
+        )
+        self._worker = worker
+        self._thread = threading.Thread(
+            target=self._run_worker,
+            name=f"mc-events-celery-{self.queue.app.name}",
+            daemon=True,
+        )
+        self._thread.start()
+        if not ready.wait(30) or self.error is not None:
+            raise BackendUnavailable(
+                f"the embedded Celery worker did not start: {self.error or 'timeout'}"
+            ) from self.error
+
+    def _run_worker(self) -> None:
+        try:
+            self._worker.start()
+        except BaseException as exc:
+            if not self._stopping.is_set():
+                logger.critical("embedded Celery worker failed", exc_info=exc)
+                self.error = exc
+                self._failed.set()
+                self._ready.set()
+
+    def wait_failed(self, timeout: float | None) -> BaseException | None:
+        self._failed.wait(timeout)
+        return self.error
+
+    def stop(self, drain_timeout: float) -> None:
+        self._stopping.set()
+        if _consumers.get(self.queue.app.name) is self:
+            del _consumers[self.queue.app.name]
+        if self._worker is not None and self._thread is not None:
+            # Warm shutdown: running tasks finish; reserved and countdown messages
+            # are unacked and go back to the broker. It must run in the worker's
+            # own thread: its AMQP connection is not thread-safe.
+            from celery.exceptions import WorkerShutdown
+
+            def shutdown() -> None:
+                raise WorkerShutdown(0)
+
+            hub = getattr(self._worker.consumer.controller, "hub", None)
+            if hub is not None:
+                hub.call_soon(shutdown)
+            else:
+                from celery.worker import state
+
+                state.should_stop = 0
+            self._thread.join(drain_timeout + 10)
+        global _embedded
+        if _embedded is self:
+            _embedded = None
+        self.handlers.shutdown(0.1)
+
+    # the task's work --------------------------------------------------------------
+
+    def deliver(self, event_id: str, channel: str, first: Any = None) -> None:
+        """Run one attempt of ``event_id`` (called by the task, in a worker thread);
+        ``first`` is ``[payload, max_retries, timeout]`` from a first message."""
+        with self._lock:
+            sub = self._subs.get(channel)
+            slot = self._slots.get(channel)
+        if sub is None:
+            logger.warning(
+                "event %s: channel %s is not consumed here", event_id, channel
+            )
+            self.backend.resend(channel, event_id, 1.0)
+            return
+        if slot is not None:
+            slot.acquire()
+        try:
+            self._wait_idle(sub)
+            event = self._with_store(
+                event_id,
+                channel,
+                self.backend.claim_one,
+                event_id,
+                lease=self.lease,
+                first=None if first is None else (channel, first[0], first[1:]),
+            )
+            if event is None:
+                return
+            if isinstance(event, float):
+                # Running elsewhere, or not due yet: look again when it may be.
+                self.backend.resend(channel, event_id, event + 0.05)
+                return
+            with self._lock:
+                self._running[event.id] = event
+            try:
+                self._attempt(sub, event)
+            finally:
+                with self._lock:
+                    self._running.pop(event.id, None)
+        finally:
+            if slot is not None:
+                slot.release()
+            close_old_connections()
+
+    def _with_store(
+        self, event_id: str, channel: str, write: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        """A store write that waits out an outage (``write_to_store``) while the
+        message stays unacknowledged; at shutdown the message goes back to the
+        broker rather than being acked without its row."""
+        try:
+            return self.generic.write_to_store(
+                self._stopping, event_id, channel, write, *args, **kwargs
+            )
+        except DatabaseError as exc:  # only once stopping
+            from celery.exceptions import Reject
+
+            raise Reject(
+                f"event store unreachable at shutdown: {exc}", requeue=True
+            ) from exc
+
+    def _wait_idle(self, sub: Any) -> None:
+        while sub.idle is not None and not self._stopping.is_set():
+            result = sub.idle()
+            if asyncio.iscoroutine(result):
+                result = asyncio.run(result)
+            if result:
+                return
+            time.sleep(self.generic.IDLE_RECHECK)
+
+    def _attempt(self, sub: Any, event: ClaimedEvent) -> None:
+        from ..queue import EventContext
+
+        max_retries = max(event.max_retries, sub.max_retries or 0)
+        if event.attempt > max_retries + 1:
+            error = f"attempt {event.attempt - 1} was lost (worker died)"
+            self._with_store(event.id, event.channel, self.backend.bury, event, error)
+            self.generic.log_dead(event, error)
+            return
+        ctx = EventContext(id=event.id, channel=event.channel, attempt=event.attempt)
+        timeout = event.timeout if event.timeout is not None else sub.timeout
+        self.generic.log_start(event)
+        error: str | None = None
+        exc_info: BaseException | None = None
+        try:
+            payload = json.loads(event.payload)
+            if sub.is_async:
+                error = asyncio.run(_run_async(sub.process, payload, ctx, timeout))
+            elif timeout is None:
+                sub.process(payload, ctx)
+            else:
+                future = self.handlers.submit(
+                    self.generic._call_sync, sub.process, payload, ctx
+                )
+                try:
+                    future.result(timeout)
+                except FutureTimeout:
+                    ctx.cancelled.set()
+                    error = f"timed out after {timeout:g}s"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            exc_info = exc
+        self.generic.finish_attempt(
+            self.generic.RetryingStore(self.backend, self._with_store),
+            event,
+            error,
+            exc_info,
+            max_retries,
+            self.retry_base,
+            self.retry_cap,
+        )
+
+
+async def _run_async(
+    fn: Any, payload: Any, ctx: Any, seconds: float | None
+) -> str | None:
+    task = asyncio.ensure_future(fn(payload, ctx))
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if done:
+        task.result()
+        return None
+    ctx.cancelled.set()
+    task.cancel()
+    await asyncio.wait({task}, timeout=1.0)
+    return f"timed out after {seconds:g}s"
