@@ -10,7 +10,8 @@ row is leased while its handler runs (renewed every ``LEASE/3``): a message that
 arrives while the event runs elsewhere under a live lease (Redis' visibility
 timeout) is put back until the lease lapses, so an event never runs twice at once.
 Retries and delays are countdown messages. ``runworker`` (or any started node that
-consumes) runs an embedded Celery worker with a thread pool on those queues.
+consumes) runs an embedded Celery worker with a thread pool on those queues
+(``celery_consumer``).
 
 On PostgreSQL the happy path waits for no WAL flush but the outcome's: the first
 message carries the event and goes out before its row, which a writer thread
