@@ -68,9 +68,15 @@ class Pages:
         self.driver.set_window_size(1280, 900)
 
     def click(self, css: str) -> None:
+        """Click ``css`` once it is on the page: the previous click may still be
+        loading the next page on a busy machine (waits up to 20 s)."""
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import WebDriverWait
 
-        self.driver.find_element(By.CSS_SELECTOR, css).click()
+        WebDriverWait(self.driver, 20).until(
+            expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, css))
+        ).click()
 
 
 def test_operations_console_in_a_browser(browser, procs, unique_name, tmp_path):

@@ -32,11 +32,17 @@ def test_renewals_failing_until_the_lease_ends_log_the_key_and_lose_the_lock(
             lock = app.lock_manager.acquire("outage", ttl=0.6, auto_extend=True)
             server.stop()
             wait_until(lambda: lock.lost, timeout=5, what="the lock marked lost")
-            [message] = [
-                r.getMessage()
-                for r in caplog.records
-                if r.name == "mega_cluster.locks" and " lost " in r.getMessage()
-            ]
+
+            def lost_warnings():
+                return [
+                    r.getMessage()
+                    for r in caplog.records
+                    if r.name == "mega_cluster.locks" and " lost " in r.getMessage()
+                ]
+
+            # ``lost`` is set first (the section learns at once), the warning follows
+            wait_until(lost_warnings, timeout=5, what="the warning")
+            [message] = lost_warnings()
             assert "'outage'" in message
             assert "renewal failed until the lease ended" in message
         finally:
