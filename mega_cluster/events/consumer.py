@@ -79,6 +79,55 @@ def _guarded(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
 
+def keep_trying(
+    stop: threading.Event,
+    trouble: str,
+    event_id: str,
+    channel: str,
+    fn: Callable[..., Any],
+    *args: Any,
+    errors: tuple[type[BaseException], ...] = (DatabaseError,),
+    **kwargs: Any,
+) -> Any:
+    """``fn(*args, **kwargs)``, tried again while it raises one of ``errors``.
+
+    For a write an event cannot do without (its claim, its outcome, its next
+    message): the caller keeps the event (its slot, its message) meanwhile. Waits
+    double from 0.1 s up to ``STORE_RETRY_CAP``; ``trouble`` says what went wrong in
+    the warning logged at the first failure and every twentieth. Raises the last
+    error once ``stop`` is set.
+    """
+    failures = 0
+    while True:
+        try:
+            with node.fork_guard():
+                result = fn(*args, **kwargs)
+        except errors as exc:
+            failures += 1
+            if failures == 1 or failures % 20 == 0:
+                logger.warning(
+                    "event %s on channel %s: %s (%s); tried again (%d tries so far)",
+                    event_id,
+                    channel,
+                    trouble,
+                    exc,
+                    failures,
+                    extra={"event_id": event_id, "channel": channel},
+                )
+            if stop.wait(min(STORE_RETRY_CAP, 0.05 * 2 ** min(failures, 10))):
+                raise
+            continue
+        if failures:
+            logger.warning(
+                "event %s on channel %s: done after %d failed tries",
+                event_id,
+                channel,
+                failures,
+                extra={"event_id": event_id, "channel": channel},
+            )
+        return result
+
+
 def write_to_store(
     stop: threading.Event,
     event_id: str,
@@ -91,28 +140,17 @@ def write_to_store(
 
     A claim or an outcome that cannot be written is not given up: the event would
     be lost, or left 'running' until its lease lapses and then counted as an
-    attempt whose worker died although its handler succeeded. The caller keeps the
-    event (its slot, its message) meanwhile. Raises the last error once ``stop`` is
-    set.
+    attempt whose worker died although its handler succeeded.
     """
-    failures = 0
-    while True:
-        try:
-            with node.fork_guard():
-                return write(*args, **kwargs)
-        except DatabaseError as exc:
-            failures += 1
-            if failures == 1 or failures % 20 == 0:
-                logger.warning(
-                    "event %s on channel %s: the event store is unreachable (%s); "
-                    "the write is tried again",
-                    event_id,
-                    channel,
-                    exc,
-                    extra={"event_id": event_id, "channel": channel},
-                )
-            if stop.wait(min(STORE_RETRY_CAP, 0.05 * 2 ** min(failures, 10))):
-                raise
+    return keep_trying(
+        stop,
+        "the event store is unreachable",
+        event_id,
+        channel,
+        write,
+        *args,
+        **kwargs,
+    )
 
 
 class RetryingStore:

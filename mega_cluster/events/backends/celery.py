@@ -59,8 +59,6 @@ EARLY = 0.05
 RESEND_AFTER = 3600.0
 #: Lost events sent again per channel and round.
 RESEND_BATCH = 500
-#: Longest pause between tries of a consumer's message the broker refuses.
-SEND_RETRY_CAP = 5.0
 
 #: A one-row FROM item that turns off the commit's WAL flush for the statement's own
 #: (autocommit) transaction: ``set_config(..., is_local => true)`` lasts until that
@@ -221,51 +219,34 @@ class CeleryEventBackend(DatabaseEventBackend):
         """
         due = time.monotonic() + (countdown or 0)
         stop = self.consumer_stopping
-        failures = 0
-        while True:
-            try:
-                self.send(channel, event_id, due - time.monotonic())
-                if failures:
-                    logger.warning(
-                        "event %s on channel %s: sent after %d failed tries",
-                        event_id,
-                        channel,
-                        failures,
-                    )
-                return
-            except BackendUnavailable as exc:
-                if stop is None:
-                    raise
-                failures += 1
-                if failures == 1 or failures % 20 == 0:
-                    logger.warning(
-                        "event %s on channel %s: the Celery broker refuses its "
-                        "message (%s); trying again (%d tries so far)",
-                        event_id,
-                        channel,
-                        exc,
-                        failures,
-                    )
-                if stop.wait(min(SEND_RETRY_CAP, 0.05 * 2**failures)):
-                    from celery.exceptions import Reject
+        if stop is None:  # not a consumer: the caller hears of it
+            self.send(channel, event_id, countdown)
+            return
+        from ..consumer import keep_trying
 
-                    raise Reject(
-                        f"event {event_id}: broker unreachable at shutdown",
-                        requeue=True,
-                    ) from exc
+        try:
+            keep_trying(
+                stop,
+                "the Celery broker refuses its message",
+                event_id,
+                channel,
+                lambda: self.send(channel, event_id, due - time.monotonic()),
+                errors=(BackendUnavailable,),
+            )
+        except BackendUnavailable as exc:
+            from celery.exceptions import Reject
+
+            raise Reject(
+                f"event {event_id}: broker unreachable at shutdown", requeue=True
+            ) from exc
 
     def lost(self, channel: str, older_than: float) -> list[str]:
         """Events of ``channel`` a message should have run long ago: pending and due
         for ``older_than`` seconds, or running with a lease that lapsed that long
         ago (the broker redelivers a dead worker's message well before)."""
-        cutoff = time.time() - older_than
-        where = f"FROM {self.table} WHERE app_name = %s AND channel = %s AND "
+        matching = [self.app.name, channel, time.time() - older_than, RESEND_BATCH]
         rows = self._execute(
-            f"SELECT id FROM (SELECT id {where}status = 'pending' AND "
-            "available_at < %s ORDER BY available_at LIMIT %s) AS due "
-            f"UNION ALL SELECT id FROM (SELECT id {where}status = 'running' AND "
-            "lease_expires_at < %s ORDER BY available_at LIMIT %s) AS lapsed",
-            [self.app.name, channel, cutoff, RESEND_BATCH] * 2,
+            f"SELECT id FROM ({self.takeable_sql()}) AS overdue", matching * 2
         )
         return [row[0] for row in rows]
 
