@@ -156,29 +156,35 @@ class DatabaseEventBackend(EventBackend):
 
     # consuming ------------------------------------------------------------------
 
-    def claim_statement(
-        self, channel: str, limit: int, *, lease: float
-    ) -> tuple[str, list[Any]]:
-        """The claim's SQL and parameters.
+    def takeable_sql(self, lock: str = "") -> str:
+        """``id, available_at`` of the channel's events a worker may take at a given
+        moment: pending and due by then, or running with a lease that lapsed by
+        then. Parameters: app name, channel, moment, limit, twice.
 
-        Each kind of claimable row is one range of the claim index (``app_name,
-        channel, status, available_at``): due pending events, and running events
-        whose lease lapsed. Asked as one ``OR``, the database would read every row
-        of the channel, finished ones included, so claiming would slow down with
-        the history the table keeps."""
-        now = time.time()
-        lock = " FOR UPDATE SKIP LOCKED" if self.vendor == "postgresql" else ""
+        Each kind is one range of the claim index (``app_name, channel, status,
+        available_at``). Asked as one ``OR``, the database would read every row of
+        the channel, finished ones included, so claiming would slow down with the
+        history the table keeps."""
         where = f"FROM {self.table} WHERE app_name = %s AND channel = %s AND "
-        sql = (
-            f"UPDATE {self.table} SET status = 'running', attempts = attempts + 1, "
-            "dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s "
-            "WHERE id IN (SELECT id FROM ("
+        return (
             f"SELECT * FROM (SELECT id, available_at {where}status = 'pending' "
             f"AND available_at <= %s ORDER BY available_at LIMIT %s{lock}) AS due "
             f"UNION ALL SELECT * FROM (SELECT id, available_at {where}"
             "status = 'running' AND lease_expires_at < %s "
             f"ORDER BY available_at LIMIT %s{lock}) AS lapsed"
-            f") AS claimable ORDER BY available_at LIMIT %s) RETURNING {_COLUMNS}"
+        )
+
+    def claim_statement(
+        self, channel: str, limit: int, *, lease: float
+    ) -> tuple[str, list[Any]]:
+        """The claim's SQL and parameters (see :meth:`takeable_sql`)."""
+        now = time.time()
+        lock = " FOR UPDATE SKIP LOCKED" if self.vendor == "postgresql" else ""
+        sql = (
+            f"UPDATE {self.table} SET status = 'running', attempts = attempts + 1, "
+            "dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s "
+            f"WHERE id IN (SELECT id FROM ({self.takeable_sql(lock)}) AS claimable "
+            f"ORDER BY available_at LIMIT %s) RETURNING {_COLUMNS}"
         )
         matching = [self.app.name, channel, now, limit]
         return sql, [now + lease, self.app.node_id, *matching, *matching, limit]
@@ -199,8 +205,7 @@ class DatabaseEventBackend(EventBackend):
 
     def next_due_statement(self, channel: str) -> tuple[str, list[Any]]:
         """When a pending event is due or a running one's lease lapses: two index
-        ranges (see :meth:`claim_statement`), not one scan of the channel's
-        history."""
+        ranges (see :meth:`takeable_sql`), not one scan of the channel's history."""
         where = f"FROM {self.table} WHERE app_name = %s AND channel = %s AND "
         return (
             f"SELECT (SELECT MIN(available_at) {where}status = 'pending'), "
