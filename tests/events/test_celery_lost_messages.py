@@ -13,6 +13,7 @@ import logging
 import pytest
 
 from mega_cluster.checks import check_settings
+from mega_cluster.exceptions import ConfigurationError
 from mega_cluster.testing import make_app
 
 from .conftest import FAST, wait_until
@@ -109,3 +110,5 @@ def test_resend_after_must_be_positive_seconds_or_none(unique_name):
     section = _section(6379, RESEND_AFTER=None)
     with override_settings(MEGA_CLUSTER={"APP_NAME": unique_name, **section}):
         assert not [m for m in check_settings() if "RESEND_AFTER" in m.msg]
+    with pytest.raises(ConfigurationError, match=r"RESEND_AFTER'\] is 0"):
+        make_app(unique_name, _section(6379, RESEND_AFTER=0)).event_queue  # noqa: B018
