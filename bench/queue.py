@@ -179,24 +179,14 @@ class Remote:
 
 
 def embedded_celery_worker(celery_app: Any, queues: list[str], concurrency: int) -> Any:
-    ready = threading.Event()
+    """The plain peer's worker, built as our backend builds its own."""
+    from mega_cluster.events.backends.celery_consumer import build_worker
 
-    class Controller(celery_app.WorkController):
-        def on_consumer_ready(self, consumer: Any) -> None:
-            ready.set()
-
-    worker = Controller(
-        app=celery_app,
+    worker, ready = build_worker(
+        celery_app,
         hostname=f"bench-{os.getpid()}@bench",
-        pool="threads",
-        concurrency=concurrency,
         queues=queues,
-        loglevel="WARNING",
-        ready_callback=None,
-        without_heartbeat=True,
-        without_mingle=True,
-        without_gossip=True,
-        prefetch_multiplier=1,
+        concurrency=concurrency,
     )
     threading.Thread(target=worker.start, daemon=True).start()
     assert ready.wait(30), "celery worker did not start"
@@ -208,15 +198,10 @@ def plain_celery(concurrency: int, consume: bool) -> Any:
     from kombu import Exchange, Queue
 
     celery_app = Celery("bench", broker=REDIS_URL, set_as_current=False)
-    celery_app.conf.update(
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        task_ignore_result=True,
-        worker_prefetch_multiplier=1,
-        worker_hijack_root_logger=False,
-        broker_connection_retry_on_startup=True,
-        broker_transport_options=TRANSPORT,
-    )
+    # the settings our backend sets on the Celery app it builds
+    from mega_cluster.events.backends.celery import CELERY_SETTINGS
+
+    celery_app.conf.update(**CELERY_SETTINGS, broker_transport_options=TRANSPORT)
 
     @celery_app.task(name="bench.noop", acks_late=True, reject_on_worker_lost=True)
     def noop(payload: Any) -> None:

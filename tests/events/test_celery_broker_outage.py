@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings
 
+from mega_cluster.events.backends.celery import CELERY_SETTINGS
 from mega_cluster.exceptions import BackendUnavailable
 from mega_cluster.testing import make_app
 
@@ -49,12 +50,7 @@ def broker_writes(unique_name):
     split_celery.conf.update(
         broker_read_url=settings.AMQP_URL,
         broker_write_url=url._replace(netloc=netloc).geturl(),
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        task_ignore_result=True,
-        worker_prefetch_multiplier=1,
-        worker_hijack_root_logger=False,
-        broker_connection_retry_on_startup=True,
+        **CELERY_SETTINGS,
         # a refused publish fails fast (the default policy retries ~1 s)
         task_publish_retry_policy={"max_retries": 1, "interval_start": 0.1},
     )

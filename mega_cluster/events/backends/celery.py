@@ -52,6 +52,17 @@ from .database import DatabaseEventBackend
 logger = logging.getLogger("mega_cluster.events.celery")
 
 TASK_NAME = "mega_cluster.events.deliver"
+#: What the backend relies on, set on the Celery app it builds from ``BROKER_URL``
+#: (docs/deployment.md: set them on yours when you pass ``APP``): acks after the
+#: handler, a killed worker's message redelivered, no more reserved than run.
+CELERY_SETTINGS: dict[str, Any] = {
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "task_ignore_result": True,
+    "worker_prefetch_multiplier": 1,
+    "worker_hijack_root_logger": False,
+    "broker_connection_retry_on_startup": True,
+}
 #: How early a message may take an event that is not due yet (seconds): clocks and
 #: countdowns of different machines differ a little.
 EARLY = 0.05
@@ -140,12 +151,7 @@ class CeleryEventBackend(DatabaseEventBackend):
                 set_as_current=False,
             )
             celery_app.conf.update(
-                task_acks_late=True,
-                task_reject_on_worker_lost=True,
-                task_ignore_result=True,
-                worker_prefetch_multiplier=1,
-                worker_hijack_root_logger=False,
-                broker_connection_retry_on_startup=True,
+                **CELERY_SETTINGS,
                 broker_transport_options=dict(
                     self.options.get("TRANSPORT_OPTIONS") or {}
                 ),

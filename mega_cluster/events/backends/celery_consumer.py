@@ -37,6 +37,34 @@ UNLIMITED_THREADS = 32
 _embedded: CeleryConsumer | None = None
 
 
+def build_worker(
+    celery_app: Any, *, hostname: str, queues: list[str], concurrency: int
+) -> tuple[Any, threading.Event]:
+    """An embedded Celery worker (not started) with a thread pool on ``queues``, and
+    the event it sets once it consumes. Prefetch 1, no heartbeat, mingle or gossip:
+    a worker reserves no more than it runs and costs the broker nothing idle."""
+    ready = threading.Event()
+
+    class Controller(celery_app.WorkController):
+        def on_consumer_ready(self, consumer: Any) -> None:
+            ready.set()
+
+    worker = Controller(
+        app=celery_app,
+        hostname=hostname,
+        pool="threads",
+        concurrency=concurrency,
+        queues=queues,
+        loglevel="WARNING",
+        ready_callback=None,
+        without_heartbeat=True,
+        without_mingle=True,
+        without_gossip=True,
+        prefetch_multiplier=1,
+    )
+    return worker, ready
+
+
 class CeleryConsumer:
     """Runs an embedded Celery worker (thread pool) on the subscribed channels'
     queues; the generic task calls :meth:`deliver` for each message."""
@@ -196,25 +224,13 @@ class CeleryConsumer:
             )
         for channel in channels:
             celery_app.amqp.queues.select_add(self.backend.broker_queue(channel))
-        ready = self._ready = threading.Event()
-
-        class Controller(celery_app.WorkController):
-            def on_consumer_ready(self, consumer: Any) -> None:
-                ready.set()
-
-        worker = Controller(
-            app=celery_app,
+        worker, ready = build_worker(
+            celery_app,
             hostname=f"mc-{self.queue.app.name}-{self.queue.app.node_id}@mega-cluster",
-            pool="threads",
-            concurrency=max(1, threads),
             queues=[self.backend.queue_name(c) for c in channels],
-            loglevel="WARNING",
-            ready_callback=None,
-            without_heartbeat=True,
-            without_mingle=True,
-            without_gossip=True,
-            prefetch_multiplier=1,
+            concurrency=max(1, threads),
         )
+        self._ready = ready
         self._worker = worker
         self._thread = threading.Thread(
             target=self._run_worker,
