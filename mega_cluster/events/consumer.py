@@ -49,13 +49,15 @@ MAX_STORED_TRACEBACK = 8000
 STORE_RETRY_CAP = 5.0
 
 
-#: Longest pause between two retention prunes of a consuming node (seconds).
-PRUNE_EVERY = 60.0
+#: Longest pause between two rounds of a consuming node's upkeep: the retention
+#: prune, and the Celery backend's look for lost events (seconds).
+UPKEEP_EVERY = 60.0
 
 
-def prune_interval(retention: float) -> float:
-    """How often a consuming node prunes events older than ``retention``."""
-    return min(PRUNE_EVERY, max(0.1, retention / 2))
+def upkeep_interval(age: float) -> float:
+    """How often to look for rows older than ``age`` seconds (the retention prune,
+    lost events): twice per ``age``, at most every :data:`UPKEEP_EVERY`."""
+    return min(UPKEEP_EVERY, max(0.1, age / 2))
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -591,7 +593,7 @@ class Consumer:
         if retention is None:
             return
         while True:
-            await asyncio.sleep(prune_interval(retention))
+            await asyncio.sleep(upkeep_interval(retention))
             try:
                 await self._io(self.backend.prune, retention)
             except Exception:

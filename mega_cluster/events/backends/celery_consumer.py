@@ -100,43 +100,46 @@ class CeleryConsumer:
         ).start()
 
     def _renew_leases(self) -> None:
-        """Renews the leases of running events; prunes old succeeded ones; sends
-        lost events again."""
+        """Upkeep, each at its own interval: renew the leases of running events,
+        prune old succeeded ones (``RETENTION``), send lost events again
+        (``RESEND_AFTER``)."""
         retention = self.queue.settings["RETENTION"]
-        prune_every = (
-            None if retention is None else self.generic.prune_interval(retention)
-        )
         resend_after = self.backend.resend_after
-        resend_every = (
-            None if resend_after is None else min(60.0, max(0.1, resend_after / 2))
-        )
-        tick = min(
-            x for x in (self.lease / 3, prune_every, resend_every) if x is not None
-        )
-        next_renew = next_prune = next_resend = time.monotonic()
+        chores: list[tuple[str, float, Any]] = [
+            ("renewing event leases", self.lease / 3, self._renew)
+        ]
+        if retention is not None:
+            chores.append(
+                (
+                    "pruning succeeded events",
+                    self.generic.upkeep_interval(retention),
+                    lambda: self.backend.prune(retention),
+                )
+            )
+        if resend_after is not None:
+            every = self.generic.upkeep_interval(resend_after)
+            chores.append(
+                ("sending lost events again", every, lambda: self._resend_lost(every))
+            )
+        due = [time.monotonic() + every for _, every, _ in chores]
         try:
-            while not self._stopping.wait(tick):
-                now = time.monotonic()
-                if now >= next_renew + self.lease / 3:
-                    next_renew = now
-                    with self._lock:
-                        events = list(self._running.values())
-                    if events:
+            while not self._stopping.wait(min(every for _, every, _ in chores)):
+                for i, (what, every, chore) in enumerate(chores):
+                    now = time.monotonic()
+                    if now >= due[i]:
+                        due[i] = now + every
                         try:
-                            self.backend.renew(events, lease=self.lease)
+                            chore()
                         except Exception:
-                            logger.exception("renewing event leases failed")
-                if prune_every is not None and now >= next_prune + prune_every:
-                    next_prune = now
-                    try:
-                        self.backend.prune(retention)
-                    except Exception:
-                        logger.exception("pruning succeeded events failed")
-                if resend_every is not None and now >= next_resend + resend_every:
-                    next_resend = now
-                    self._resend_lost(resend_every)
+                            logger.exception("%s failed", what)
         finally:
             connections.close_all()
+
+    def _renew(self) -> None:
+        with self._lock:
+            events = list(self._running.values())
+        if events:
+            self.backend.renew(events, lease=self.lease)
 
     def _resend_lost(self, every: float) -> None:
         # One consuming node per channel and round (the others skip it).
