@@ -3,7 +3,7 @@
 One command::
 
     ./dev bench queue [--events 2000] [--concurrency 8] [--samples 200]
-        [--repeat 3] [--systems plain,celery,database,memory]
+        [--repeat 3] [--systems plain,celery,celery-failures,database,memory]
         [--topology split,same]
 
 Each system is measured the same way, in fresh processes, in two topologies:
@@ -26,8 +26,9 @@ each round's ratio, and latency percentiles of all rounds' samples.
 Systems: a plain Celery task (``acks_late``, ``reject_on_worker_lost``, prefetch 1,
 thread pool of ``--concurrency``) on Redis; our ``celery`` backend on the same
 broker with the same worker settings (embedded worker built the same way; events
-kept in PostgreSQL); our ``database``
-backend on PostgreSQL (LISTEN/NOTIFY wake-ups); our ``memory`` backend as the
+kept in PostgreSQL: a row per event); the same with ``BOOKKEEPING = "failures"``
+(rows only for events that fail, wait or run long; successes counted); our
+``database`` backend on PostgreSQL (LISTEN/NOTIFY wake-ups); our ``memory`` backend as the
 floor of our own overhead. Ratios are against plain Celery+Redis.
 
 Needs Redis on ``MC_REDIS_URL`` (default redis://127.0.0.1:6379/0, every key
@@ -219,8 +220,11 @@ def ours(backend: str, concurrency: int, consume: bool) -> Any:
     from mega_cluster.testing import make_app
 
     section: dict[str, Any] = {"BACKEND": backend}
-    if backend == "celery":
+    if backend.startswith("celery"):
+        section["BACKEND"] = "celery"
         section["OPTIONS"] = {"BROKER_URL": REDIS_URL, "TRANSPORT_OPTIONS": TRANSPORT}
+        if backend == "celery-failures":
+            section["OPTIONS"]["BOOKKEEPING"] = "failures"
     app = make_app(TAG, {"EVENT_QUEUE": section})
     if consume:
         app.event_queue.subscribe(
@@ -336,6 +340,7 @@ def clean_redis() -> None:
 SYSTEMS = {
     "plain": "plain Celery task, Redis broker",
     "celery": "mega_cluster celery (Redis broker, PostgreSQL store)",
+    "celery-failures": "mega_cluster celery, BOOKKEEPING=failures",
     "database": "mega_cluster database (PostgreSQL)",
     "memory": "mega_cluster memory (one process)",
 }

@@ -1,5 +1,6 @@
 """Real ``runworker`` processes consume the event queue: ``database`` on PostgreSQL
-and ``celery`` on RabbitMQ (store on PostgreSQL)."""
+and ``celery`` on RabbitMQ (store on PostgreSQL; a row per event, and
+``BOOKKEEPING = "failures"``)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ pytestmark = [
             id="celery-rabbitmq",
             marks=[pytest.mark.celery, pytest.mark.rabbitmq],
         ),
+        pytest.param(
+            "celery-failures",
+            id="celery-failures-rabbitmq",
+            marks=[pytest.mark.celery, pytest.mark.rabbitmq],
+        ),
     ]
 )
 def setup(request, unique_name, tmp_path):
@@ -43,9 +49,11 @@ def setup(request, unique_name, tmp_path):
         "MC_EVENTS_BACKEND": backend,
     }
     options = {"DATABASE": "postgres"}
-    if backend == "celery":
-        env["MC_EVENTS_OPTIONS"] = json.dumps(celery_options("default"))
-        options = celery_options("postgres")
+    if backend.startswith("celery"):
+        env["MC_EVENTS_BACKEND"] = "celery"
+        env["MC_EVENTS_OPTIONS"] = json.dumps(celery_options("default", backend))
+        options = celery_options("postgres", backend)
+        backend = "celery"
     monitor = make_app(
         unique_name, {"EVENT_QUEUE": {"BACKEND": backend, "OPTIONS": options}}
     )

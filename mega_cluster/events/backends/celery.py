@@ -27,7 +27,16 @@ Options: ``APP`` (dotted path to the project's Celery instance) or ``BROKER_URL`
 (seconds, default one hour, ``None`` turns it off: a pending event due that long ago,
 or a running one whose lease lapsed that long ago, while its channel's broker queue
 is empty, lost its message — a broker restarted without persistence — and a consuming
-node sends it again).
+node sends it again), ``BOOKKEEPING``.
+
+``BOOKKEEPING = "failures"`` (default ``"all"``) writes no row for an event that
+succeeds at its first attempt within ``LEASE / 3``: its message carries it
+(marked *lean*), the consumer runs it without a claim and counts the success in
+memory, added to the channel's tally every second. A row is written when the event
+needs one: a failed attempt (retry or dead letter), a delay or dedupe key (at
+publish), a handler still running at the next lease renewal, a message the broker
+redelivered (the lost attempt counts). ``stats()`` adds the broker queue's depth to
+``pending``. docs/events.md says what this gives up.
 """
 
 from __future__ import annotations
@@ -40,12 +49,12 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from ...exceptions import BackendUnavailable, ConfigurationError, EventNotFound
-from .base import ClaimedEvent, DeadLetter, EventInfo, NewEvent
+from .base import STAT_KEYS, ClaimedEvent, DeadLetter, EventInfo, NewEvent
 from .celery_rows import RowWriter
 from .database import DatabaseEventBackend
 
@@ -70,6 +79,12 @@ EARLY = 0.05
 RESEND_AFTER = 3600.0
 #: Lost events sent again per channel and round.
 RESEND_BATCH = 500
+#: ``OPTIONS["BOOKKEEPING"]``: a row per event, or rows only where needed.
+BOOKKEEPING = ("all", "failures")
+#: Fourth item of a first message's event: run it without a row (``"failures"``).
+LEAN = 1
+#: How often a consumer adds the successes it counted to the tallies (seconds).
+TALLY_EVERY = 1.0
 
 #: A one-row FROM item that turns off the commit's WAL flush for the statement's own
 #: (autocommit) transaction: ``set_config(..., is_local => true)`` lasts until that
@@ -101,6 +116,18 @@ class CeleryEventBackend(DatabaseEventBackend):
         self._completing = threading.Lock()
         #: Set by this process's consumer: its stop event (see :meth:`resend`).
         self.consumer_stopping: threading.Event | None = None
+        self.bookkeeping: str = self.options.get("BOOKKEEPING", "all")
+        #: Lean events that succeeded here, per channel, not yet in the tallies.
+        self._succeeded: dict[str, int] = {}
+        self._count_lock = threading.Lock()
+        #: Held across a tally flush and across the reads of ``stats()``, so a
+        #: count is seen either in memory or in the table, never both or neither.
+        self._tally_lock = threading.Lock()
+        #: Channels whose tally row exists (a lean channel is known to ``stats()``).
+        self._catalogued: set[str] = set()
+        #: Set by this process's consumer: ``{channel: lean events running here
+        #: without a row}``.
+        self.running_rowless: Any = None
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -119,6 +146,13 @@ class CeleryEventBackend(DatabaseEventBackend):
             problems.append(
                 f"OPTIONS['RESEND_AFTER'] is {resend!r}: give seconds (a number > 0), "
                 "or None to never send lost events again."
+            )
+        bookkeeping = options.get("BOOKKEEPING", "all")
+        if bookkeeping not in BOOKKEEPING:
+            problems.append(
+                f"OPTIONS['BOOKKEEPING'] is {bookkeeping!r}: give 'all' (a row per "
+                "event, the default) or 'failures' (rows only for events that fail, "
+                "wait or run long; docs/events.md)."
             )
         return problems
 
@@ -186,13 +220,24 @@ class CeleryEventBackend(DatabaseEventBackend):
         event_id: str,
         countdown: float | None = None,
         event: NewEvent | None = None,
+        *,
+        lean: bool = False,
+        carried: list[Any] | None = None,
     ) -> None:
+        """Send the message of ``event_id``; a first message carries the event
+        (``event``, or ``carried`` as a first message had it)."""
         celery_app = self.celery  # configuration errors propagate as they are
         args: list[Any] = [self.app.name, event_id, channel]
-        if event is not None:
+        if carried is not None:
+            args.append(carried)
+        elif event is not None:
             # The first message carries the event, so a row whose lazy commit a
-            # database crash lost is restored when the message arrives.
-            args.append([event.payload, event.max_retries, event.timeout])
+            # database crash lost is restored when the message arrives (and a lean
+            # event needs none).
+            carried: list[Any] = [event.payload, event.max_retries, event.timeout]
+            if lean:
+                carried.append(LEAN)
+            args.append(carried)
         try:
             celery_app.send_task(
                 TASK_NAME,
@@ -204,7 +249,7 @@ class CeleryEventBackend(DatabaseEventBackend):
                 # repr of all of them (the payload too), costs a publish more CPU
                 # than building the rest of its message.
                 argsrepr=f"[{self.app.name!r}, {event_id!r}, {channel!r}"
-                + (", <event>]" if event is not None else "]"),
+                + (", <event>]" if len(args) > 3 else "]"),
             )
         except Exception as exc:
             raise BackendUnavailable(
@@ -212,7 +257,11 @@ class CeleryEventBackend(DatabaseEventBackend):
             ) from exc
 
     def resend(
-        self, channel: str, event_id: str, countdown: float | None = None
+        self,
+        channel: str,
+        event_id: str,
+        countdown: float | None = None,
+        carried: list[Any] | None = None,
     ) -> None:
         """A consumer's message for an event it holds (a retry, a release, a look
         later), sent again while the broker refuses it.
@@ -221,12 +270,13 @@ class CeleryEventBackend(DatabaseEventBackend):
         event: pending with no message to run it. The consumer keeps the event's
         slot and its unacknowledged message meanwhile. Once the consumer stops, the
         message it holds goes back to the broker (``Reject(requeue=True)``) and runs
-        the event when it comes back. ``countdown`` is measured from the first try.
+        the event when it comes back. ``countdown`` is measured from the first try;
+        ``carried``: the event a lean message carries (it has no row to run from).
         """
         due = time.monotonic() + (countdown or 0)
         stop = self.consumer_stopping
         if stop is None:  # not a consumer: the caller hears of it
-            self.send(channel, event_id, countdown)
+            self.send(channel, event_id, countdown, carried=carried)
             return
         from ..consumer import keep_trying
 
@@ -236,7 +286,9 @@ class CeleryEventBackend(DatabaseEventBackend):
                 "the Celery broker refuses its message",
                 event_id,
                 channel,
-                lambda: self.send(channel, event_id, due - time.monotonic()),
+                lambda: self.send(
+                    channel, event_id, due - time.monotonic(), carried=carried
+                ),
                 errors=(BackendUnavailable,),
             )
         except BackendUnavailable as exc:
@@ -259,25 +311,45 @@ class CeleryEventBackend(DatabaseEventBackend):
     def queued(self, channel: str) -> int | None:
         """Messages waiting in the channel's broker queue (0 when the broker has no
         such queue), or None when the broker cannot tell."""
+        return self.queue_depths([channel]).get(channel)
+
+    def queue_depths(self, channels: list[str]) -> dict[str, int]:
+        """Messages waiting in each channel's broker queue (0 when the broker has no
+        such queue), over one pooled connection; a channel the broker cannot count
+        is left out (and logged)."""
+        depths: dict[str, int] = {}
+        if not channels:
+            return depths
         try:
-            with self.celery.connection_for_write() as conn:
-                broker_channel = conn.channel()
+            with self.celery.pool.acquire(block=True, timeout=5) as conn:
+                broker_channel = None
                 try:
-                    return broker_channel.queue_declare(
-                        queue=self.queue_name(channel), passive=True
-                    ).message_count
+                    for channel in channels:
+                        if broker_channel is None:
+                            broker_channel = conn.channel()
+                        try:
+                            depths[channel] = broker_channel.queue_declare(
+                                queue=self.queue_name(channel), passive=True
+                            ).message_count
+                        except Exception as exc:
+                            if not _not_found(exc):
+                                raise
+                            depths[channel] = 0
+                            # AMQP closes a channel on a failed passive declare.
+                            with contextlib.suppress(Exception):
+                                broker_channel.close()
+                            broker_channel = None
                 finally:
-                    with contextlib.suppress(Exception):
-                        broker_channel.close()
+                    if broker_channel is not None:
+                        with contextlib.suppress(Exception):
+                            broker_channel.close()
         except Exception as exc:
-            if "NOT_FOUND" in str(exc) or getattr(exc, "code", None) == 404:
-                return 0
             logger.warning(
-                "event queue: cannot count the broker queue of channel %s: %s",
-                channel,
+                "event queue: cannot count the broker queues of channel(s) %s: %s",
+                ", ".join(c for c in channels if c not in depths),
                 exc,
             )
-            return None
+        return depths
 
     def resend_lost(self, channel: str) -> int:
         """Send the channel's lost events (see :meth:`lost`) again, if its broker
@@ -304,6 +376,15 @@ class CeleryEventBackend(DatabaseEventBackend):
 
     def enqueue(self, event: NewEvent) -> str:
         self.celery  # noqa: B018 - a configuration error must come before the insert
+        if (
+            self.bookkeeping == "failures"
+            and event.dedupe_key is None
+            and event.available_at <= time.time()
+        ):
+            # No row: the message is the event until it needs one.
+            self._catalog(event.channel)
+            self.send(event.channel, event.id, None, event, lean=True)
+            return event.id
         if self.lazy_insert(event):
             # The message carries the event and goes first; its row follows in the
             # row writer's next batch (or is written by the consumer, whichever is
@@ -345,6 +426,22 @@ class CeleryEventBackend(DatabaseEventBackend):
             [self.app.name, json.dumps(rows)],
         )
 
+    def _catalog(self, channel: str) -> None:
+        """Make a lean channel known to ``stats()`` (its tally row), once per
+        process; a failure is logged and tried again at the next publish."""
+        if channel in self._catalogued:
+            return
+        try:
+            self.add_tally(channel, 0, 0)
+        except Exception as exc:
+            logger.warning(
+                "event queue: cannot record channel %s in the tallies: %s",
+                channel,
+                exc,
+            )
+            return
+        self._catalogued.add(channel)
+
     def lazy_insert(self, event: NewEvent) -> bool:
         # A dedupe key's row stays a durable commit: the key's uniqueness must
         # survive a database crash, and the message cannot restore it.
@@ -361,6 +458,7 @@ class CeleryEventBackend(DatabaseEventBackend):
         *,
         lease: float,
         first: tuple[str, str, Any] | None = None,
+        lost: bool = False,
     ) -> ClaimedEvent | float | None:
         """Take the event a message names.
 
@@ -374,18 +472,24 @@ class CeleryEventBackend(DatabaseEventBackend):
         ``first`` is ``(channel, payload, [max_retries, timeout])`` from a first
         message: when the event has no row yet (the publisher's row writer has not
         written it, or a database crash lost its lazy commit), it is written from
-        that, already claimed.
+        that, already claimed. ``lost``: the message of a lean event, redelivered
+        by the broker: a worker took it and died (or gave it back), and a row it
+        never had is created with that attempt counted.
         """
         now = time.time()
         lazy = self._lazy()
+        if first is not None and not lazy and len(first[2]) > 2:  # a lean event
+            created = self._create_claimed(event_id, first, lease=lease, lost=lost)
+            if created is not None:
+                return created
         if first is not None and lazy:
             # Claim or create in one statement. It commits lazily: the outcome
             # that follows is a durable commit, and flushing the WAL up to that
             # record flushes this one too.
-            channel, payload, (max_retries, timeout) = first
+            channel, payload, (max_retries, timeout, *_) = first
             rows = self._execute(
                 f"INSERT INTO {self.table} AS e ({_ROW_COLUMNS}) "
-                "SELECT %s, %s, %s, %s, 'running', 1, 0, %s, %s, %s, %s, %s, '', %s "
+                "SELECT %s, %s, %s, %s, 'running', %s, 0, %s, %s, %s, %s, %s, '', %s "
                 f"FROM {LAZY_COMMIT} ON CONFLICT (id) DO UPDATE SET "
                 "status = 'running', attempts = e.attempts + 1, dedupe_key = NULL, "
                 "lease_expires_at = EXCLUDED.lease_expires_at, "
@@ -399,6 +503,7 @@ class CeleryEventBackend(DatabaseEventBackend):
                     self.app.name,
                     channel,
                     payload,
+                    2 if lost else 1,
                     max_retries,
                     timeout,
                     now,
@@ -456,6 +561,105 @@ class CeleryEventBackend(DatabaseEventBackend):
             max_retries=row[4],
             timeout=row[5],
         )
+
+    def _create_claimed(
+        self, event_id: str, first: tuple[str, str, Any], *, lease: float, lost: bool
+    ) -> ClaimedEvent | None:
+        """Where the claim cannot create in one statement (not PostgreSQL, or in
+        an atomic block): insert the row already claimed, or ``None`` when it
+        exists (the caller claims it)."""
+        channel, payload, (max_retries, timeout, *_) = first
+        event = ClaimedEvent(
+            id=event_id,
+            channel=channel,
+            payload=payload,
+            attempt=2 if lost else 1,
+            max_retries=max_retries,
+            timeout=timeout,
+        )
+        return event if self.lean_row(event, "running", lease=lease) else None
+
+    def lean_row(
+        self,
+        event: ClaimedEvent,
+        status: str,
+        *,
+        error: str = "",
+        available_at: float | None = None,
+        lease: float | None = None,
+    ) -> bool:
+        """Write the row of an event that had none (a lean one): ``running`` under
+        a lease (committed lazily: a lost one is a message redelivered anyway),
+        ``pending`` for a retry at ``available_at`` or ``dead``, after a failed
+        attempt. False (and nothing written) when the event has a row already."""
+        now = time.time()
+        running = status == "running"
+        connection = connections[self.alias]
+        lazy = f" FROM {LAZY_COMMIT}" if running and self._lazy() else ""
+        # WHERE true: SQLite would read ON CONFLICT after a bare SELECT as a join.
+        return bool(
+            self._execute(
+                f"INSERT INTO {self.table} ({_ROW_COLUMNS}, finished_at) SELECT %s, "
+                f"%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s{lazy} "
+                "WHERE true ON CONFLICT (id) DO NOTHING RETURNING id",
+                [
+                    event.id,
+                    self.app.name,
+                    event.channel,
+                    event.payload,
+                    status,
+                    event.attempt,
+                    0 if running else 1,
+                    event.max_retries,
+                    event.timeout,
+                    now if available_at is None else available_at,
+                    now + lease if running and lease is not None else None,
+                    self.app.node_id if running else "",
+                    error[:10_000],
+                    connection.ops.adapt_datetimefield_value(timezone.now()),
+                    now if status == "dead" else None,
+                ],
+            )
+        )
+
+    def lean_retry(
+        self, event: ClaimedEvent, error: str, *, available_at: float
+    ) -> None:
+        """A lean event's failed attempt with retries left: its row, pending until
+        ``available_at``, and a countdown message (as :meth:`retry`)."""
+        self.lean_row(event, "pending", error=error, available_at=available_at)
+        self.resend(event.channel, event.id, available_at - time.time())
+
+    def lean_bury(self, event: ClaimedEvent, error: str) -> None:
+        """A lean event's failed last attempt: its row, a dead letter."""
+        self.lean_row(event, "dead", error=error)
+
+    def count_succeeded(self, channel: str) -> None:
+        """A lean event succeeded here: counted in memory until the next
+        :meth:`flush_tallies`."""
+        with self._count_lock:
+            self._succeeded[channel] = self._succeeded.get(channel, 0) + 1
+
+    def flush_tallies(self) -> None:
+        """Add the successes counted here to the channels' tallies (one
+        transaction; kept in memory for the next try if it fails)."""
+        with self._tally_lock:
+            with self._count_lock:
+                counts, self._succeeded = self._succeeded, {}
+            if not counts:
+                return
+            try:
+                with transaction.atomic(using=self.alias):
+                    for channel, succeeded in sorted(counts.items()):
+                        self.add_tally(channel, succeeded, 0)
+            except BaseException:
+                with self._count_lock:
+                    for channel, succeeded in counts.items():
+                        self._succeeded[channel] = (
+                            self._succeeded.get(channel, 0) + succeeded
+                        )
+                raise
+            self._catalogued.update(counts)
 
     def renew(self, events: list[ClaimedEvent], *, lease: float) -> None:
         lazy = f" FROM {LAZY_COMMIT}" if self._lazy() else ""
@@ -528,8 +732,26 @@ class CeleryEventBackend(DatabaseEventBackend):
     # Readers in this process see its own publishes at once.
 
     def stats(self, channel: str | None = None) -> dict[str, dict[str, int]]:
+        """The store's counts, plus what only this process knows (lean events
+        running here without a row, successes not yet in the tallies) and, with
+        ``BOOKKEEPING = "failures"``, the messages waiting in the broker queues
+        (lean events, which have no row until they need one)."""
         self.rows.flush()
-        return super().stats(channel)
+        with self._tally_lock:
+            result = super().stats(channel)
+            with self._count_lock:
+                local = dict(self._succeeded)
+        running = self.running_rowless() if self.running_rowless is not None else {}
+        for key, extra in (("succeeded", local), ("running", running)):
+            for name, n in extra.items():
+                if n and channel in (None, name):
+                    result.setdefault(name, dict.fromkeys(STAT_KEYS, 0))[key] += n
+        if self.bookkeeping == "failures":
+            names = sorted(set(result) | ({channel} if channel is not None else set()))
+            for name, n in self.queue_depths(names).items():
+                if n:
+                    result.setdefault(name, dict.fromkeys(STAT_KEYS, 0))["pending"] += n
+        return result
 
     def events(
         self, channel: str | None, status: str | None, limit: int
@@ -548,6 +770,10 @@ class CeleryEventBackend(DatabaseEventBackend):
     def stop(self) -> None:
         super().stop()
         self.rows.stop()
+        try:
+            self.flush_tallies()
+        except Exception:
+            logger.exception("event queue: the last successes were not tallied")
 
     def claim(self, channel: str, limit: int, *, lease: float) -> list[ClaimedEvent]:
         raise NotImplementedError("the Celery backend is consumed by a Celery worker")
@@ -556,3 +782,8 @@ class CeleryEventBackend(DatabaseEventBackend):
         from .celery_consumer import CeleryConsumer
 
         return CeleryConsumer(queue)
+
+
+def _not_found(exc: BaseException) -> bool:
+    """The broker has no such queue (AMQP 404, or kombu's virtual transports)."""
+    return "NOT_FOUND" in str(exc) or getattr(exc, "code", None) == 404

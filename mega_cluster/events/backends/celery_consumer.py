@@ -7,7 +7,12 @@ the event's row (or create it from a first message), run the handler with its
 timeout, record the outcome (a retry is a countdown message). Store writes wait out
 an outage while the message stays unacknowledged; at shutdown it goes back to the
 broker. A side thread renews the leases of running events, prunes succeeded rows
-after ``RETENTION`` and sends lost events again (``RESEND_AFTER``).
+after ``RETENTION``, sends lost events again (``RESEND_AFTER``), writes the rows
+of lean events still running and adds lean successes to the tallies.
+
+A lean message (``BOOKKEEPING = "failures"``) that the broker delivers for the
+first time runs without a claim: the event exists only in the message and this
+process's memory (:class:`_Lean`) until it needs a row.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from django.db import close_old_connections, connections
 
 from ...exceptions import BackendUnavailable, ConfigurationError
 from .base import ClaimedEvent
-from .celery import CeleryEventBackend
+from .celery import LEAN, TALLY_EVERY, CeleryEventBackend
 
 logger = logging.getLogger("mega_cluster.events.celery")
 
@@ -65,6 +70,54 @@ def build_worker(
     return worker, ready
 
 
+class _Lean:
+    """A lean event running here: whether it has a row yet (written by the lease
+    renewal when it runs long) and whether its outcome is being written. ``lock``
+    orders the two, so the outcome goes to the row if and only if there is one."""
+
+    __slots__ = ("done", "event", "lock", "rowed")
+
+    def __init__(self, event: ClaimedEvent) -> None:
+        self.event = event
+        self.lock = threading.Lock()
+        self.rowed = False
+        self.done = False
+
+    def finish(self) -> bool:
+        """Mark the attempt finished; whether the event has a row."""
+        with self.lock:
+            self.done = True
+            return self.rowed
+
+
+class _LeanStore:
+    """The outcome of a lean event's attempt, as :func:`finish_attempt` records it:
+    to its row if it got one, else a success counted in memory or a row written
+    for the failure."""
+
+    def __init__(self, consumer: CeleryConsumer, entry: _Lean) -> None:
+        self.app = consumer.backend.app
+        self._backend = consumer.backend
+        self._write = consumer._with_store
+        self._rowed = entry.finish()
+
+    def complete(self, event: ClaimedEvent) -> None:
+        if self._rowed:
+            self._write(event.id, event.channel, self._backend.complete, event)
+        else:
+            self._backend.count_succeeded(event.channel)
+
+    def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
+        write = self._backend.retry if self._rowed else self._backend.lean_retry
+        self._write(
+            event.id, event.channel, write, event, error, available_at=available_at
+        )
+
+    def bury(self, event: ClaimedEvent, error: str) -> None:
+        write = self._backend.bury if self._rowed else self._backend.lean_bury
+        self._write(event.id, event.channel, write, event, error)
+
+
 class CeleryConsumer:
     """Runs an embedded Celery worker (thread pool) on the subscribed channels'
     queues; the generic task calls :meth:`deliver` for each message."""
@@ -83,6 +136,8 @@ class CeleryConsumer:
         self._subs: dict[str, Any] = {}
         self._slots: dict[str, threading.BoundedSemaphore | None] = {}
         self._running: dict[str, ClaimedEvent] = {}
+        #: Lean events running here (see :class:`_Lean`).
+        self._lean: dict[str, _Lean] = {}
         self._lock = threading.Lock()
         self._worker: Any = None
         self._thread: threading.Thread | None = None
@@ -93,6 +148,7 @@ class CeleryConsumer:
     def start(self) -> None:
         _consumers[self.queue.app.name] = self
         self.backend.consumer_stopping = self._stopping
+        self.backend.running_rowless = self._running_rowless
         threading.Thread(
             target=self._renew_leases,
             name=f"mc-events-lease-{self.queue.app.name}",
@@ -106,7 +162,8 @@ class CeleryConsumer:
         retention = self.queue.settings["RETENTION"]
         resend_after = self.backend.resend_after
         chores: list[tuple[str, float, Any]] = [
-            ("renewing event leases", self.lease / 3, self._renew)
+            ("renewing event leases", self.lease / 3, self._renew),
+            ("tallying lean successes", TALLY_EVERY, self.backend.flush_tallies),
         ]
         if retention is not None:
             chores.append(
@@ -138,8 +195,30 @@ class CeleryConsumer:
     def _renew(self) -> None:
         with self._lock:
             events = list(self._running.values())
+            lean = list(self._lean.values())
+        for entry in lean:
+            # Still running at a renewal: a lean event gets its row, so a message
+            # redelivered meanwhile (Redis' visibility timeout) finds it running
+            # under a lease, and other nodes' stats() count it.
+            with entry.lock:
+                if entry.done:
+                    continue
+                if not entry.rowed:
+                    self.backend.lean_row(entry.event, "running", lease=self.lease)
+                    entry.rowed = True
+                    continue
+            events.append(entry.event)
         if events:
             self.backend.renew(events, lease=self.lease)
+
+    def _running_rowless(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self._lock:
+            for entry in self._lean.values():
+                if not entry.rowed and not entry.done:
+                    channel = entry.event.channel
+                    counts[channel] = counts.get(channel, 0) + 1
+        return counts
 
     def _resend_lost(self, every: float) -> None:
         # One consuming node per channel and round (the others skip it).
@@ -281,6 +360,10 @@ class CeleryConsumer:
 
                 state.should_stop = 0
             self._thread.join(drain_timeout + 10)
+        try:
+            self.backend.flush_tallies()
+        except Exception:
+            logger.exception("event queue: the last lean successes were not tallied")
         global _embedded
         if _embedded is self:
             _embedded = None
@@ -288,22 +371,34 @@ class CeleryConsumer:
 
     # the task's work --------------------------------------------------------------
 
-    def deliver(self, event_id: str, channel: str, first: Any = None) -> None:
+    def deliver(
+        self,
+        event_id: str,
+        channel: str,
+        first: Any = None,
+        redelivered: bool = False,
+    ) -> None:
         """Run one attempt of ``event_id`` (called by the task, in a worker thread);
-        ``first`` is ``[payload, max_retries, timeout]`` from a first message."""
+        ``first`` is ``[payload, max_retries, timeout]`` from a first message (with
+        :data:`LEAN` after them from a lean one); ``redelivered``: the broker says
+        a consumer had the message before."""
         with self._lock:
             sub = self._subs.get(channel)
             slot = self._slots.get(channel)
+        lean = first is not None and len(first) > 3 and first[3] == LEAN
         if sub is None:
             logger.warning(
                 "event %s: channel %s is not consumed here", event_id, channel
             )
-            self.backend.resend(channel, event_id, 1.0)
+            self.backend.resend(channel, event_id, 1.0, first if lean else None)
             return
         if slot is not None:
             slot.acquire()
         try:
             self._wait_idle(sub)
+            if lean and not redelivered:
+                self._attempt_lean(sub, event_id, channel, first)
+                return
             event = self._with_store(
                 event_id,
                 channel,
@@ -311,6 +406,7 @@ class CeleryConsumer:
                 event_id,
                 lease=self.lease,
                 first=None if first is None else (channel, first[0], first[1:]),
+                lost=lean,
             )
             if event is None:
                 return
@@ -329,6 +425,26 @@ class CeleryConsumer:
             if slot is not None:
                 slot.release()
             close_old_connections()
+
+    def _attempt_lean(self, sub: Any, event_id: str, channel: str, first: Any) -> None:
+        """A lean event's first attempt: no claim, no row unless it needs one."""
+        entry = _Lean(
+            ClaimedEvent(
+                id=event_id,
+                channel=channel,
+                payload=first[0],
+                attempt=1,
+                max_retries=first[1],
+                timeout=first[2],
+            )
+        )
+        with self._lock:
+            self._lean[event_id] = entry
+        try:
+            self._attempt(sub, entry.event, entry)
+        finally:
+            with self._lock:
+                self._lean.pop(event_id, None)
 
     def _with_store(
         self, event_id: str, channel: str, write: Any, *args: Any, **kwargs: Any
@@ -356,7 +472,12 @@ class CeleryConsumer:
                 return
             time.sleep(self.generic.IDLE_RECHECK)
 
-    def _attempt(self, sub: Any, event: ClaimedEvent) -> None:
+    def _attempt(
+        self,
+        sub: Any,
+        event: ClaimedEvent,
+        lean: _Lean | None = None,
+    ) -> None:
         from ..queue import EventContext
 
         max_retries = max(event.max_retries, sub.max_retries or 0)
@@ -389,7 +510,10 @@ class CeleryConsumer:
             error = f"{type(exc).__name__}: {exc}"
             exc_info = exc
         self.generic.finish_attempt(
-            self.generic.RetryingStore(self.backend, self._with_store),
+            # A lean event's store is chosen once its handler returned.
+            _LeanStore(self, lean)
+            if lean is not None
+            else self.generic.RetryingStore(self.backend, self._with_store),
             event,
             error,
             exc_info,

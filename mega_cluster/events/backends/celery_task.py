@@ -8,7 +8,12 @@ from .celery import TASK_NAME
 from .celery_consumer import _consumers
 
 
-def deliver(app_name: str, event_id: str, channel: str, first: Any = None) -> None:
+def deliver(
+    task: Any, app_name: str, event_id: str, channel: str, first: Any = None
+) -> None:
+    # Set by the broker (RabbitMQ) or kombu (a message restored by Redis'
+    # visibility timeout or given back): a consumer had this message before.
+    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
     consumer = _consumers.get(app_name)
     if consumer is None:
         # A plain ``celery worker`` process: start the cluster app so plugins
@@ -23,7 +28,7 @@ def deliver(app_name: str, event_id: str, channel: str, first: Any = None) -> No
                 f"cluster app {app_name!r} does not consume its event queue in this "
                 "process (EVENT_QUEUE CONSUME is off)"
             )
-    consumer.deliver(event_id, channel, first)
+    consumer.deliver(event_id, channel, first, redelivered)
 
 
 def register(celery_app: Any) -> Any:
@@ -32,6 +37,7 @@ def register(celery_app: Any) -> Any:
         return celery_app.tasks[TASK_NAME]
     return celery_app.task(
         name=TASK_NAME,
+        bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
         ignore_result=True,

@@ -293,7 +293,6 @@ class DatabaseEventBackend(EventBackend):
         (so ``stats()`` counts every event once, before and after). Concurrent
         pruners skip each other's rows on PostgreSQL; on SQLite writers take turns.
         """
-        tally = connections[self.alias].ops.quote_name(_tally()._meta.db_table)
         lock = " FOR UPDATE SKIP LOCKED" if self.vendor == "postgresql" else ""
         total = 0
         while True:
@@ -310,16 +309,22 @@ class DatabaseEventBackend(EventBackend):
                     counts[0] += 1
                     counts[1] += failures
                 for name, (succeeded, failed) in per_channel.items():
-                    self._execute(
-                        f"INSERT INTO {tally} (app_name, channel, succeeded, failed) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT (app_name, channel) DO "
-                        f"UPDATE SET succeeded = {tally}.succeeded + "
-                        f"EXCLUDED.succeeded, failed = {tally}.failed + EXCLUDED.failed",
-                        [self.app.name, name, succeeded, failed],
-                    )
+                    self.add_tally(name, succeeded, failed)
             total += len(gone)
             if len(gone) < PRUNE_BATCH:
                 return total
+
+    def add_tally(self, channel: str, succeeded: int, failed: int) -> None:
+        """Add to the channel's tally (creating it: a tally of zeros makes the
+        channel known to ``stats()``)."""
+        tally = connections[self.alias].ops.quote_name(_tally()._meta.db_table)
+        self._execute(
+            f"INSERT INTO {tally} (app_name, channel, succeeded, failed) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (app_name, channel) DO "
+            f"UPDATE SET succeeded = {tally}.succeeded + "
+            f"EXCLUDED.succeeded, failed = {tally}.failed + EXCLUDED.failed",
+            [self.app.name, channel, succeeded, failed],
+        )
 
     supports_listing: ClassVar[bool] = True
 
