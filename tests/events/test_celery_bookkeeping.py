@@ -28,9 +28,14 @@ pytestmark = [
 ]
 
 
-def _rows(app_name: str) -> list[tuple[str, str, int]]:
+#: The store on PostgreSQL (lazy commits, one-statement claims) and on SQLite
+#: (plain commits, the portable statements).
+STORES = pytest.mark.parametrize("store", ["postgres", "default"])
+
+
+def _rows(app_name: str, store: str = "postgres") -> list[tuple[str, str, int]]:
     return list(
-        QueuedEvent.objects.using("postgres")
+        QueuedEvent.objects.using(store)
         .filter(app_name=app_name)
         .values_list("id", "status", "attempts")
     )
@@ -82,25 +87,26 @@ def test_first_attempt_successes_leave_no_row_and_are_counted_everywhere(
 
 
 @pytest.mark.rabbitmq
-def test_long_running_event_gets_a_row_that_other_nodes_see(unique_name):
+@STORES
+def test_long_running_event_gets_a_row_that_other_nodes_see(unique_name, store):
     """An event still running at a lease renewal gets its row: another process's
     ``stats()`` counts it running, its outcome goes to the row."""
-    settings = queue_settings("celery-failures", "postgres", LEASE=0.6)
+    settings = queue_settings("celery-failures", store, LEASE=0.6)
     consumer = make_app(unique_name, settings)
-    observer = make_app(unique_name, queue_settings("celery-failures", "postgres"))
+    observer = make_app(unique_name, queue_settings("celery-failures", store))
     release = threading.Event()
     try:
         consumer.event_queue.subscribe("slow", process=lambda p, c: release.wait(10))
         consumer.start()
         event_id = observer.event_queue.publish("slow", 1)
         wait_until(
-            lambda: _rows(unique_name) == [(event_id, "running", 1)],
+            lambda: _rows(unique_name, store) == [(event_id, "running", 1)],
             what="the running event's row",
         )
         assert observer.event_queue.stats("slow")["slow"]["running"] == 1
         release.set()
         wait_until(
-            lambda: _rows(unique_name) == [(event_id, "succeeded", 1)],
+            lambda: _rows(unique_name, store) == [(event_id, "succeeded", 1)],
             what="the outcome in the row",
         )
         assert observer.event_queue.stats("slow")["slow"]["succeeded"] == 1
@@ -111,14 +117,15 @@ def test_long_running_event_gets_a_row_that_other_nodes_see(unique_name):
 
 
 @pytest.mark.rabbitmq
-def test_redelivered_message_counts_the_lost_attempt(unique_name):
+@STORES
+def test_redelivered_message_counts_the_lost_attempt(unique_name, store):
     """A lean message the broker delivers again (a consumer took it and died, or
     gave it back) gets a row with the lost attempt counted: the handler sees
     attempt 2."""
     from kombu import Connection
 
-    publisher = make_app(unique_name, queue_settings("celery-failures", "postgres"))
-    consumer = make_app(unique_name, queue_settings("celery-failures", "postgres"))
+    publisher = make_app(unique_name, queue_settings("celery-failures", store))
+    consumer = make_app(unique_name, queue_settings("celery-failures", store))
     seen: list[int] = []
     try:
         event_id = publisher.event_queue.publish("jobs", {"n": 1}, max_retries=2)
@@ -138,7 +145,7 @@ def test_redelivered_message_counts_the_lost_attempt(unique_name):
         wait_until(lambda: seen, what="the redelivered event")
         assert seen == [2]
         wait_until(
-            lambda: _rows(unique_name) == [(event_id, "succeeded", 2)],
+            lambda: _rows(unique_name, store) == [(event_id, "succeeded", 2)],
             what="its row",
         )
     finally:
