@@ -49,6 +49,7 @@ class Lock:
         self.acquired_monotonic = time.monotonic()  # for the hold-time metric
         self._lease_end = self.acquired_monotonic + ttl
         self._lost = False
+        self._losing = False  # _mark_lost ran (it sets _lost once it logged)
         self._released = False
         self._mutex = threading.Lock()
         if auto_extend:
@@ -73,9 +74,11 @@ class Lock:
 
     def _mark_lost(self, why: str) -> None:
         with self._mutex:
-            if self._lost:
+            if self._losing:
                 return
-            self._lost = True
+            self._losing = True
+        # Counted and logged before ``lost`` turns True: whoever sees the flag
+        # finds the warning and the ``stats()`` count already there.
         self.manager._count("lost")
         logger.warning(
             "lock %r of app %s lost on node %s (fence %d): %s",
@@ -85,6 +88,7 @@ class Lock:
             self.fence,
             why,
         )
+        self._lost = True
 
     def release(self) -> None:
         """Free the lock and wake the next waiter; idempotent.
