@@ -112,6 +112,7 @@ def _cache_messages(app: conf.AppSettings, debug: bool) -> list[CheckMessage]:
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Every problem with ``MEGA_CLUSTER``: shape, backends, dependencies, options."""
     from .cache.checks import check_shared_caches
+    from .events.checks import check_celery_timing
     from .nodes.checks import check_node_timing
 
     parsed = conf.parse(getattr(settings, conf.SETTING_NAME, None))
@@ -124,6 +125,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         messages += _cache_messages(app, debug)
         messages += check_shared_caches(app, debug)
         messages += check_node_timing(app)
+        messages += check_celery_timing(app)
     return messages
 
 

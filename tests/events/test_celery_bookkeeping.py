@@ -232,3 +232,25 @@ def test_bookkeeping_must_be_all_or_failures(unique_name):
         section["EVENT_QUEUE"]["OPTIONS"]["BOOKKEEPING"] = good
         with override_settings(MEGA_CLUSTER={"APP_NAME": unique_name, **section}):
             assert not [m for m in check_settings() if "BOOKKEEPING" in m.msg]
+
+
+def test_visibility_timeout_under_a_third_of_the_lease_is_w007(unique_name):
+    """A Redis visibility timeout that could redeliver a lean event before its first
+    lease renewal wrote its row is a warning; with a row per event it is not."""
+    from django.test import override_settings
+
+    def w007(bookkeeping: str, visibility: float | None, lease: float = 30.0):
+        section = queue_settings("celery", "postgres", LEASE=lease)
+        options = section["EVENT_QUEUE"]["OPTIONS"]
+        options["BOOKKEEPING"] = bookkeeping
+        if visibility is not None:
+            options["TRANSPORT_OPTIONS"] = {"visibility_timeout": visibility}
+        with override_settings(MEGA_CLUSTER={"APP_NAME": unique_name, **section}):
+            return [m.msg for m in check_settings() if m.id == "mega_cluster.W007"]
+
+    [warning] = w007("failures", 10)
+    assert "visibility_timeout (10s)" in warning and "LEASE/3 (10s)" in warning
+    assert w007("failures", 11) == []
+    assert w007("failures", 5, lease=60.0) != []
+    assert w007("failures", None) == []  # Celery's default, an hour
+    assert w007("all", 1) == []
