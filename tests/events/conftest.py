@@ -18,6 +18,13 @@ from tests.databases import ON_POSTGRES
 #: Short timings so the suite is fast; every wait in a test is still bounded.
 FAST = {"LEASE": 2.0, "POLL_INTERVAL": 0.05, "RETRY_BASE": 0.01, "RETRY_CAP": 0.05}
 
+#: Celery backends under test: OPTIONS beyond the broker's and the store's.
+CELERY_MODES: dict[str, dict[str, Any]] = {
+    "celery": {},
+    # A row only for events that need one (docs/events.md).
+    "celery-failures": {"BOOKKEEPING": "failures"},
+}
+
 BACKENDS = [
     pytest.param(
         ("memory", None),
@@ -34,32 +41,15 @@ BACKENDS = [
         id="database-postgres",
         marks=ON_POSTGRES,
     ),
-    pytest.param(
-        ("celery", "postgres"),
-        id="celery-rabbitmq",
-        marks=[
-            pytest.mark.celery,
-            pytest.mark.rabbitmq,
-            *ON_POSTGRES,
-        ],
-    ),
-    pytest.param(
-        ("celery-failures", "postgres"),
-        id="celery-failures-rabbitmq",
-        marks=[
-            pytest.mark.celery,
-            pytest.mark.rabbitmq,
-            *ON_POSTGRES,
-        ],
+    *(
+        pytest.param(
+            (mode, "postgres"),
+            id=f"{mode}-rabbitmq",
+            marks=[pytest.mark.celery, pytest.mark.rabbitmq, *ON_POSTGRES],
+        )
+        for mode in CELERY_MODES
     ),
 ]
-
-#: Celery backends under test: OPTIONS beyond the broker's and the store's.
-CELERY_MODES: dict[str, dict[str, Any]] = {
-    "celery": {},
-    # A row only for events that need one (docs/events.md).
-    "celery-failures": {"BOOKKEEPING": "failures"},
-}
 
 
 def celery_options(database: str, mode: str = "celery") -> dict[str, Any]:

@@ -478,7 +478,7 @@ class CeleryEventBackend(DatabaseEventBackend):
         """
         now = time.time()
         lazy = self._lazy()
-        if first is not None and not lazy and len(first[2]) > 2:  # a lean event
+        if first is not None and not lazy and lost:
             created = self._create_claimed(event_id, first, lease=lease, lost=lost)
             if created is not None:
                 return created
@@ -566,8 +566,9 @@ class CeleryEventBackend(DatabaseEventBackend):
         self, event_id: str, first: tuple[str, str, Any], *, lease: float, lost: bool
     ) -> ClaimedEvent | None:
         """Where the claim cannot create in one statement (not PostgreSQL, or in
-        an atomic block): insert the row already claimed, or ``None`` when it
-        exists (the caller claims it)."""
+        an atomic block): insert a redelivered lean event's row already claimed,
+        or ``None`` when it exists (the caller claims it). The other first
+        messages' rows were committed before they were sent."""
         channel, payload, (max_retries, timeout, *_) = first
         event = ClaimedEvent(
             id=event_id,
@@ -770,6 +771,7 @@ class CeleryEventBackend(DatabaseEventBackend):
     def stop(self) -> None:
         super().stop()
         self.rows.stop()
+        # After the consumer stopped (EventQueue.stop): its last successes.
         try:
             self.flush_tallies()
         except Exception:

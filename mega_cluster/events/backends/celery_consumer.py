@@ -360,10 +360,6 @@ class CeleryConsumer:
 
                 state.should_stop = 0
             self._thread.join(drain_timeout + 10)
-        try:
-            self.backend.flush_tallies()
-        except Exception:
-            logger.exception("event queue: the last lean successes were not tallied")
         global _embedded
         if _embedded is self:
             _embedded = None
