@@ -49,6 +49,8 @@ class Lock:
         self.acquired_monotonic = time.monotonic()  # for the hold-time metric
         self._lease_end = self.acquired_monotonic + ttl
         self._lost = False
+        #: Why the lease was lost, once it was (``LockLost`` says it too).
+        self.lost_reason: str | None = None
         self._losing = False  # _mark_lost ran (it sets _lost once it logged)
         self._released = False
         self._mutex = threading.Lock()
@@ -77,6 +79,7 @@ class Lock:
             if self._losing:
                 return
             self._losing = True
+        self.lost_reason = why
         # Counted and logged before ``lost`` turns True: whoever sees the flag
         # finds the warning and the ``stats()`` count already there.
         self.manager._count("lost")
@@ -111,7 +114,7 @@ class Lock:
             self._released = True
         self.manager._forget(self)
         if not freed:
-            self._mark_lost("the lease had ended before release()")
+            self._mark_lost(self._gone("release() found the lease gone"))
 
     def extend(self, ttl: float | None = None) -> bool:
         """Make the lease end ``ttl`` seconds from now (default: the lock's TTL).
@@ -129,7 +132,7 @@ class Lock:
             self._lease_end = time.monotonic() + ttl
             self.manager._count("extended")
         else:
-            self._mark_lost("extend() found the lease ended")
+            self._mark_lost(self._gone("extend() found the lease gone"))
         return ok
 
     def _renew(self) -> float | None:
@@ -141,7 +144,10 @@ class Lock:
         except BackendUnavailable as exc:
             now = time.monotonic()
             if now >= self._lease_end:
-                self._mark_lost(f"renewal failed until the lease ended: {exc}")
+                self._mark_lost(
+                    f"renewal failed until the lease ended: {exc}; check the lock "
+                    "backend's health"
+                )
                 return None
             return min(now + RETRY_INTERVAL, self._lease_end)
         except Exception as exc:  # a bug must not kill the watchdog thread
@@ -150,12 +156,28 @@ class Lock:
         if not self.renewing:  # released while we renewed
             return None
         if not ok:
-            self._mark_lost("the lease ended before renewal")
+            self._mark_lost(self._gone("the watchdog's renewal found the lease gone"))
             return None
         now = time.monotonic()
         self._lease_end = now + self.ttl
         self.manager._count("extended")
         return now + self.ttl / 3
+
+    def _gone(self, found: str) -> str:
+        """Why a lease the backend no longer holds for us ended: taken away while
+        it still had time to run (by this process's clock), or run out."""
+        left = self._lease_end - time.monotonic()
+        if left > min(1.0, self.ttl / 10):  # well before its end: not the TTL
+            return (
+                f"{found} {left:.1f}s before its ttl would have ended: it was "
+                "released or taken over, e.g. by a force release (the admin's "
+                "Locks page or force_release())"
+            )
+        return (
+            f"{found}: its ttl of {self.ttl:g}s ran out before it was renewed or "
+            "released (a process paused longer than the ttl); raise the ttl or use "
+            "auto_extend"
+        )
 
     async def arelease(self) -> None:
         await sync_to_async(self.release, thread_sensitive=False)()

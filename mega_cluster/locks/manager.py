@@ -277,8 +277,7 @@ class LockManager:
     def _lost_message(self, lock: Lock) -> str:
         return (
             f"Lock {lock.key!r} of app {self.app.name!r} (fence {lock.fence}) was "
-            "lost while the section ran, so it was not protected; raise the ttl or "
-            "check the lock backend's health."
+            f"lost while the section ran, so it was not protected: {lock.lost_reason}."
         )
 
     # async twins -----------------------------------------------------------------------

@@ -29,8 +29,8 @@ def subscribe_plugins(app: ClusterApp) -> None:
     for plugin in app.plugins.values():
         manager._subscribe(
             plugin.sync_channel,
-            partial(_deliver, plugin),
-            partial(_gap, plugin),
+            _PluginHook(plugin, "handle_sync_message"),
+            _PluginHook(plugin, "handle_sync_gap"),
         )
     manager._subscribe(
         ENABLED_CHANNEL, partial(_apply_enabled, app), partial(_reload_enabled, app)
@@ -44,18 +44,28 @@ def broadcast_enabled(app: ClusterApp, name: str, enabled: bool) -> None:
     )
 
 
-def _deliver(plugin: Plugin, message: Any) -> None:
-    from ..plugins.lifecycle import call_hook
+class _PluginHook:
+    """``plugin.<hook>(*args)`` while the plugin is enabled. Its repr is what a
+    failure is logged with: ``FlagsPlugin.handle_sync_message`` (plugin 'flags'),
+    the method the reader wrote, not this wrapper."""
 
-    if plugin.enabled:
-        call_hook(plugin, "handle_sync_message", message)
+    __slots__ = ("hook", "plugin")
 
+    def __init__(self, plugin: Plugin, hook: str) -> None:
+        self.plugin = plugin
+        self.hook = hook
 
-def _gap(plugin: Plugin) -> None:
-    from ..plugins.lifecycle import call_hook
+    def __call__(self, *args: Any) -> None:
+        from ..plugins.lifecycle import call_hook
 
-    if plugin.enabled:
-        call_hook(plugin, "handle_sync_gap")
+        if self.plugin.enabled:
+            call_hook(self.plugin, self.hook, *args)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self.plugin).__qualname__}.{self.hook} "
+            f"(plugin {self.plugin.name!r})"
+        )
 
 
 def _apply_enabled(app: ClusterApp, message: Any) -> None:

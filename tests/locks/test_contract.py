@@ -242,10 +242,27 @@ def test_run_exclusive_raises_lock_lost_after_fn_when_the_lease_is_lost(manager,
         time.sleep(0.4)  # the watchdog's next renewal (ttl/3) finds it gone
         finished.append(True)
 
-    with pytest.raises(LockLost):
+    with pytest.raises(LockLost) as caught:
         manager.run_exclusive("stolen", section, ttl=0.3)
     assert finished == [True]
     assert manager.stats()["lost"] == 1
+    # the lease was taken away, not run out: the message must not blame the TTL
+    message = str(caught.value)
+    assert "released or taken over, e.g. by a force release" in message, message
+    assert "ttl of" not in message and "raise the ttl" not in message, message
+
+
+def test_lock_lost_after_the_ttl_ran_out_blames_the_ttl(manager, other):
+    """A lease that ran out (held past its TTL without renewal, then taken by
+    another holder) says so."""
+    lock = manager.acquire("ran-out", ttl=0.2)
+    time.sleep(0.3)
+    taker = other.acquire("ran-out", ttl=5, wait=5)
+    lock.release()
+    taker.release()
+    assert lock.lost
+    assert "its ttl of 0.2s ran out" in (lock.lost_reason or ""), lock.lost_reason
+    assert "force release" not in (lock.lost_reason or "")
 
 
 def test_a_failed_watchdog_renewal_logs_the_key_and_marks_the_lock_lost(

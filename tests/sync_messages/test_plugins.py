@@ -106,6 +106,40 @@ def test_plugin_send_inside_atomic_waits_for_commit(two_nodes, alias):
     assert wait_for(lambda: b.plugins["syncer"].messages == ["late"])
 
 
+class FailingPlugin(Plugin):
+    name = "failing"
+
+    def handle_sync_message(self, message):
+        raise ValueError(f"cannot apply {message!r}")
+
+
+def test_a_failing_handler_is_logged_under_the_plugins_method(unique_name, caplog):
+    """A handle_sync_message that raises is logged as ``Class.handle_sync_message``
+    with the plugin name, not as the internal wrapper (it was
+    ``functools.partial(<function _deliver ...>)``)."""
+    nodes = []
+    for node_id in ("a", "b"):
+        app = make_app(unique_name, {}, node_id=f"{unique_name}-{node_id}")
+        app.plugins = {"failing": FailingPlugin(app)}
+        nodes.append(app.start())
+    a, b = nodes
+    try:
+        with caplog.at_level("ERROR", logger="mega_cluster.sync_messages"):
+            a.plugins["failing"].send_sync_message("x", transaction=False)
+            assert wait_for(lambda: any(r.exc_info for r in caplog.records))
+        record = next(r for r in caplog.records if r.exc_info)
+        message = record.getMessage()
+        assert message.startswith(
+            "sync message handler FailingPlugin.handle_sync_message "
+            "(plugin 'failing') failed on channel"
+        ), message
+        assert "partial" not in message and "_deliver" not in message
+        assert f"node {b.node_id}" in message
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_sequence_gap_calls_handle_sync_gap(two_nodes, alias):
     """A missed message (sequence jump) calls handle_sync_gap() on the receiver; a
     rolled-back message is never numbered, so it is no gap."""
