@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -73,3 +74,31 @@ def redis_url() -> str:
 @pytest.fixture
 def nats_url() -> str:
     return settings.NATS_URL
+
+
+@pytest.fixture(scope="session")
+def sentinel_topology() -> Iterator[Any]:
+    """A private primary + replica + 3 sentinels for the whole run (tests that
+    kill the primary start their own with :func:`tests.topologies.redis_sentinel`)."""
+    from .topologies import redis_sentinel
+
+    with redis_sentinel() as topology:
+        yield topology
+
+
+@pytest.fixture(scope="session")
+def cluster_topology() -> Iterator[Any]:
+    """A private three-primary Redis Cluster for the whole run."""
+    from .topologies import redis_cluster
+
+    with redis_cluster() as topology:
+        yield topology
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_topology() -> Iterator[Any]:
+    """PgBouncer in transaction mode in front of the suite's PostgreSQL."""
+    from .topologies import pgbouncer
+
+    with pgbouncer() as bouncer:
+        yield bouncer

@@ -55,23 +55,12 @@ class RedisNodeStore(NodeStore):
 
     def _client(self) -> Any:
         if self._client_obj is None:
-            import redis
+            from .. import redis_client
 
-            if self.options.get("URL"):
-                self._client_obj = redis.Redis.from_url(
-                    self.options["URL"],
-                    socket_timeout=float(self.options.get("SOCKET_TIMEOUT", 5)),
-                    socket_connect_timeout=float(self.options.get("SOCKET_TIMEOUT", 5)),
-                )
-            else:
-                from django.core.cache import caches
-
-                cache = caches[self.options["CACHE"]]
-                client = getattr(cache, "client", None)
-                if client is not None and hasattr(client, "get_client"):
-                    self._client_obj = client.get_client(write=True)  # django-redis
-                else:
-                    self._client_obj = cache._cache.get_client(write=True)
+            timeout = float(self.options.get("SOCKET_TIMEOUT", 5))
+            self._client_obj = redis_client.sync_client(
+                self.options, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
         return self._client_obj
 
     def _do(self, fn: Any) -> Any:
@@ -117,8 +106,11 @@ class RedisNodeStore(NodeStore):
 
     def close(self) -> None:
         client, self._client_obj = self._client_obj, None
-        if client is not None and self.options.get("URL"):
-            client.close()
+        if client is not None:
+            from .. import redis_client
+
+            if redis_client.owns_client(self.options):
+                client.close()
 
 
 class DatabaseNodeStore(NodeStore):
@@ -216,7 +208,7 @@ def store_for(app: ClusterApp) -> NodeStore:
         if backend is None or backend.alias != "redis":
             continue
         options = backend.options
-        if options.get("URL") or options.get("CACHE"):
+        if options.get("URL") or options.get("CACHE") or options.get("SENTINELS"):
             return RedisNodeStore(app, options)
     queue = app.settings.event_queue.backend
     options = queue.options if queue is not None and queue.alias == "database" else {}

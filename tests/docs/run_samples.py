@@ -32,6 +32,8 @@ from django.utils.module_loading import import_string  # noqa: E402
 from mega_cluster import checks, conf  # noqa: E402
 from mega_cluster.registry import registry  # noqa: E402
 
+#: Modules that read a backend's OPTIONS for it.
+SHARED_READERS = {"mega_cluster.redis_client"}
 OPTION_READ = re.compile(r"options(?:\.get\(|\[)\s*[\"']([A-Z_]+)[\"']")
 
 
@@ -42,6 +44,10 @@ def options_read_by(backend_class: type) -> set[str]:
         module = sys.modules.get(cls.__module__)
         if module is not None and module.__name__.startswith("mega_cluster."):
             names |= set(OPTION_READ.findall(inspect.getsource(module)))
+            # and the shared readers it imports (redis_client: where Redis is)
+            for value in vars(module).values():
+                if inspect.ismodule(value) and value.__name__ in SHARED_READERS:
+                    names |= set(OPTION_READ.findall(inspect.getsource(value)))
     return names
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mega_cluster.redis_direct import DirectConnections
+from mega_cluster.redis_client import DirectConnections
 from mega_cluster.testing import wait_until
 from tests.servers import redis_server
 

@@ -15,6 +15,7 @@ from tests.databases import ON_POSTGRES
 BACKENDS = [
     pytest.param("local", id="local"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("redis-sentinel", id="redis-sentinel", marks=pytest.mark.redis),
     pytest.param(
         "database-sqlite",
         id="database-sqlite",
@@ -28,12 +29,13 @@ BACKENDS = [
 ]
 
 
-def locks_settings(kind: str) -> dict[str, Any]:
-    """The ``LOCKS`` section of a cluster app for one backend of the suite."""
+def locks_settings(kind: str, url: str | None = None) -> dict[str, Any]:
+    """The ``LOCKS`` section of a cluster app for one backend of the suite
+    (``url``: where the topology of a ``redis-*`` kind runs)."""
     if kind == "local":
         return {"BACKEND": "local"}
-    if kind == "redis":
-        return {"BACKEND": "redis", "OPTIONS": {"URL": settings.REDIS_URL}}
+    if kind.startswith("redis"):
+        return {"BACKEND": "redis", "OPTIONS": {"URL": url or settings.REDIS_URL}}
     alias = "postgres" if kind == "database-postgres" else "default"
     return {"BACKEND": "database", "OPTIONS": {"DATABASE": alias}}
 
@@ -44,16 +46,23 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def backend_url(request: pytest.FixtureRequest, backend_kind: str) -> str | None:
+    """The URL of the private topology a ``redis-*`` kind runs on."""
+    if backend_kind == "redis-sentinel":
+        return request.getfixturevalue("sentinel_topology").url
+    return None
+
+
+@pytest.fixture
 def make_manager(
-    backend_kind: str, unique_name: str
+    backend_kind: str, backend_url: str | None, unique_name: str
 ) -> Iterator[Callable[..., LockManager]]:
     """Build lock managers of one backend; same ``name`` = same namespace (a node)."""
     apps = []
 
     def build(name: str | None = None, **locks: Any) -> LockManager:
-        app = make_app(
-            name or unique_name, {"LOCKS": {**locks_settings(backend_kind), **locks}}
-        )
+        section = locks_settings(backend_kind, backend_url)
+        app = make_app(name or unique_name, {"LOCKS": {**section, **locks}})
         apps.append(app)
         return app.lock_manager
 

@@ -16,6 +16,7 @@ from .helpers import CHANNEL_LAYERS, pubsub_settings
 BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
+    pytest.param("redis-sentinel", id="redis-sentinel", marks=pytest.mark.redis),
     pytest.param("nats", id="nats", marks=pytest.mark.nats),
     pytest.param("channels", id="channels", marks=pytest.mark.redis),
 ]
@@ -26,6 +27,10 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     """Every pub/sub backend, on the shared servers of the run."""
     if request.param == "channels":
         with override_settings(CHANNEL_LAYERS=CHANNEL_LAYERS):
+            yield request.param
+    elif request.param == "redis-sentinel":
+        topology = request.getfixturevalue("sentinel_topology")
+        with override_settings(MC_SENTINEL_URL=topology.url):
             yield request.param
     else:
         yield request.param

@@ -29,8 +29,11 @@ def pubsub_settings(backend: str, **extra: Any) -> dict[str, Any]:
         "redis": {"URL": settings.REDIS_URL},
         "nats": {"URL": settings.NATS_URL},
         "channels": {},
+        # the run's private Sentinel topology (the contract's backend fixture)
+        "redis-sentinel": {"URL": getattr(settings, "MC_SENTINEL_URL", "")},
     }[backend]
-    return {"BACKEND": backend, "OPTIONS": options, **extra}
+    name = "redis" if backend.startswith("redis") else backend
+    return {"BACKEND": name, "OPTIONS": options, **extra}
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:

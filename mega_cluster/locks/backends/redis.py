@@ -24,8 +24,9 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ... import redis_client
 from ...exceptions import BackendUnavailable
-from ...redis_direct import DirectConnections
+from ...redis_client import DirectConnections
 from .base import WAITER_LEASE, WAITER_REFRESH, LockBackend, LockInfo
 
 KEY_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,50}$")
@@ -206,8 +207,9 @@ def _text(value: Any) -> str:
 class RedisLockBackend(LockBackend):
     """Locks in Redis, shared by every process that reaches the server.
 
-    ``OPTIONS``: ``URL`` (``redis://…``) or ``CACHE`` (a ``CACHES`` alias using
-    django-redis or Django's ``RedisCache``, whose connection pool is reused);
+    ``OPTIONS``: where Redis is, as :mod:`mega_cluster.redis_client` reads it
+    (``URL`` ``redis://…`` or ``sentinel://…``, ``SENTINELS`` + ``SERVICE_NAME``,
+    ``CACHE``: a ``CACHES`` alias whose client is reused, ``CLUSTER``);
     ``KEY_PREFIX`` (default ``"mc"``); ``SOCKET_TIMEOUT`` seconds for our own
     connections (default 5, keep it above 1 s: waiters block up to 1 s per call).
     """
@@ -223,12 +225,7 @@ class RedisLockBackend(LockBackend):
                 f"OPTIONS['KEY_PREFIX'] must be 1-50 characters of letters, digits "
                 f"and _ . : -, got {prefix!r}."
             ]
-        if not options.get("URL") and not options.get("CACHE"):
-            return [
-                f"{cls.__name__} needs OPTIONS['URL'] (redis://host:port/db) or "
-                "OPTIONS['CACHE'] (the alias of a Redis cache in CACHES)."
-            ]
-        return []
+        return redis_client.check_options(options, cls.__name__)
 
     def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
         super().__init__(app, options)
@@ -257,28 +254,9 @@ class RedisLockBackend(LockBackend):
         return self._client_obj
 
     def _connect(self) -> Any:
-        import redis
-
-        if self.options.get("CACHE"):
-            from django.core.cache import caches
-
-            cache = caches[self.options["CACHE"]]
-            client = getattr(cache, "client", None)
-            if client is not None and hasattr(client, "get_client"):  # django-redis
-                return client.get_client(write=True)
-            inner = getattr(cache, "_cache", None)
-            if inner is not None and hasattr(inner, "get_client"):  # Django RedisCache
-                return inner.get_client(write=True)
-            from django.core.exceptions import ImproperlyConfigured
-
-            raise ImproperlyConfigured(
-                f"MEGA_CLUSTER LOCKS OPTIONS['CACHE'] = {self.options['CACHE']!r} is "
-                "not a Redis cache (django-redis or Django's RedisCache); point it "
-                "at one or use OPTIONS['URL']."
-            )
         timeout = float(self.options.get("SOCKET_TIMEOUT", 5.0))
-        return redis.Redis.from_url(
-            self.options["URL"],
+        return redis_client.sync_client(
+            self.options,
             socket_timeout=timeout,
             socket_connect_timeout=min(timeout, 2.0),
         )
@@ -387,5 +365,5 @@ class RedisLockBackend(LockBackend):
         direct, self._direct = self._direct, None
         if direct is not None:
             direct.close()
-        if client is not None and not self.options.get("CACHE"):
+        if client is not None and redis_client.owns_client(self.options):
             client.close()

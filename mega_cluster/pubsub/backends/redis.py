@@ -1,7 +1,7 @@
 """Redis pub/sub (redis-py): one subscriber connection per backend, async.
 
 Publishing from a plain thread sends ``PUBLISH`` on a direct connection
-(:mod:`mega_cluster.redis_direct`, never re-sent), so a sync ``publish()`` costs
+(:mod:`mega_cluster.redis_client`, never re-sent), so a sync ``publish()`` costs
 one round trip, no pool checkout, and never touches the event loop.
 
 The subscriber connection is opened and subscribed by redis-py, but its replies
@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ... import redis_client
 from .base import PubSubBackend
 
 logger = logging.getLogger("mega_cluster.pubsub")
@@ -88,8 +90,13 @@ def parse(buf: bytes, pos: int) -> tuple[Any, int]:
 
 
 class RedisPubSubBackend(PubSubBackend):
+    """Pub/sub on one Redis server or a Sentinel-managed primary.
+
+    ``OPTIONS``: where Redis is, as :mod:`mega_cluster.redis_client` reads it
+    (``URL``, ``SENTINELS`` + ``SERVICE_NAME`` or ``CACHE``); ``PING_INTERVAL``.
+    """
+
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("redis", "redis"),)
-    required_options: ClassVar[tuple[str, ...]] = ("URL",)
     has_sync_publish: ClassVar[bool] = True
     reads_in_batches: ClassVar[bool] = True
 
@@ -103,6 +110,16 @@ class RedisPubSubBackend(PubSubBackend):
         self._last_seen = 0.0
         self.ping_interval = float(self.options.get("PING_INTERVAL", PING_INTERVAL))
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        problems = redis_client.check_options(options, cls.__name__)
+        if not problems and options.get("CLUSTER"):
+            problems.append(
+                f"{cls.__name__} does not run on a Redis Cluster (OPTIONS['CLUSTER'])"
+                ": point it at one Redis server or a Sentinel-managed primary."
+            )
+        return problems
+
     def _client_kwargs(self) -> dict[str, Any]:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -111,14 +128,11 @@ class RedisPubSubBackend(PubSubBackend):
         return {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": 5}
 
     async def _open(self) -> None:
-        import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry as AsyncRetry
         from redis.backoff import NoBackoff
 
-        self._client = aioredis.Redis.from_url(
-            self.options["URL"],
-            retry=AsyncRetry(NoBackoff(), 0),
-            socket_connect_timeout=5,
+        self._client = redis_client.async_client(
+            self.options, retry=AsyncRetry(NoBackoff(), 0), socket_connect_timeout=5
         )
         self._pubsub = self._client.pubsub()
         await self._client.ping()
@@ -286,11 +300,9 @@ class RedisPubSubBackend(PubSubBackend):
 
         direct = self._direct
         if direct is None:
-            from ...redis_direct import DirectConnections
-
-            client = redis.Redis.from_url(self.options["URL"], **self._client_kwargs())
+            client = redis_client.sync_client(self.options, **self._client_kwargs())
             # never re-sent: a PUBLISH whose reply was lost may have been delivered
-            direct = self._direct = DirectConnections(client, resend=False)
+            direct = self._direct = redis_client.DirectConnections(client, resend=False)
         try:
             direct.execute("PUBLISH", wire_channel, data)
         except redis.RedisError as exc:
@@ -299,10 +311,11 @@ class RedisPubSubBackend(PubSubBackend):
     def ping(self) -> None:
         import redis
 
-        client = redis.Redis.from_url(self.options["URL"], **self._client_kwargs())
+        client = redis_client.sync_client(self.options, **self._client_kwargs())
         try:
             client.ping()
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
         finally:
-            client.close()
+            if redis_client.owns_client(self.options):
+                client.close()
