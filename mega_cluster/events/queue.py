@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime
-import inspect
 import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
@@ -25,51 +23,19 @@ from .backends.base import (
     STAT_KEYS,
     DeadLetter,
     EventBackend,
+    EventConsumer,
     EventInfo,
     NewEvent,
 )
+from .consumer import Consumer
+from .context import ConsumerConfig, EventContext, Subscription
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
-    from .consumer import Consumer
+
+__all__ = ["EventContext", "EventQueue", "Subscription"]
 
 logger = logging.getLogger("mega_cluster.events")
-
-
-@dataclass(frozen=True, kw_only=True)
-class EventContext:
-    """What a handler learns about the event it runs.
-
-    ``id`` is the id ``publish()`` returned, ``channel`` the name as published,
-    ``attempt`` counts from 1 (a retry or a redelivery after a lost worker is the
-    next attempt) and ``cancelled`` is a ``threading.Event`` set when the attempt
-    timed out or the node is shutting down past its drain timeout: long handlers
-    should check it and stop.
-    """
-
-    id: str
-    channel: str
-    attempt: int
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass(kw_only=True)
-class Subscription:
-    """A handler consuming one channel on this node."""
-
-    channel: str
-    process: Callable[..., Any]
-    concurrency: int
-    idle: Callable[[], Any] | None
-    timeout: float | None
-    max_retries: int | None
-
-    @property
-    def is_async(self) -> bool:
-        fn = self.process
-        return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-            getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
-        )
 
 
 def _seconds(name: str, value: Any, *, allow_zero: bool) -> float | None:
@@ -123,7 +89,7 @@ class EventQueue:
         self.backend: EventBackend = cls(app, backend_settings.options)
         self._lock = threading.RLock()
         self._subscriptions: dict[str, Subscription] = {}
-        self._consumer: Consumer | Any = None
+        self._consumer: EventConsumer | None = None
         self._started = False
         self.consume: bool = section["CONSUME"]
         self.only_channels: frozenset[str] | None = None
@@ -333,10 +299,12 @@ class EventQueue:
     # async twins ------------------------------------------------------------------
 
     async def asubscribe(self, channel: str, **kwargs: Any) -> None:
-        self.subscribe(channel, **kwargs)
+        # subscribe() may wait for the consumer (its loop, an embedded Celery
+        # worker starting): never on the caller's loop.
+        await sync_to_async(self.subscribe, thread_sensitive=False)(channel, **kwargs)
 
     async def aunsubscribe(self, channel: str) -> None:
-        self.unsubscribe(channel)
+        await sync_to_async(self.unsubscribe, thread_sensitive=False)(channel)
 
     async def apublish(self, channel: str, payload: Any, **kwargs: Any) -> str:
         return await sync_to_async(self.publish)(channel, payload, **kwargs)
@@ -375,6 +343,21 @@ class EventQueue:
     def consuming(self) -> bool:
         return self._consumer is not None
 
+    def consumer_config(self) -> ConsumerConfig:
+        """How this node's consumer runs: the settings and ``runworker``'s options."""
+        section = self.settings
+        with self._lock:
+            return ConsumerConfig(
+                app_name=self.app.name,
+                lease=section["LEASE"],
+                poll_interval=section["POLL_INTERVAL"],
+                retry_base=section["RETRY_BASE"],
+                retry_cap=section["RETRY_CAP"],
+                retention=section["RETENTION"],
+                only_channels=self.only_channels,
+                concurrency_override=self.concurrency_override,
+            )
+
     def start(self) -> None:
         """Start the backend and, when ``CONSUME`` is on, consume the subscriptions."""
         with self._lock:
@@ -383,12 +366,14 @@ class EventQueue:
             self.backend.start()
             self._started = True
             if self.consume:
-                from .consumer import Consumer
-
-                self._consumer = self.backend.make_consumer(self) or Consumer(self)
-                self._consumer.start()
+                config = self.consumer_config()
+                consumer = self.backend.make_consumer(config) or Consumer(
+                    self.backend, config
+                )
+                self._consumer = consumer
+                consumer.start()
                 for sub in self._subscriptions.values():
-                    self._consumer.add(sub)
+                    consumer.add(sub)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop consuming: wait up to ``timeout`` (default ``DRAIN_TIMEOUT``) for

@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from ...backends import Backend
+from ..context import ConsumerConfig, Subscription
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +45,9 @@ class ClaimedEvent:
     attempt: int
     max_retries: int
     timeout: float | None
+    #: The previous attempt was lost: its worker died (or was killed) before it
+    #: recorded an outcome, and the lease lapsed or the broker redelivered.
+    lost: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +82,29 @@ EVENT_STATES = ("pending", "running", "succeeded", "dead")
 
 #: The counters ``stats()`` returns per channel.
 STAT_KEYS = ("pending", "running", "succeeded", "failed", "dead")
+
+
+class EventConsumer(Protocol):
+    """What the queue drives: the generic pull consumer (``events/consumer.py``),
+    or a backend's own (:meth:`EventBackend.make_consumer`). Every method is
+    called from any thread."""
+
+    def start(self) -> None:
+        """Begin consuming (the queue then adds its subscriptions)."""
+
+    def add(self, sub: Subscription) -> None:
+        """Consume ``sub.channel`` with ``sub`` (replacing an earlier handler),
+        unless the configuration leaves the channel out."""
+
+    def remove(self, channel: str) -> None:
+        """Take no new event of ``channel``; running ones finish."""
+
+    def stop(self, drain_timeout: float) -> None:
+        """Drain: set every running attempt's ``ctx.cancelled``, take nothing new,
+        wait up to ``drain_timeout`` for running events, hand the rest back."""
+
+    def wait_failed(self, timeout: float | None) -> BaseException | None:
+        """The consumer's fatal error once it has one (``runworker`` exits on it)."""
 
 
 class EventBackend(Backend):
@@ -122,7 +149,7 @@ class EventBackend(Backend):
         for callback in list(self._wakers):
             callback(channel)
 
-    def make_consumer(self, queue: Any) -> Any:
+    def make_consumer(self, config: ConsumerConfig) -> EventConsumer | None:
         """A consumer of its own for push backends (Celery); ``None``: the generic
         pull consumer, which calls :meth:`claim`."""
         return None

@@ -54,7 +54,15 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from ...exceptions import BackendUnavailable, ConfigurationError, EventNotFound
-from .base import STAT_KEYS, ClaimedEvent, DeadLetter, EventInfo, NewEvent
+from ..context import ConsumerConfig
+from .base import (
+    STAT_KEYS,
+    ClaimedEvent,
+    DeadLetter,
+    EventConsumer,
+    EventInfo,
+    NewEvent,
+)
 from .celery_rows import RowWriter
 from .database import DatabaseEventBackend
 
@@ -234,10 +242,10 @@ class CeleryEventBackend(DatabaseEventBackend):
             # The first message carries the event, so a row whose lazy commit a
             # database crash lost is restored when the message arrives (and a lean
             # event needs none).
-            carried: list[Any] = [event.payload, event.max_retries, event.timeout]
+            first: list[Any] = [event.payload, event.max_retries, event.timeout]
             if lean:
-                carried.append(LEAN)
-            args.append(carried)
+                first.append(LEAN)
+            args.append(first)
         try:
             celery_app.send_task(
                 TASK_NAME,
@@ -278,7 +286,7 @@ class CeleryEventBackend(DatabaseEventBackend):
         if stop is None:  # not a consumer: the caller hears of it
             self.send(channel, event_id, countdown, carried=carried)
             return
-        from ..consumer import keep_trying
+        from ..attempts import keep_trying
 
         try:
             keep_trying(
@@ -478,6 +486,7 @@ class CeleryEventBackend(DatabaseEventBackend):
         """
         now = time.time()
         lazy = self._lazy()
+        was: tuple[str] | None = None
         if first is not None and not lazy and lost:
             created = self._create_claimed(event_id, first, lease=lease, lost=lost)
             if created is not None:
@@ -487,7 +496,10 @@ class CeleryEventBackend(DatabaseEventBackend):
             # that follows is a durable commit, and flushing the WAL up to that
             # record flushes this one too.
             channel, payload, (max_retries, timeout, *_) = first
+            # ``old`` reads the row as it was before this statement (one snapshot):
+            # a running one whose lease lapsed lost its attempt.
             rows = self._execute(
+                f"WITH old AS (SELECT status FROM {self.table} WHERE id = %s) "
                 f"INSERT INTO {self.table} AS e ({_ROW_COLUMNS}) "
                 "SELECT %s, %s, %s, %s, 'running', %s, 0, %s, %s, %s, %s, %s, '', %s "
                 f"FROM {LAZY_COMMIT} ON CONFLICT (id) DO UPDATE SET "
@@ -497,8 +509,9 @@ class CeleryEventBackend(DatabaseEventBackend):
                 "((e.status = 'pending' AND e.available_at <= %s) OR "
                 "(e.status = 'running' AND e.lease_expires_at < %s)) "
                 "RETURNING e.id, e.channel, e.payload, e.attempts, e.max_retries, "
-                "e.timeout",
+                "e.timeout, COALESCE((SELECT status = 'running' FROM old), %s)",
                 [
+                    event_id,
                     event_id,
                     self.app.name,
                     channel,
@@ -515,18 +528,26 @@ class CeleryEventBackend(DatabaseEventBackend):
                     self.app.name,
                     now + EARLY,
                     now,
+                    lost,
                 ],
             )
         else:
             from_lazy = f" FROM {LAZY_COMMIT}" if lazy else ""
+            if self.vendor != "postgresql":
+                # Before the claim (its RETURNING sees the new row only); writers
+                # take turns on SQLite, so nothing runs in between.
+                was = self._objects().filter(id=event_id).values_list("status").first()
             rows = self._execute(
+                f"WITH old AS (SELECT status FROM {self.table} WHERE id = %s) "
                 f"UPDATE {self.table} SET status = 'running', "
                 "attempts = attempts + 1, dedupe_key = NULL, lease_expires_at = %s, "
                 f"claimed_by = %s{from_lazy} WHERE id = %s AND app_name = %s AND "
                 f"(({self.table}.status = 'pending' AND available_at <= %s) OR "
                 f"({self.table}.status = 'running' AND lease_expires_at < %s)) "
-                "RETURNING id, channel, payload, attempts, max_retries, timeout",
+                "RETURNING id, channel, payload, attempts, max_retries, timeout, "
+                "(SELECT status = 'running' FROM old)",
                 [
+                    event_id,
                     now + lease,
                     self.app.node_id,
                     event_id,
@@ -560,6 +581,7 @@ class CeleryEventBackend(DatabaseEventBackend):
             attempt=row[3],
             max_retries=row[4],
             timeout=row[5],
+            lost=bool(row[6]) if was is None else was[0] == "running",
         )
 
     def _create_claimed(
@@ -577,6 +599,7 @@ class CeleryEventBackend(DatabaseEventBackend):
             attempt=2 if lost else 1,
             max_retries=max_retries,
             timeout=timeout,
+            lost=lost,
         )
         return event if self.lean_row(event, "running", lease=lease) else None
 
@@ -699,8 +722,9 @@ class CeleryEventBackend(DatabaseEventBackend):
                     outcome = exc
                 for item in batch:
                     item[2] = outcome
-        if entry[2] is not True:
-            raise entry[2]
+        outcome = entry[2]
+        if isinstance(outcome, BaseException):
+            raise outcome
 
     def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
         super().retry(event, error, available_at=available_at)
@@ -780,10 +804,10 @@ class CeleryEventBackend(DatabaseEventBackend):
     def claim(self, channel: str, limit: int, *, lease: float) -> list[ClaimedEvent]:
         raise NotImplementedError("the Celery backend is consumed by a Celery worker")
 
-    def make_consumer(self, queue: Any) -> Any:
+    def make_consumer(self, config: ConsumerConfig) -> EventConsumer | None:
         from .celery_consumer import CeleryConsumer
 
-        return CeleryConsumer(queue)
+        return CeleryConsumer(self, config)
 
 
 def _not_found(exc: BaseException) -> bool:

@@ -17,18 +17,26 @@ process's memory (:class:`_Lean`) until it needs a row.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from django.db import Error as DatabaseError
 from django.db import close_old_connections, connections
 
 from ...exceptions import BackendUnavailable, ConfigurationError
+from ..attempts import (
+    Attempt,
+    HandlerRunner,
+    RetryingStore,
+    finish_attempt,
+    log_dead,
+    log_start,
+    upkeep_interval,
+    write_to_store,
+)
+from ..context import ConsumerConfig, EventContext, Subscription
 from .base import ClaimedEvent
 from .celery import LEAN, TALLY_EVERY, CeleryEventBackend
 
@@ -38,6 +46,8 @@ logger = logging.getLogger("mega_cluster.events.celery")
 _consumers: dict[str, CeleryConsumer] = {}
 #: Threads of the embedded worker for a channel with unlimited concurrency.
 UNLIMITED_THREADS = 32
+#: How often a closed ``idle()`` gate is asked again (seconds).
+IDLE_RECHECK = 0.05
 #: The consumer running this process's embedded Celery worker (one at most).
 _embedded: CeleryConsumer | None = None
 
@@ -95,10 +105,9 @@ class _LeanStore:
     to its row if it got one, else a success counted in memory or a row written
     for the failure."""
 
-    def __init__(self, consumer: CeleryConsumer, entry: _Lean) -> None:
-        self.app = consumer.backend.app
-        self._backend = consumer.backend
-        self._write = consumer._with_store
+    def __init__(self, backend: CeleryEventBackend, write: Any, entry: _Lean) -> None:
+        self._backend = backend
+        self._write = write
         self._rowed = entry.finish()
 
     def complete(self, event: ClaimedEvent) -> None:
@@ -122,20 +131,17 @@ class CeleryConsumer:
     """Runs an embedded Celery worker (thread pool) on the subscribed channels'
     queues; the generic task calls :meth:`deliver` for each message."""
 
-    def __init__(self, queue: Any) -> None:
-        from .. import consumer as generic
-
-        self.generic = generic
-        self.queue = queue
-        self.backend: CeleryEventBackend = queue.backend
-        settings = queue.settings
-        self.lease: float = settings["LEASE"]
-        self.retry_base: float = settings["RETRY_BASE"]
-        self.retry_cap: float = settings["RETRY_CAP"]
-        self.handlers = generic.ThreadPool(f"mc-events-{queue.app.name}-handler")
-        self._subs: dict[str, Any] = {}
+    def __init__(self, backend: CeleryEventBackend, config: ConsumerConfig) -> None:
+        self.backend = backend
+        self.config = config
+        self.app = backend.app
+        self.lease = config.lease
+        self.runner = HandlerRunner(f"mc-events-{config.app_name}")
+        self._subs: dict[str, Subscription] = {}
         self._slots: dict[str, threading.BoundedSemaphore | None] = {}
         self._running: dict[str, ClaimedEvent] = {}
+        #: Contexts of the attempts running here (a drain sets them cancelled).
+        self._contexts: dict[str, EventContext] = {}
         #: Lean events running here (see :class:`_Lean`).
         self._lean: dict[str, _Lean] = {}
         self._lock = threading.Lock()
@@ -146,12 +152,12 @@ class CeleryConsumer:
         self.error: BaseException | None = None
 
     def start(self) -> None:
-        _consumers[self.queue.app.name] = self
+        _consumers[self.config.app_name] = self
         self.backend.consumer_stopping = self._stopping
         self.backend.running_rowless = self._running_rowless
         threading.Thread(
             target=self._renew_leases,
-            name=f"mc-events-lease-{self.queue.app.name}",
+            name=f"mc-events-lease-{self.config.app_name}",
             daemon=True,
         ).start()
 
@@ -159,7 +165,7 @@ class CeleryConsumer:
         """Upkeep, each at its own interval: renew the leases of running events,
         prune old succeeded ones (``RETENTION``), send lost events again
         (``RESEND_AFTER``)."""
-        retention = self.queue.settings["RETENTION"]
+        retention = self.config.retention
         resend_after = self.backend.resend_after
         chores: list[tuple[str, float, Any]] = [
             ("renewing event leases", self.lease / 3, self._renew),
@@ -169,12 +175,12 @@ class CeleryConsumer:
             chores.append(
                 (
                     "pruning succeeded events",
-                    self.generic.upkeep_interval(retention),
+                    upkeep_interval(retention),
                     lambda: self.backend.prune(retention),
                 )
             )
         if resend_after is not None:
-            every = self.generic.upkeep_interval(resend_after)
+            every = upkeep_interval(resend_after)
             chores.append(
                 ("sending lost events again", every, lambda: self._resend_lost(every))
             )
@@ -224,7 +230,7 @@ class CeleryConsumer:
         # One consuming node per channel and round (the others skip it).
         with self._lock:
             channels = list(self._subs)
-        locks = self.queue.app.lock_manager
+        locks = self.app.lock_manager
         for channel in channels:
             try:
                 lock = locks.try_acquire(f"mc-events-resend-{channel}", ttl=every)
@@ -239,15 +245,10 @@ class CeleryConsumer:
                     "sending lost events of channel %s again failed", channel
                 )
 
-    def _concurrency(self, sub: Any) -> int:
-        override = self.queue.concurrency_override
-        return sub.concurrency if override is None else override
-
-    def add(self, sub: Any) -> None:
-        only = self.queue.only_channels
-        if only is not None and sub.channel not in only:
+    def add(self, sub: Subscription) -> None:
+        if not self.config.takes(sub.channel):
             return
-        concurrency = self._concurrency(sub)
+        concurrency = self.config.concurrency(sub)
         with self._lock:
             self._subs[sub.channel] = sub
             self._slots[sub.channel] = (
@@ -292,8 +293,8 @@ class CeleryConsumer:
         global _embedded
         if _embedded is not None and _embedded is not self:
             raise ConfigurationError(
-                f"cluster app {self.queue.app.name!r} cannot consume with the Celery "
-                f"backend: app {_embedded.queue.app.name!r} already runs this "
+                f"cluster app {self.config.app_name!r} cannot consume with the Celery "
+                f"backend: app {_embedded.config.app_name!r} already runs this "
                 "process's embedded Celery worker. Consume each Celery-backed app in "
                 "its own process (runworker --app NAME)."
             )
@@ -302,13 +303,14 @@ class CeleryConsumer:
         with self._lock:
             channels = list(self._subs)
             threads = sum(
-                self._concurrency(s) or UNLIMITED_THREADS for s in self._subs.values()
+                self.config.concurrency(s) or UNLIMITED_THREADS
+                for s in self._subs.values()
             )
         for channel in channels:
             celery_app.amqp.queues.select_add(self.backend.broker_queue(channel))
         worker, ready = build_worker(
             celery_app,
-            hostname=f"mc-{self.queue.app.name}-{self.queue.app.node_id}@mega-cluster",
+            hostname=f"mc-{self.config.app_name}-{self.app.node_id}@mega-cluster",
             queues=[self.backend.queue_name(c) for c in channels],
             concurrency=max(1, threads),
         )
@@ -316,7 +318,7 @@ class CeleryConsumer:
         self._worker = worker
         self._thread = threading.Thread(
             target=self._run_worker,
-            name=f"mc-events-celery-{self.queue.app.name}",
+            name=f"mc-events-celery-{self.config.app_name}",
             daemon=True,
         )
         self._thread.start()
@@ -341,8 +343,13 @@ class CeleryConsumer:
 
     def stop(self, drain_timeout: float) -> None:
         self._stopping.set()
-        if _consumers.get(self.queue.app.name) is self:
-            del _consumers[self.queue.app.name]
+        # Running handlers learn at once that the node is draining.
+        with self._lock:
+            contexts = list(self._contexts.values())
+        for ctx in contexts:
+            ctx.cancelled.set()
+        if _consumers.get(self.config.app_name) is self:
+            del _consumers[self.config.app_name]
         if self._worker is not None and self._thread is not None:
             # Warm shutdown: running tasks finish; reserved and countdown messages
             # are unacked and go back to the broker. It must run in the worker's
@@ -363,7 +370,7 @@ class CeleryConsumer:
         global _embedded
         if _embedded is self:
             _embedded = None
-        self.handlers.shutdown(0.1)
+        self.runner.close()
 
     # the task's work --------------------------------------------------------------
 
@@ -388,12 +395,11 @@ class CeleryConsumer:
             )
             self.backend.resend(channel, event_id, 1.0, first if lean else None)
             return
-        if slot is not None:
-            slot.acquire()
+        held = _Slot(slot)
         try:
             self._wait_idle(sub)
             if lean and not redelivered:
-                self._attempt_lean(sub, event_id, channel, first)
+                self._attempt_lean(sub, event_id, channel, first, held)
                 return
             event = self._with_store(
                 event_id,
@@ -413,16 +419,17 @@ class CeleryConsumer:
             with self._lock:
                 self._running[event.id] = event
             try:
-                self._attempt(sub, event)
+                self._attempt(sub, event, held)
             finally:
                 with self._lock:
                     self._running.pop(event.id, None)
         finally:
-            if slot is not None:
-                slot.release()
+            held.release()
             close_old_connections()
 
-    def _attempt_lean(self, sub: Any, event_id: str, channel: str, first: Any) -> None:
+    def _attempt_lean(
+        self, sub: Subscription, event_id: str, channel: str, first: Any, held: _Slot
+    ) -> None:
         """A lean event's first attempt: no claim, no row unless it needs one."""
         entry = _Lean(
             ClaimedEvent(
@@ -437,7 +444,7 @@ class CeleryConsumer:
         with self._lock:
             self._lean[event_id] = entry
         try:
-            self._attempt(sub, entry.event, entry)
+            self._attempt(sub, entry.event, held, entry)
         finally:
             with self._lock:
                 self._lean.pop(event_id, None)
@@ -449,7 +456,7 @@ class CeleryConsumer:
         message stays unacknowledged; at shutdown the message goes back to the
         broker rather than being acked without its row."""
         try:
-            return self.generic.write_to_store(
+            return write_to_store(
                 self._stopping, event_id, channel, write, *args, **kwargs
             )
         except DatabaseError as exc:  # only once stopping
@@ -459,75 +466,65 @@ class CeleryConsumer:
                 f"event store unreachable at shutdown: {exc}", requeue=True
             ) from exc
 
-    def _wait_idle(self, sub: Any) -> None:
-        while sub.idle is not None and not self._stopping.is_set():
-            result = sub.idle()
-            if asyncio.iscoroutine(result):
-                result = asyncio.run(result)
-            if result:
+    def _wait_idle(self, sub: Subscription) -> None:
+        idle = sub.idle
+        while idle is not None and not self._stopping.is_set():
+            if self.runner.call(idle):
                 return
-            time.sleep(self.generic.IDLE_RECHECK)
+            time.sleep(IDLE_RECHECK)
 
     def _attempt(
         self,
-        sub: Any,
+        sub: Subscription,
         event: ClaimedEvent,
+        held: _Slot,
         lean: _Lean | None = None,
     ) -> None:
-        from ..queue import EventContext
-
-        max_retries = max(event.max_retries, sub.max_retries or 0)
-        if event.attempt > max_retries + 1:
-            error = f"attempt {event.attempt - 1} was lost (worker died)"
+        attempt = Attempt.of(sub, event)
+        error = attempt.spent()
+        if error is not None:
             self._with_store(event.id, event.channel, self.backend.bury, event, error)
-            self.generic.log_dead(event, error)
+            log_dead(event, error)
             return
-        ctx = EventContext(id=event.id, channel=event.channel, attempt=event.attempt)
-        timeout = event.timeout if event.timeout is not None else sub.timeout
-        self.generic.log_start(event)
-        error: str | None = None
-        exc_info: BaseException | None = None
+        ctx = attempt.ctx
+        # A timeout frees the slot; this thread (the message, the lease) stays
+        # with the event until the handler returned.
+        attempt.on_timeout = held.release
+        with self._lock:
+            self._contexts[event.id] = ctx
+        if self._stopping.is_set():
+            ctx.cancelled.set()
+        log_start(event)
         try:
-            payload = json.loads(event.payload)
-            if sub.is_async:
-                error = asyncio.run(_run_async(sub.process, payload, ctx, timeout))
-            elif timeout is None:
-                sub.process(payload, ctx)
-            else:
-                future = self.handlers.submit(
-                    self.generic._call_sync, sub.process, payload, ctx
-                )
-                try:
-                    future.result(timeout)
-                except FutureTimeout:
-                    ctx.cancelled.set()
-                    error = f"timed out after {timeout:g}s"
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            exc_info = exc
-        self.generic.finish_attempt(
+            outcome = self.runner.run(attempt)
+        finally:
+            with self._lock:
+                self._contexts.pop(event.id, None)
+        finish_attempt(
             # A lean event's store is chosen once its handler returned.
-            _LeanStore(self, lean)
+            _LeanStore(self.backend, self._with_store, lean)
             if lean is not None
-            else self.generic.RetryingStore(self.backend, self._with_store),
-            event,
-            error,
-            exc_info,
-            max_retries,
-            self.retry_base,
-            self.retry_cap,
+            else RetryingStore(self.backend, self._with_store),
+            self.config.app_name,
+            attempt,
+            outcome,
+            self.config.retry_base,
+            self.config.retry_cap,
         )
 
 
-async def _run_async(
-    fn: Any, payload: Any, ctx: Any, seconds: float | None
-) -> str | None:
-    task = asyncio.ensure_future(fn(payload, ctx))
-    done, _ = await asyncio.wait({task}, timeout=seconds)
-    if done:
-        task.result()
-        return None
-    ctx.cancelled.set()
-    task.cancel()
-    await asyncio.wait({task}, timeout=1.0)
-    return f"timed out after {seconds:g}s"
+class _Slot:
+    """A channel's concurrency slot held by one delivery, released once (at the
+    attempt's timeout or when the delivery ends)."""
+
+    def __init__(self, slot: threading.BoundedSemaphore | None) -> None:
+        self._slot = slot
+        self._lock = threading.Lock()
+        if slot is not None:
+            slot.acquire()
+
+    def release(self) -> None:
+        with self._lock:
+            slot, self._slot = self._slot, None
+        if slot is not None:
+            slot.release()

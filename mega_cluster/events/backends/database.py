@@ -63,7 +63,8 @@ class DatabaseEventBackend(EventBackend):
     def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
         super().__init__(app, options)
         self.alias: str = self.options.get("DATABASE", "default")
-        self.table = connections[self.alias].ops.quote_name(_model()._meta.db_table)
+        meta = _model()._meta
+        self.table = connections[self.alias].ops.quote_name(meta.db_table)
         self.vendor = connections[self.alias].vendor
         # LISTEN needs psycopg 3 (Django may run on psycopg2): else poll.
         self.notifies = (  # type: ignore[misc]
@@ -157,7 +158,7 @@ class DatabaseEventBackend(EventBackend):
     # consuming ------------------------------------------------------------------
 
     def takeable_sql(self, lock: str = "") -> str:
-        """``id, available_at`` of the channel's events a worker may take at a given
+        """``id, available_at, lost`` of the channel's events a worker may take at a given
         moment: pending and due by then, or running with a lease that lapsed by
         then. Parameters: app name, channel, moment, limit, twice.
 
@@ -167,41 +168,77 @@ class DatabaseEventBackend(EventBackend):
         history the table keeps."""
         where = f"FROM {self.table} WHERE app_name = %s AND channel = %s AND "
         return (
-            f"SELECT * FROM (SELECT id, available_at {where}status = 'pending' "
-            f"AND available_at <= %s ORDER BY available_at LIMIT %s{lock}) AS due "
-            f"UNION ALL SELECT * FROM (SELECT id, available_at {where}"
-            "status = 'running' AND lease_expires_at < %s "
-            f"ORDER BY available_at LIMIT %s{lock}) AS lapsed"
+            f"SELECT * FROM (SELECT id, available_at, 0 AS lost {where}"
+            "status = 'pending' AND available_at <= %s ORDER BY available_at "
+            f"LIMIT %s{lock}) AS due UNION ALL SELECT * FROM (SELECT id, "
+            f"available_at, 1 AS lost {where}status = 'running' AND "
+            f"lease_expires_at < %s ORDER BY available_at LIMIT %s{lock}) AS lapsed"
         )
+
+    def claim_statements(
+        self, channel: str, limit: int, *, lease: float
+    ) -> list[tuple[str, list[Any]]]:
+        """The claim's SQL and parameters (see :meth:`takeable_sql`): rows of
+        ``_COLUMNS`` and whether the event's previous attempt was lost (its lease
+        lapsed). One statement on PostgreSQL; elsewhere (no ``UPDATE … FROM``
+        column in ``RETURNING``) the lapsed ones, then the due ones."""
+        now = time.time()
+        claim = (
+            f"UPDATE {self.table} SET status = 'running', attempts = attempts + 1, "
+            "dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s "
+        )
+        claiming = [now + lease, self.app.node_id]
+        matching = [self.app.name, channel, now, limit]
+        if self.vendor == "postgresql":
+            lock = " FOR UPDATE SKIP LOCKED"
+            return [
+                (
+                    f"{claim}FROM (SELECT id, lost FROM ({self.takeable_sql(lock)}) "
+                    f"AS claimable ORDER BY available_at LIMIT %s) AS c WHERE "
+                    f"{self.table}.id = c.id RETURNING "
+                    + ", ".join(f"{self.table}.{c}" for c in _COLUMNS.split(", "))
+                    + ", c.lost",
+                    [*claiming, *matching, *matching, limit],
+                )
+            ]
+        where = "WHERE app_name = %s AND channel = %s AND status = %s AND "
+        return [
+            (
+                f"{claim}WHERE id IN (SELECT id FROM {self.table} {where}{due} %s "
+                f"ORDER BY available_at LIMIT %s) RETURNING {_COLUMNS}, {lost}",
+                [*claiming, self.app.name, channel, status, now, limit],
+            )
+            for status, due, lost in (
+                ("running", "lease_expires_at <", 1),
+                ("pending", "available_at <=", 0),
+            )
+        ]
 
     def claim_statement(
         self, channel: str, limit: int, *, lease: float
     ) -> tuple[str, list[Any]]:
-        """The claim's SQL and parameters (see :meth:`takeable_sql`)."""
-        now = time.time()
-        lock = " FOR UPDATE SKIP LOCKED" if self.vendor == "postgresql" else ""
-        sql = (
-            f"UPDATE {self.table} SET status = 'running', attempts = attempts + 1, "
-            "dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s "
-            f"WHERE id IN (SELECT id FROM ({self.takeable_sql(lock)}) AS claimable "
-            f"ORDER BY available_at LIMIT %s) RETURNING {_COLUMNS}"
-        )
-        matching = [self.app.name, channel, now, limit]
-        return sql, [now + lease, self.app.node_id, *matching, *matching, limit]
+        """The claim's first statement (see :meth:`claim_statements`)."""
+        return self.claim_statements(channel, limit, lease=lease)[0]
 
     def claim(self, channel: str, limit: int, *, lease: float) -> list[ClaimedEvent]:
-        rows = self._execute(*self.claim_statement(channel, limit, lease=lease))
-        return [
-            ClaimedEvent(
-                id=row[0],
-                channel=row[1],
-                payload=row[2],
-                attempt=row[3],
-                max_retries=row[4],
-                timeout=row[5],
-            )
-            for row in rows
-        ]
+        claimed: list[ClaimedEvent] = []
+        for sql, params in self.claim_statements(channel, limit, lease=lease):
+            if len(claimed) >= limit:
+                break
+            params[-1] = limit - len(claimed)
+            claimed += [
+                ClaimedEvent(
+                    id=row[0],
+                    channel=row[1],
+                    payload=row[2],
+                    attempt=row[3],
+                    max_retries=row[4],
+                    timeout=row[5],
+                    lost=bool(row[6]),
+                )
+                for row in self._execute(sql, params)
+            ]
+        return claimed
 
     def next_due_statement(self, channel: str) -> tuple[str, list[Any]]:
         """When a pending event is due or a running one's lease lapses: two index
@@ -317,7 +354,8 @@ class DatabaseEventBackend(EventBackend):
     def add_tally(self, channel: str, succeeded: int, failed: int) -> None:
         """Add to the channel's tally (creating it: a tally of zeros makes the
         channel known to ``stats()``)."""
-        tally = connections[self.alias].ops.quote_name(_tally()._meta.db_table)
+        meta = _tally()._meta
+        tally = connections[self.alias].ops.quote_name(meta.db_table)
         self._execute(
             f"INSERT INTO {tally} (app_name, channel, succeeded, failed) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (app_name, channel) DO "
