@@ -261,6 +261,11 @@ class LockManager:
                 "wait_seconds_max": round(self._wait_max, 6),
             }
 
+    def held_locks(self) -> list[Lock]:
+        """The handles this manager handed out and that are not released yet
+        (a handle whose lease was lost stays listed until ``release()``)."""
+        return [lock for lock in list(self._held) if not lock.released]
+
     def _release_quietly(self, lock: Lock) -> None:
         try:
             lock.release()

@@ -49,14 +49,40 @@ class Watchdog:
                 self._thread.start()
             self._cond.notify()
 
+    def stop_if_idle(self, timeout: float = 5.0) -> bool:
+        """End the thread now when no live lease is left to renew (it otherwise
+        lingers 30 s); True when no thread runs afterwards. For the testing kit."""
+        with self._cond:
+            self._heap = [
+                entry
+                for entry in self._heap
+                if (lock := entry[2]()) is not None and lock.renewing
+            ]
+            heapq.heapify(self._heap)
+            if self._heap:
+                return False
+            thread, self._thread = self._thread, None
+            self._quit = thread
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    _quit: threading.Thread | None = None
+
     def _run(self) -> None:
+        me = threading.current_thread()
         while True:
             with self._cond:
                 while True:
+                    if self._quit is me:
+                        return
                     if not self._heap:
                         # Idle: let the thread end; schedule() starts a new one.
                         if not self._cond.wait(timeout=30.0) and not self._heap:
-                            self._thread = None
+                            if self._thread is me:
+                                self._thread = None
                             return
                         continue
                     delay = self._heap[0][0] - time.monotonic()

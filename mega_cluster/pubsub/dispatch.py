@@ -279,6 +279,32 @@ class Dispatcher:
         coro: Coroutine[Any, Any, Any] = run()
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
+    # driven delivery (mega_cluster.testing) ----------------------------------------
+
+    def dispatch_now(self, data: bytes) -> None:
+        """Run the handlers of one received message in the calling thread.
+
+        What the dispatcher thread does with a message taken from the buffer; the
+        testing kit delivers this way, one message at a time, in the order it
+        chooses (its nodes' backends never fill the buffer).
+        """
+        self._dispatch(data)
+        if self._delivered:
+            self._count_delivered()
+
+    def fire_gaps_now(self) -> None:
+        """Run every ``on_gap`` callback in the calling thread (testing kit)."""
+        self._fire_gaps()
+
+    def fire_debounced_now(self) -> int:
+        """Run every debounced call now, as if each window had closed; how many ran."""
+        pending, self._pending = self._pending, {}
+        ordered = sorted(pending.values(), key=lambda item: item[0])
+        for _, sub, env in ordered:
+            if sub.active:
+                self._call(sub, env)
+        return len(ordered)
+
     def _fire_gaps(self) -> None:
         for subs in list(self._subs.values()):
             for sub in subs:

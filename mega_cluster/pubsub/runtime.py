@@ -48,6 +48,28 @@ def background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def background_loop_running() -> bool:
+    """True while the process's pub/sub loop thread runs."""
+    return _thread is not None and _thread.is_alive()
+
+
+def stop_background_loop(timeout: float = 10.0) -> None:
+    """Stop the process's pub/sub loop thread; the next use starts a new one.
+
+    For the testing kit, once every manager that used the loop has stopped (a
+    manager still holding it would find it closed).
+    """
+    global _loop, _thread
+    with _lock:
+        loop, thread, _loop, _thread = _loop, _thread, None, None
+    if loop is None or thread is None:
+        return
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout)
+    if not thread.is_alive():
+        loop.close()
+
+
 #: The running loop or None (no exception to catch): ``asyncio._get_running_loop``,
 #: public since Python 3.7 for loop implementations such as uvloop.
 running_loop = asyncio._get_running_loop

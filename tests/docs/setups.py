@@ -72,7 +72,45 @@ def start_nodes(plugin_class, name, settings=None):
     return plugins
 """
 
+# docs/testing.md: its samples are the files of a reader's plugin and its tests;
+# they run with pytest as the reader would, the kit found through its entry point.
+RUN_KIT_TESTS = """
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+here = Path.cwd()
+(here / "kit_settings.py").write_text(
+    "from docs_settings import *  # noqa: F403\\n"
+    "DATABASES['default']['TEST'] = {'NAME': 'kit-test.sqlite3'}\\n"
+)
+tests = sorted((here / "flags" / "tests").glob("test_*.py"))
+expected = sum(
+    1
+    for path in tests
+    for node in ast.parse(path.read_text()).body
+    if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+)
+result = subprocess.run(
+    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+     *map(str, tests)],
+    cwd=here,
+    env={**os.environ, "DJANGO_SETTINGS_MODULE": "kit_settings"},
+    capture_output=True,
+    text=True,
+    timeout=80,
+)
+assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+assert f"{expected} passed" in result.stdout, result.stdout[-2000:]
+consistency = ast.parse((here / "flags/tests/test_consistency.py").read_text())
+(first,) = [n for n in consistency.body if isinstance(n, ast.FunctionDef)]
+assert first.end_lineno - first.lineno + 1 <= 10, "the two-node test grew"
+"""
+
 SETUPS: dict[str, PageSetup] = {
+    "docs/testing.md": PageSetup(after=RUN_KIT_TESTS),
     "README.md": PageSetup(
         prelude="""
 schema_loads = []

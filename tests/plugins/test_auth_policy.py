@@ -1,9 +1,11 @@
 """auth_policy: the token policy is read through the plugin cache and invalidated
-on every node after the transaction commits."""
+on every node after the transaction commits.
+
+Two nodes of the testing kit, each with its own process-local cache store; the
+same plugin across real processes is in tests/cluster/test_plugin_auth_policy.py.
+"""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 from django.contrib.auth.models import User
@@ -12,9 +14,7 @@ from django.db import transaction
 
 from mega_cluster.registry import get_app
 from plugins.auth_policy.models import TokenPolicy
-from plugins.auth_policy.plugin import AuthPolicyPlugin, PolicyNotFound
-
-from .conftest import wait_until
+from plugins.auth_policy.plugin import PolicyNotFound
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,15 +33,17 @@ CACHES = {
 
 
 @pytest.fixture
-def pair(nodes, settings):
+def pair(cluster, settings):
     settings.CACHES = CACHES
-    a, b = nodes(
-        AuthPolicyPlugin,
-        "auth_policy",
-        a={"CACHE": {"DEFAULT_STORE": "node_a"}},
-        b={"CACHE": {"DEFAULT_STORE": "node_b"}},
+    cluster.configure(plugins=["auth_policy"])
+    cluster(
+        2,
+        node_settings={
+            "node-1": {"CACHE": {"DEFAULT_STORE": "node_a"}},
+            "node-2": {"CACHE": {"DEFAULT_STORE": "node_b"}},
+        },
     )
-    return a, b
+    return cluster.plugins("auth_policy")
 
 
 def test_install_creates_the_default_policy(pair):
@@ -59,19 +61,22 @@ def test_policy_is_read_once_then_cached(pair, django_assert_num_queries):
     assert first["token_expires_in"] == 24 * 3600
 
 
-def test_update_invalidates_every_node_after_commit(pair):
+def test_update_invalidates_every_node_after_commit(cluster, pair):
     """Inside atomic() both nodes keep the old policy; after COMMIT node A reads
-    the new one at once and node B within 1 s (sync message, own store)."""
+    the new one at once and node B once the sync message is delivered (its
+    own store)."""
     a, b = pair
     assert a.policy()["token_expires_in"] == b.policy()["token_expires_in"] == 86400
     with transaction.atomic():
         a.update_policy(token_expires_in=600)
         assert a.policy()["token_expires_in"] == 86400  # cached, not yet committed
     assert a.policy()["token_expires_in"] == 600
-    wait_until(lambda: b.policy()["token_expires_in"] == 600, 1.0, "node B")
+    assert b.policy()["token_expires_in"] == 86400  # not delivered yet
+    cluster.deliver()
+    assert b.policy()["token_expires_in"] == 600
 
 
-def test_rollback_invalidates_nothing(pair):
+def test_rollback_invalidates_nothing(cluster, pair):
     """A rolled-back edit leaves the cached policy on both nodes and sends nothing."""
     a, b = pair
     a.policy()
@@ -80,7 +85,8 @@ def test_rollback_invalidates_nothing(pair):
         a.update_policy(token_expires_in=5)
         raise RuntimeError("roll back")
     TokenPolicy.objects.update(token_expires_in=7)  # behind the plugin's back
-    time.sleep(0.3)  # a message, had one been sent, reaches B well within this
+    assert cluster.published() == []
+    cluster.deliver()
     assert a.policy()["token_expires_in"] == 86400
     assert b.policy()["token_expires_in"] == 86400
 
@@ -98,13 +104,19 @@ def test_bad_input_is_rejected_and_nothing_is_saved(pair):
         a.policy("nope")
 
 
-def test_sync_gap_starts_the_cache_afresh(pair):
-    """After a gap the node reads the policy from the database again."""
-    _, b = pair
-    b.policy()
-    TokenPolicy.objects.update(renew_window=42)
-    assert b.policy()["renew_window"] == 900
-    b.handle_sync_gap()
+def test_a_missed_invalidation_starts_the_cache_afresh(cluster, pair):
+    """Node B misses an edit; at the next message it sees the gap and drops its
+    whole cache, so it reads every policy from the database again."""
+    a, b = pair
+    a.update_policy(renew_window=60)
+    cluster.deliver()
+    assert b.policy()["renew_window"] == 60
+    cluster.drop_next(b)
+    a.update_policy(renew_window=42)
+    cluster.deliver()
+    assert b.policy()["renew_window"] == 60  # stale: the message was lost
+    a.update_policy("other", renew_window=5)  # B sees the gap
+    cluster.deliver()
     assert b.policy()["renew_window"] == 42
 
 

@@ -1,83 +1,89 @@
 """data_source: a schema registry in memory on every node, kept in step by sync
-messages after commit; schema changes of a collection under a cluster lock."""
+messages after commit; schema changes of a collection under a cluster lock.
+
+Two nodes of the testing kit (``cluster`` fixture); the same plugin across real
+processes is in tests/cluster/test_plugin_data_source.py.
+"""
 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from mega_cluster.exceptions import LockTimeout
+from mega_cluster.exceptions import LockLost, LockTimeout
 from plugins.data_source.models import Collection, Field
-from plugins.data_source.plugin import (
-    DataSourcePlugin,
-    DuplicateName,
-    UnknownCollection,
-)
-
-from .conftest import wait_until
+from plugins.data_source.plugin import DuplicateName, UnknownCollection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def pair(nodes):
-    return nodes(DataSourcePlugin, "data_source")
+def pair(cluster):
+    cluster.configure(plugins=["data_source"])
+    cluster(2)
+    return cluster.plugins("data_source")
 
 
-def test_create_on_a_reaches_b_within_a_second(pair):
-    """A collection created on node A is in node B's memory within 1 s; node A's
-    memory changes only when the transaction commits."""
+def schema(node):
+    return node.plugins["data_source"].schema
+
+
+def test_create_on_a_reaches_b_after_commit(cluster, pair):
+    """A collection created on node A reaches node B's memory by one sync message
+    sent after commit; node A's memory changes only when the transaction commits."""
     a, b = pair
     with transaction.atomic():
         a.create_collection("orders", "Orders", {"total": "decimal"})
         assert a.get_collection("orders") is None
+        assert cluster.published() == []
     assert a.get_collection("orders")["fields"] == {
         "total": {"type": "decimal", "required": False}
     }
-    started = time.monotonic()
-    wait_until(lambda: b.get_collection("orders"), 1.0, "orders on node B")
-    assert time.monotonic() - started < 1.0
-    assert b.schema == a.schema
+    cluster.deliver()
+    assert cluster.assert_same(schema) == a.schema
+    cluster.assert_delivered(b, "plugin:data_source", {"collection": "orders"})
 
 
-def test_update_add_remove_delete_are_reflected_on_the_other_node(pair):
+def test_update_add_remove_delete_are_reflected_on_the_other_node(cluster, pair):
     a, b = pair
     a.create_collection("orders")
-    wait_until(lambda: b.get_collection("orders"), 1.0, "create")
+    cluster.deliver()
     b.add_field("orders", "status", "string")
-    wait_until(lambda: "status" in a.get_collection("orders")["fields"], 1.0, "add")
+    cluster.deliver()
+    assert "status" in a.get_collection("orders")["fields"]
     a.update_collection("orders", title="Customer orders")
-    wait_until(
-        lambda: b.get_collection("orders")["title"] == "Customer orders", 1.0, "title"
-    )
+    cluster.deliver()
+    assert b.get_collection("orders")["title"] == "Customer orders"
     assert b.remove_field("orders", "status") is True
-    wait_until(lambda: a.get_collection("orders")["fields"] == {}, 1.0, "remove")
+    cluster.deliver()
+    assert a.get_collection("orders")["fields"] == {}
     assert a.delete_collection("orders") is True
-    wait_until(lambda: b.get_collection("orders") is None, 1.0, "delete")
+    cluster.deliver()
+    assert b.get_collection("orders") is None
     assert a.delete_collection("orders") is False
+    cluster.assert_same(schema)
 
 
-def test_rolled_back_change_reaches_no_node(pair):
+def test_rolled_back_change_reaches_no_node(cluster, pair):
     a, b = pair
     with pytest.raises(RuntimeError), transaction.atomic():
         a.create_collection("ghost")
         raise RuntimeError("roll back")
-    a.create_collection("after")  # a later message proves B is listening
-    wait_until(lambda: b.get_collection("after"), 1.0, "after")
+    assert cluster.published() == []
     assert a.get_collection("ghost") is None
+    cluster.deliver()
     assert b.get_collection("ghost") is None
 
 
-def test_two_nodes_removing_one_field_at_once_remove_it_once(pair):
+def test_two_nodes_removing_one_field_at_once_remove_it_once(cluster, pair):
     """Node A and node B remove the same field at the same moment: exactly one
     removes it, the other returns False, neither raises."""
     a, b = pair
     a.create_collection("orders", fields={"note": "text", "total": "integer"})
-    wait_until(lambda: b.get_collection("orders"), 1.0, "orders on B")
+    cluster.deliver()
     results: dict[str, object] = {}
     go = threading.Event()
 
@@ -98,12 +104,8 @@ def test_two_nodes_removing_one_field_at_once_remove_it_once(pair):
         t.join(10)
     assert sorted(results.values(), key=str) == [False, True], results
     assert list(Field.objects.values_list("name", flat=True)) == ["total"]
-    for plugin in (a, b):
-        wait_until(
-            lambda p=plugin: list(p.get_collection("orders")["fields"]) == ["total"],
-            1.0,
-            "the field gone on both nodes",
-        )
+    cluster.deliver()
+    assert list(cluster.assert_same(schema)["orders"]["fields"]) == ["total"]
 
 
 def test_removal_waits_for_the_lock_and_never_skips(pair):
@@ -119,19 +121,34 @@ def test_removal_waits_for_the_lock_and_never_skips(pair):
     assert a.remove_field("orders", "note") is True
 
 
-def test_sync_gap_reloads_everything(pair):
-    """A change made behind the plugin's back appears after handle_sync_gap()."""
-    _, b = pair
+def test_a_change_whose_lock_was_lost_is_reported(cluster, pair):
+    """The section ran unprotected: remove_field raises LockLost, never a
+    silent success."""
+    a, _ = pair
+    a.create_collection("orders", fields={"note": "text"})
+    with cluster.losing_lock("data_source:orders"), pytest.raises(LockLost):
+        a.remove_field("orders", "note")
+
+
+def test_a_missed_message_is_caught_up_by_the_gap_reload(cluster, pair):
+    """Node B misses a change; the next message shows the gap and B reloads
+    everything, including a change made behind the plugin's back."""
+    a, b = pair
+    a.create_collection("orders")
+    cluster.deliver()
+    cluster.drop_next(b)
+    a.add_field("orders", "total", "decimal")
     Field.objects.create(
         collection=Collection.objects.create(name="raw"), name="x", type="json"
     )
-    assert b.get_collection("raw") is None
     reloads = b.reloads
-    b.handle_sync_gap()
+    a.create_collection("users")
+    cluster.deliver()
+    assert b.reloads == reloads + 1
     assert b.get_collection("raw")["fields"] == {
         "x": {"type": "json", "required": False}
     }
-    assert b.reloads == reloads + 1
+    assert b.get_collection("orders")["fields"]["total"]["type"] == "decimal"
 
 
 def test_bad_input_has_clear_errors(pair):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -35,6 +35,17 @@ class _Record:
     finished_at: float | None = None
 
 
+@dataclass(eq=False)
+class MemoryEventStore:
+    """The events of one memory queue (the nodes of ``mega_cluster.testing``
+    share one)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    records: dict[str, _Record] = field(default_factory=dict)
+    succeeded: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+
+
 class MemoryEventBackend(EventBackend):
     cluster_safe: ClassVar[bool] = False
     blocking: ClassVar[bool] = False
@@ -43,10 +54,28 @@ class MemoryEventBackend(EventBackend):
 
     def __init__(self, app, options) -> None:
         super().__init__(app, options)
-        self._lock = threading.Lock()
-        self._records: dict[str, _Record] = {}
-        self._succeeded: dict[str, int] = {}
-        self._failed: dict[str, int] = {}
+        self.store = MemoryEventStore()
+
+    def now(self) -> float:
+        """The time due times are compared with (the testing kit's clock there)."""
+        return time.time()
+
+    # the store's parts, under the names the methods below use
+    @property
+    def _lock(self) -> threading.Lock:
+        return self.store.lock
+
+    @property
+    def _records(self) -> dict[str, _Record]:
+        return self.store.records
+
+    @property
+    def _succeeded(self) -> dict[str, int]:
+        return self.store.succeeded
+
+    @property
+    def _failed(self) -> dict[str, int]:
+        return self.store.failed
 
     def enqueue(self, event: NewEvent) -> str:
         with self._lock:
@@ -66,7 +95,7 @@ class MemoryEventBackend(EventBackend):
         return event.id
 
     def claim(self, channel: str, limit: int, *, lease: float) -> list[ClaimedEvent]:
-        now = time.time()
+        now = self.now()
         with self._lock:
             due = [
                 rec
@@ -135,7 +164,7 @@ class MemoryEventBackend(EventBackend):
                 rec.status = "dead"
                 self._count_failure(rec)
                 rec.error = error
-                rec.finished_at = time.time()
+                rec.finished_at = self.now()
 
     def _count_failure(self, rec: _Record) -> None:
         self._failed[rec.event.channel] = self._failed.get(rec.event.channel, 0) + 1
@@ -196,7 +225,7 @@ class MemoryEventBackend(EventBackend):
         ]
 
     def oldest_pending(self, channel: str) -> float | None:
-        now = time.time()
+        now = self.now()
         with self._lock:
             due = [
                 rec.available_at
@@ -239,7 +268,7 @@ class MemoryEventBackend(EventBackend):
             rec = self._dead(event_id)
             rec.status = "pending"
             rec.attempts = 0
-            rec.available_at = time.time()
+            rec.available_at = self.now()
             channel = rec.event.channel
         self.wake(channel)
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from django.test import override_settings
 
-from . import conf
-from .exceptions import ConfigurationError
-from .registry import ClusterApp, registry
+from .. import conf
+from ..exceptions import ConfigurationError
+from ..registry import ClusterApp, registry
 
 
 def make_app(
