@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 
+from ..events import attempts
 from ..events.backends.base import ClaimedEvent, NewEvent
 from ..events.backends.memory import MemoryEventBackend, MemoryEventStore
-from ..events.consumer import finish_attempt
-from ..events.queue import EventContext
 from ..exceptions import BackendUnavailable
 from .clock import Clock
 
@@ -84,7 +83,7 @@ class ClusterEventBackend(MemoryEventBackend):
     def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
         super().retry(event, error, available_at=self._rebase(available_at))
 
-    def make_consumer(self, queue: Any) -> ManualConsumer:
+    def make_consumer(self, config: Any) -> ManualConsumer:
         return ManualConsumer()
 
 
@@ -182,38 +181,40 @@ class EventRunner:
     def _attempt(self, node: ClusterApp, sub: Any, event: ClaimedEvent) -> Attempt:
         queue = node.event_queue
         payload = json.loads(event.payload)
-        ctx = EventContext(id=event.id, channel=event.channel, attempt=event.attempt)
-        max_retries = max(event.max_retries, sub.max_retries or 0)
-        error: str | None = None
-        exc_info: BaseException | None = None
+        run = attempts.Attempt.of(sub, event)
+        outcome = attempts.Outcome()
         try:
-            _call(sub.process, payload, ctx)
+            _call(sub.process, payload, run.ctx)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            exc_info = exc
-        delay = finish_attempt(
+            outcome = attempts.Outcome(
+                error=f"{type(exc).__name__}: {exc}", exc_info=exc
+            )
+        delay = attempts.finish_attempt(
             queue.backend,
-            event,
-            error,
-            exc_info,
-            max_retries,
+            node.name,
+            run,
+            outcome,
             queue.settings["RETRY_BASE"],
             queue.settings["RETRY_CAP"],
         )
-        outcome = "succeeded" if error is None else "dead" if delay is None else "retry"
-        attempt = Attempt(
+        error = outcome.error
+        result = Attempt(
             node=node.node_id,
             channel=event.channel,
             event_id=event.id,
             attempt=event.attempt,
             payload=payload,
-            outcome=outcome,
+            outcome="succeeded"
+            if error is None
+            else "dead"
+            if delay is None
+            else "retry",
             error=error or "",
             retry_in=delay,
             at=self.clock.time(),
         )
-        self.history.append(attempt)
-        return attempt
+        self.history.append(result)
+        return result
 
 
 def _consumers(nodes: Sequence[ClusterApp], channel: str) -> list[ClusterApp]:
