@@ -18,6 +18,7 @@ import inspect
 import json
 import re
 import sys
+from pathlib import Path
 
 import django
 
@@ -82,10 +83,17 @@ def check_cluster_setting(value: object, namespace: dict, where: str) -> None:
 
 
 def check_databases(value: object, where: str) -> None:
-    """A ``DATABASES`` sample names real engines and passes mega_cluster's W006."""
+    """A ``DATABASES`` sample names real engines, passes mega_cluster's W006 and
+    gives SQLite an absolute path (a relative one is a different file for each
+    process started in another folder)."""
     assert isinstance(value, dict), f"{where}: DATABASES is not a dict"
     for db in value.values():
         load_backend(db["ENGINE"])
+        if "sqlite3" in db["ENGINE"]:
+            name = str(db.get("NAME", ""))
+            assert name == ":memory:" or Path(name).is_absolute(), (
+                f"{where}: SQLite NAME {name!r} is relative"
+            )
     with override_settings(DATABASES=value):
         warnings = checks.check_sqlite_transaction_mode()
     assert not warnings, f"{where}: {[w.msg for w in warnings]}"

@@ -492,6 +492,14 @@ for (r_title, r_header, r_rows), (d_title, d_header, d_rows) in zip(real, docume
         assert sum(map(int, counts)) == len(d_rows), (d_title, d_rows)
 """,
     ),
+    "docs/guide/troubleshooting.md": PageSetup(
+        # the reader's settings.py, as startproject writes it
+        prelude="""
+from pathlib import Path
+
+BASE_DIR = Path.cwd()
+""",
+    ),
     "docs/guide/nocobase.md": PageSetup(
         after=TWO_NODES
         + """
