@@ -8,7 +8,10 @@ must not connect to anything: connections are made on first use or in ``start()`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from .conf import missing_modules
+from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from .registry import ClusterApp
@@ -54,3 +57,39 @@ class Backend:
 
     def ping(self) -> None:
         """Raise ``BackendUnavailable`` when the server cannot be reached."""
+
+
+B = TypeVar("B", bound=Backend)
+
+
+def load_backend(app: ClusterApp, section: str, base: type[B]) -> B:
+    """Build the backend ``MEGA_CLUSTER[...][section]["BACKEND"]`` names for ``app``.
+
+    The one way every primitive finds its backend: the alias or dotted path is
+    imported, the class must be a subclass of ``base``, the Python packages it
+    ``requires`` must be installed and its ``check_options`` must find nothing;
+    otherwise ``ConfigurationError`` (an ``ImproperlyConfigured``) says which
+    setting of which app to change. Nothing connects: see :class:`Backend`.
+    """
+    settings = app.settings.sections[section].backend
+    where = f"MEGA_CLUSTER app {app.name!r} {section}"
+    if settings is None:  # pragma: no cover - every backend section resolves one
+        raise ConfigurationError(f"{where} has no BACKEND.")
+    label = settings.alias or settings.path
+    cls = settings.load_class()
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigurationError(
+            f"{where} BACKEND {settings.path!r} is not a {section.lower()} backend "
+            f"(a subclass of {base.__module__}.{base.__qualname__})."
+        )
+    for module, extra in missing_modules(cls):
+        raise ConfigurationError(
+            f"{where} BACKEND {label!r} needs the Python package {module!r}: "
+            f'pip install "mega-cluster[{extra}]".'
+        )
+    problems = cls.check_options(settings.options)
+    if problems:
+        raise ConfigurationError(
+            f"{where}: {' '.join(problems)} Set it in MEGA_CLUSTER {section} OPTIONS."
+        )
+    return cls(app, settings.options)

@@ -14,16 +14,25 @@ import atexit
 import logging
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.apps import apps as django_apps
 from django.utils.module_loading import import_string
 
 from . import conf, node
 from .exceptions import AmbiguousApp, AppNotFound, AppNotReady
+from .plugins.enabling import set_enabled
+from .plugins.lifecycle import start_plugins, stop_plugins
+from .plugins.loader import attach_plugins
 
 if TYPE_CHECKING:
+    from .cache import Cache, CacheManager
+    from .events import EventQueue
+    from .locks import LockManager
+    from .nodes import NodeRegistry
     from .plugins.base import Plugin
+    from .pubsub import PubSubManager
+    from .sync_messages import SyncMessageManager
 
 logger = logging.getLogger("mega_cluster.registry")
 
@@ -97,31 +106,31 @@ class ClusterApp:
         return dict(self._components)
 
     @property
-    def lock_manager(self) -> Any:
-        return self.component("lock_manager")
+    def lock_manager(self) -> LockManager:
+        return cast("LockManager", self.component("lock_manager"))
 
     @property
-    def pubsub_manager(self) -> Any:
-        return self.component("pubsub_manager")
+    def pubsub_manager(self) -> PubSubManager:
+        return cast("PubSubManager", self.component("pubsub_manager"))
 
     @property
-    def sync_message_manager(self) -> Any:
-        return self.component("sync_message_manager")
+    def sync_message_manager(self) -> SyncMessageManager:
+        return cast("SyncMessageManager", self.component("sync_message_manager"))
 
     @property
-    def event_queue(self) -> Any:
-        return self.component("event_queue")
+    def event_queue(self) -> EventQueue:
+        return cast("EventQueue", self.component("event_queue"))
 
     @property
-    def cache_manager(self) -> Any:
-        return self.component("cache_manager")
+    def cache_manager(self) -> CacheManager:
+        return cast("CacheManager", self.component("cache_manager"))
 
     @property
-    def node_registry(self) -> Any:
-        return self.component("node_registry")
+    def node_registry(self) -> NodeRegistry:
+        return cast("NodeRegistry", self.component("node_registry"))
 
     @property
-    def cache(self) -> Any:
+    def cache(self) -> Cache:
         """The app's default cache."""
         return self.cache_manager.default
 
@@ -132,8 +141,6 @@ class ClusterApp:
         with self._lock:
             if self._started:
                 return self
-            from .plugins.lifecycle import start_plugins
-
             self._started = True
             try:
                 start_plugins(self)
@@ -156,8 +163,6 @@ class ClusterApp:
     def stop(self) -> None:
         """Stop the managers in reverse start order and drop them; idempotent."""
         with self._lock:
-            from .plugins.lifecycle import stop_plugins
-
             if self._started:
                 stop_plugins(self)
             for attr in reversed(START_ORDER):
@@ -174,14 +179,10 @@ class ClusterApp:
 
     def enable_plugin(self, name: str) -> None:
         """Enable a plugin: stored in the database, applied on every node."""
-        from .plugins.lifecycle import set_enabled
-
         set_enabled(self, name, True)
 
     def disable_plugin(self, name: str) -> None:
         """Disable a plugin: stored in the database, applied on every node."""
-        from .plugins.lifecycle import set_enabled
-
         set_enabled(self, name, False)
 
     def _after_fork(self) -> None:
@@ -213,8 +214,6 @@ class Registry:
             settings = settings or conf.get_settings()
             settings.raise_for_errors()
             apps = {name: ClusterApp(s) for name, s in settings.apps.items()}
-            from .plugins.loader import attach_plugins
-
             attach_plugins(apps)
             self._apps = apps
 

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..calls import acall
 from ..names import validate_name
 from . import wrap as single_flight
 from .common import check_fn, check_ttl, in_thread, new_token, wire_name
@@ -400,7 +401,7 @@ class Cache:
         check_fn(fn)
         check_ttl(ttl)
         if not use_cache:
-            return await single_flight.acall(fn)
+            return await acall(fn)
         return await single_flight.awrap(self, key, fn, is_cacheable, ttl)
 
     # lifecycle -------------------------------------------------------------------

@@ -10,13 +10,11 @@ Anyone who waited ``WRAP_TIMEOUT`` seconds computes itself.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
-
+from ..calls import acall
 from ..exceptions import LockLost, LockTimeout
 from .common import in_thread
 from .near import MISSING
@@ -145,13 +143,3 @@ async def awrap(
         return result
 
     return await cache._flights.arun(key, lead, compute, cache.wrap_timeout)
-
-
-async def acall(fn: Callable[[], Any]) -> Any:
-    """Await ``fn()``: an ``async def`` directly, a plain function in a thread."""
-    if inspect.iscoroutinefunction(fn):
-        return await fn()
-    result = await sync_to_async(fn)()
-    if inspect.isawaitable(result):
-        return await result
-    return result

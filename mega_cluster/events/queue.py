@@ -15,8 +15,8 @@ from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, transaction
 
-from .. import conf
-from ..exceptions import AlreadySubscribed, ConfigurationError, MessageEncodeError
+from ..backends import load_backend
+from ..exceptions import AlreadySubscribed, MessageEncodeError
 from ..names import validate_name
 from .backends.base import (
     EVENT_STATES,
@@ -70,23 +70,7 @@ class EventQueue:
         self.app = app
         section = app.settings.event_queue
         self.settings = section
-        backend_settings = section.backend
-        if backend_settings is None:  # every section with backends resolves one
-            raise ConfigurationError("MEGA_CLUSTER EVENT_QUEUE has no BACKEND.")
-        cls = backend_settings.load_class()
-        missing = conf.missing_modules(cls)
-        if missing:
-            module, extra = missing[0]
-            raise ConfigurationError(
-                f"MEGA_CLUSTER EVENT_QUEUE BACKEND {backend_settings.path!r} needs "
-                f'the Python package {module!r}: pip install "mega-cluster[{extra}]".'
-            )
-        problems = cls.check_options(backend_settings.options)
-        if problems:
-            raise ConfigurationError(
-                f"MEGA_CLUSTER EVENT_QUEUE of app {app.name!r}: {' '.join(problems)}"
-            )
-        self.backend: EventBackend = cls(app, backend_settings.options)
+        self.backend = load_backend(app, "EVENT_QUEUE", EventBackend)
         self._lock = threading.RLock()
         self._subscriptions: dict[str, Subscription] = {}
         self._consumer: EventConsumer | None = None

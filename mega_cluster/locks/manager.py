@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import secrets
 import threading
@@ -14,10 +13,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from .. import conf, metrics
+from .. import metrics
+from ..backends import load_backend
+from ..calls import acall
 from ..exceptions import (
     BackendUnavailable,
-    ConfigurationError,
     InvalidLockKey,
     LockLost,
     LockTimeout,
@@ -57,26 +57,9 @@ class LockManager:
     def __init__(self, app: ClusterApp) -> None:
         self.app = app
         section = app.settings.locks
+        self.backend = load_backend(app, "LOCKS", LockBackend)
         backend = section.backend
-        if backend is None:  # pragma: no cover - LOCKS always has a backend
-            raise ConfigurationError("MEGA_CLUSTER LOCKS has no BACKEND.")
-        cls = backend.load_class()
-        if not (isinstance(cls, type) and issubclass(cls, LockBackend)):
-            raise ConfigurationError(
-                f"MEGA_CLUSTER LOCKS BACKEND {backend.path!r} is not a lock backend "
-                "(a subclass of mega_cluster.locks.backends.base.LockBackend)."
-            )
-        for module, extra in conf.missing_modules(cls):
-            raise ConfigurationError(
-                f"MEGA_CLUSTER LOCKS BACKEND {backend.alias or backend.path!r} needs "
-                f'the Python package {module!r}: pip install "mega-cluster[{extra}]".'
-            )
-        problems = cls.check_options(backend.options)
-        if problems:
-            raise ConfigurationError(
-                f"MEGA_CLUSTER app {app.name!r} LOCKS: {' '.join(problems)}"
-            )
-        self.backend: LockBackend = cls(app, backend.options)
+        assert backend is not None  # load_backend raised otherwise
         self.backend_name = backend.alias or backend.path
         self.default_ttl: float = section["TTL"]
         self.default_wait: float = section["WAIT"]
@@ -312,12 +295,11 @@ class LockManager:
         *,
         wait: float | None = None,
     ) -> Any:
-        """Like :meth:`run_exclusive`; ``fn`` may be an ``async def`` (awaited)."""
+        """Like :meth:`run_exclusive`; an ``async def`` ``fn`` is awaited, a plain
+        one runs in a worker thread (:func:`mega_cluster.calls.acall`)."""
         lock = await self.aacquire(key, ttl, wait=wait, auto_extend=True)
         try:
-            result = fn()
-            if inspect.isawaitable(result):
-                result = await result
+            result = await acall(fn)
         finally:
             await _in_thread(self._release_quietly)(lock)
         if lock.lost:

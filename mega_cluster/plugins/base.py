@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from django.apps import AppConfig
 
+    from ..cache import Cache
+    from ..events import EventQueue
+    from ..locks import LockManager
+    from ..pubsub import PubSubManager
     from ..registry import ClusterApp
+    from ..sync_messages.manager import Transaction
 
 
 class Plugin:
@@ -59,7 +64,7 @@ class Plugin:
         self.logger = logging.getLogger(f"mega_cluster.plugins.{self.name}")
         self.loaded = False
         self.enabled = True
-        self._cache: Any = None
+        self._cache: Cache | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} app={self.app.name!r}>"
@@ -104,13 +109,13 @@ class Plugin:
         return f"plugin:{self.name}"
 
     @property
-    def cache(self) -> Any:
+    def cache(self) -> Cache:
         """A cache namespaced by the plugin's name, created on first use."""
         if self._cache is None:
             self._cache = self.create_cache(self.name)
         return self._cache
 
-    def create_cache(self, name: str, **kwargs: Any) -> Any:
+    def create_cache(self, name: str, **kwargs: Any) -> Cache:
         """Create a cache named ``plugin:<plugin name>:<name>`` in this app."""
         if name == self.name:
             full = f"plugin:{self.name}"
@@ -119,20 +124,22 @@ class Plugin:
         options = {**type(self).caches.get(name, {}), **kwargs}
         return self.app.cache_manager.create_cache(full, **options)
 
-    def send_sync_message(self, message: Any, *, transaction: Any = None) -> Any:
+    def send_sync_message(
+        self, message: Any, *, transaction: Transaction = None
+    ) -> None:
         """Send ``message`` to this plugin on the other nodes (after commit in atomic)."""
         return self.app.sync_message_manager.publish(
             self.sync_channel, message, transaction=transaction
         )
 
     @property
-    def pubsub(self) -> Any:
+    def pubsub(self) -> PubSubManager:
         return self.app.pubsub_manager
 
     @property
-    def event_queue(self) -> Any:
+    def event_queue(self) -> EventQueue:
         return self.app.event_queue
 
     @property
-    def lock_manager(self) -> Any:
+    def lock_manager(self) -> LockManager:
         return self.app.lock_manager

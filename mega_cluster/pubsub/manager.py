@@ -13,8 +13,8 @@ from collections.abc import Callable, Hashable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .. import conf, metrics
-from ..exceptions import ConfigurationError
+from .. import metrics
+from ..backends import load_backend
 from ..names import validate_name
 from . import envelope, runtime
 from .backends.base import PubSubBackend
@@ -40,25 +40,6 @@ def _target(skip_self: bool, only_self: bool) -> str:
     return envelope.TO_OTHERS if skip_self else envelope.TO_ALL
 
 
-def _load_backend(app: ClusterApp) -> PubSubBackend:
-    section = app.settings.pubsub.backend
-    assert section is not None
-    cls = section.load_class()
-    missing = conf.missing_modules(cls)
-    if missing:
-        module, extra = missing[0]
-        raise ConfigurationError(
-            f"MEGA_CLUSTER PUBSUB BACKEND {section.alias or section.path!r} needs "
-            f'the Python package {module!r}: pip install "mega-cluster[{extra}]".'
-        )
-    problems = cls.check_options(section.options)
-    if problems:
-        raise ConfigurationError(
-            f"MEGA_CLUSTER PUBSUB: {' '.join(problems)} Set it in PUBSUB OPTIONS."
-        )
-    return cls(app, section.options)
-
-
 class PubSubManager(Dispatcher):
     """Publish JSON messages to every node of the app and run local handlers.
 
@@ -74,7 +55,7 @@ class PubSubManager(Dispatcher):
 
     def __init__(self, app: ClusterApp) -> None:
         self.app = app
-        self.backend = _load_backend(app)
+        self.backend = load_backend(app, "PUBSUB", PubSubBackend)
         self.backend.on_message = self._on_message
         self.backend.on_gap = self._on_gap
         self.backend.on_read_done = self._on_read_done

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db import transaction as db_transaction
 from django.utils.connection import ConnectionDoesNotExist
 
+from ..calls import call_sync
 from ..names import validate_name
 from ..pubsub import envelope
 from ..pubsub.manager import INTERNAL_PREFIX, Subscription
@@ -35,18 +35,6 @@ Transaction = bool | str | None
 class _Receiver:
     handler: Callable[[Any], Any]
     on_gap: Callable[[], Any] | None
-
-
-def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    result = fn(*args)
-    if inspect.isawaitable(result):
-        from asgiref.sync import async_to_sync
-
-        async def wait() -> Any:
-            return await result
-
-        return async_to_sync(wait)()
-    return result
 
 
 class SyncMessageManager:
@@ -103,7 +91,7 @@ class SyncMessageManager:
         receivers notice the gap.
         """
         validate_name(channel)
-        self._publish(channel, message, transaction)
+        self.publish_internal(channel, message, transaction)
 
     async def apublish(
         self, channel: str, message: Any, *, transaction: Transaction = None
@@ -112,7 +100,11 @@ class SyncMessageManager:
         sync thread, where ``atomic()`` blocks of async views run)."""
         await sync_to_async(self.publish)(channel, message, transaction=transaction)
 
-    def _publish(self, channel: str, message: Any, transaction: Transaction) -> None:
+    def publish_internal(
+        self, channel: str, message: Any, transaction: Transaction = None
+    ) -> None:
+        """:meth:`publish` without the channel name check, for mega_cluster's own
+        channels (names users cannot write, such as ``~plugins``); not user API."""
         payload = envelope.encode_payload(message, self.max_bytes)
 
         # A function, not a partial: Django 5.2 logs a failed robust on_commit
@@ -168,7 +160,7 @@ class SyncMessageManager:
         local buffer overflowed. Returns a callable that unsubscribes.
         """
         validate_name(channel)
-        return self._subscribe(channel, handler, on_gap)
+        return self.subscribe_internal(channel, handler, on_gap)
 
     async def asubscribe(
         self,
@@ -180,12 +172,14 @@ class SyncMessageManager:
         """Async twin of :meth:`subscribe`."""
         return await sync_to_async(self.subscribe)(channel, handler, on_gap=on_gap)
 
-    def _subscribe(
+    def subscribe_internal(
         self,
         channel: str,
         handler: Callable[[Any], Any],
-        on_gap: Callable[[], Any] | None,
+        on_gap: Callable[[], Any] | None = None,
     ) -> Callable[[], bool]:
+        """:meth:`subscribe` without the channel name check, for mega_cluster's own
+        channels (see :meth:`publish_internal`); not user API."""
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {handler!r}")
         if on_gap is not None and not callable(on_gap):
@@ -252,7 +246,7 @@ class SyncMessageManager:
             )
         for receiver in self._receivers.get(channel, ()):
             try:
-                _call(receiver.handler, env.payload)
+                call_sync(receiver.handler, env.payload)
             except Exception:
                 logger.exception(
                     "sync message handler %r failed on channel %s (node %s, message "
@@ -280,7 +274,7 @@ class SyncMessageManager:
             if receiver.on_gap is None:
                 continue
             try:
-                _call(receiver.on_gap)
+                call_sync(receiver.on_gap)
             except Exception:
                 logger.exception(
                     "on_gap %r of sync channel %s failed (node %s)",

@@ -8,7 +8,7 @@ from django.apps import AppConfig
 from mega_cluster import Plugin
 from mega_cluster.exceptions import PluginError
 from mega_cluster.models import PluginState
-from mega_cluster.plugins import lifecycle
+from mega_cluster.plugins import enabling
 from mega_cluster.plugins.loader import discover, order
 from mega_cluster.testing import make_app
 from tests.factories import PluginStateFactory
@@ -220,7 +220,7 @@ def test_enable_needs_enabled_dependencies(app):
 
 def test_unknown_plugin_name_in_enable(app):
     with pytest.raises(PluginError, match="No plugin 'nope'"):
-        lifecycle.set_enabled(app, "nope", True)
+        enabling.set_enabled(app, "nope", True)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -8,7 +8,7 @@ from django.conf import settings
 from mega_cluster import Plugin
 from mega_cluster.exceptions import LockTimeout
 from mega_cluster.models import PluginState
-from mega_cluster.plugins.lifecycle import install_once
+from mega_cluster.plugins.install import install_once
 from mega_cluster.testing import make_app
 
 
