@@ -30,7 +30,7 @@ _live_caches: weakref.WeakSet[Cache] = weakref.WeakSet()
 
 def _after_fork() -> None:
     for cache in list(_live_caches):
-        cache._after_fork()
+        cache.after_fork()
 
 
 node.on_fork(_after_fork)

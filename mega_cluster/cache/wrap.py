@@ -30,36 +30,27 @@ def wrap(
     cache: Cache, key: str, fn: Callable[[], Any], is_cacheable: Condition, ttl: Any
 ) -> Any:
     """The body of ``Cache.wrap_with_condition`` once the arguments are checked."""
+    ns = cache.namespace
     epoch = 0
-    if cache._near is not None:
-        value, epoch = cache._near_get(key)
+    if ns.near is not None:
+        value, epoch = ns.near_get(key)
         if value is not MISSING:
             return value
-    gen, value = cache._fetch_one(key)
+    gen, value = ns.fetch_one(key)
     if value is not MISSING:
-        if cache._near is not None:
-            cache._near_put(key, value, None, epoch)
+        if ns.near is not None:
+            ns.near_put(key, value, None, epoch)
         return value
 
     def compute() -> Any:
         value = fn()
         if is_cacheable is None or is_cacheable(value):
-            _store(cache, key, value, ttl, gen)
+            ns.store_computed(key, value, ttl, gen)
         return value
 
-    return cache._flights.run(
+    return ns.flights.run(
         key, lambda: _lead(cache, key, compute), compute, cache.wrap_timeout
     )
-
-
-def _store(cache: Cache, key: str, value: Any, ttl: Any, read_gen: int) -> None:
-    # Under the generation read before fn ran: a reset meanwhile wins.
-    gen = read_gen if cache._gen is None else cache._gen
-    timeout = cache._timeout(ttl)
-    cache.store.set(cache._wire(gen, key), value, timeout)
-    cache._changed([key])
-    if cache._gen == gen:
-        cache._keep(key, value, timeout)
 
 
 def _lead(cache: Cache, key: str, compute: Callable[[], Any]) -> Any:
@@ -71,7 +62,7 @@ def _lead(cache: Cache, key: str, compute: Callable[[], Any]) -> Any:
         with cache.app.lock_manager.lock(cache.lock_key(key), wait=cache.wrap_timeout):
             held = True
             # Whoever held the lock before us may have filled it.
-            result = cache._fetch([key])[1][0]
+            result = cache.namespace.fetch([key])[1][0]
             if result is MISSING:
                 result = compute()
     except LockTimeout:
@@ -101,21 +92,22 @@ async def awrap(
     cache: Cache, key: str, fn: Callable[[], Any], is_cacheable: Condition, ttl: Any
 ) -> Any:
     """The coroutine twin of :func:`wrap`; ``fn`` may be ``async def`` or plain."""
-    if cache._near is None or cache._unsubscribe is not None:
-        value, epoch = cache._near_get(key)
+    ns = cache.namespace
+    if ns.near is None or ns.subscription is not None:
+        value, epoch = ns.near_get(key)
     else:  # the first use subscribes: a round trip
-        value, epoch = await in_thread(cache._near_get)(key)
+        value, epoch = await in_thread(ns.near_get)(key)
     if value is not MISSING:
         return value
-    gen, value = await in_thread(cache._fetch_one)(key)
+    gen, value = await in_thread(ns.fetch_one)(key)
     if value is not MISSING:
-        cache._near_put(key, value, None, epoch)
+        ns.near_put(key, value, None, epoch)
         return value
 
     async def compute() -> Any:
         value = await acall(fn)
         if is_cacheable is None or is_cacheable(value):
-            await in_thread(_store)(cache, key, value, ttl, gen)
+            await in_thread(ns.store_computed)(key, value, ttl, gen)
         return value
 
     async def lead() -> Any:
@@ -128,7 +120,7 @@ async def awrap(
                 cache.lock_key(key), wait=cache.wrap_timeout
             ):
                 held = True
-                result = (await in_thread(cache._fetch)([key]))[1][0]
+                result = (await in_thread(ns.fetch)([key]))[1][0]
                 if result is MISSING:
                     result = await compute()
         except LockTimeout:
@@ -142,4 +134,4 @@ async def awrap(
             logger.warning("cache %s: lost the wrap lock of %r", cache.name, key)
         return result
 
-    return await cache._flights.arun(key, lead, compute, cache.wrap_timeout)
+    return await ns.flights.arun(key, lead, compute, cache.wrap_timeout)

@@ -82,7 +82,7 @@ class Lock:
         self.lost_reason = why
         # Counted and logged before ``lost`` turns True: whoever sees the flag
         # finds the warning and the ``stats()`` count already there.
-        self.manager._count("lost")
+        self.manager.lock_stats.count("lost")
         logger.warning(
             "lock %r of app %s lost on node %s (fence %d): %s",
             self.key,
@@ -112,7 +112,7 @@ class Lock:
             if self._released:
                 return
             self._released = True
-        self.manager._forget(self)
+        self.manager.lock_stats.released(self)
         if not freed:
             self._mark_lost(self._gone("release() found the lease gone"))
 
@@ -123,20 +123,21 @@ class Lock:
         released lock returns False too. A given ``ttl`` becomes the lock's TTL (the
         watchdog renews with it from then on).
         """
-        ttl = self.manager._ttl(ttl) if ttl is not None else self.ttl
+        ttl = self.manager.check_ttl(ttl) if ttl is not None else self.ttl
         if self._released or self._lost:
             return False
         ok = self.manager.backend.extend(self.key, self.token, ttl)
         if ok:
             self.ttl = ttl
             self._lease_end = time.monotonic() + ttl
-            self.manager._count("extended")
+            self.manager.lock_stats.count("extended")
         else:
             self._mark_lost(self._gone("extend() found the lease gone"))
         return ok
 
-    def _renew(self) -> float | None:
-        """One watchdog renewal; returns when the next is due (None: stop)."""
+    def renew_for_watchdog(self) -> float | None:
+        """One renewal, run by the watchdog thread (not for callers): returns the
+        monotonic time the next one is due, None to stop renewing."""
         if not self.renewing:
             return None
         try:
@@ -160,7 +161,7 @@ class Lock:
             return None
         now = time.monotonic()
         self._lease_end = now + self.ttl
-        self.manager._count("extended")
+        self.manager.lock_stats.count("extended")
         return now + self.ttl / 3
 
     def _gone(self, found: str) -> str:
@@ -177,6 +178,28 @@ class Lock:
             f"{found}: its ttl of {self.ttl:g}s ran out before it was renewed or "
             "released (a process paused longer than the ttl); raise the ttl or use "
             "auto_extend"
+        )
+
+    def release_quietly(self) -> None:
+        """:meth:`release` at the end of a section: a server that cannot be reached
+        is logged, not raised (the lease ends at its TTL)."""
+        try:
+            self.release()
+        except BackendUnavailable as exc:
+            logger.warning(
+                "releasing lock %r of app %s failed (%s); it frees itself in %gs",
+                self.key,
+                self.manager.app.name,
+                exc,
+                self.ttl,
+            )
+
+    def lost_message(self) -> str:
+        """The ``LockLost`` message of a section that ran without its lease."""
+        return (
+            f"Lock {self.key!r} of app {self.manager.app.name!r} (fence {self.fence}) "
+            "was lost while the section ran, so it was not protected: "
+            f"{self.lost_reason}."
         )
 
     async def arelease(self) -> None:

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from .. import metrics
 from ..backends import load_backend
 from ..calls import acall
 from ..exceptions import (
-    BackendUnavailable,
     InvalidLockKey,
     LockLost,
     LockTimeout,
 )
 from .backends.base import LockBackend, LockInfo
 from .handle import Lock
+from .stats import LockStats
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
@@ -63,16 +60,8 @@ class LockManager:
         self.backend_name = backend.alias or backend.path
         self.default_ttl: float = section["TTL"]
         self.default_wait: float = section["WAIT"]
-        self._held: weakref.WeakSet[Lock] = weakref.WeakSet()
-        self._stats_lock = threading.Lock()
-        self._counters = dict.fromkeys(
-            ("acquired", "released", "timeouts", "lost", "extended", "contended"), 0
-        )
-        self._wait_total = 0.0
-        self._wait_max = 0.0
-        # labelled once: looking labels up per call costs as much as the call
-        self._observe_wait = metrics.histogram("lock_wait_seconds", app=app.name)
-        self._observe_hold = metrics.histogram("lock_hold_seconds", app=app.name)
+        #: counters, wait and hold times, held handles (shared with the handles).
+        self.lock_stats = LockStats(app.name)
 
     def __repr__(self) -> str:
         return f"<LockManager app={self.app.name!r} backend={self.backend_name!r}>"
@@ -94,7 +83,8 @@ class LockManager:
             )
         return key
 
-    def _ttl(self, ttl: object) -> float:
+    def check_ttl(self, ttl: object) -> float:
+        """``ttl`` in seconds (None: the default TTL); ValueError when invalid."""
         if ttl is None:
             return self.default_ttl
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
@@ -111,36 +101,21 @@ class LockManager:
             )
         return float(wait)
 
-    # bookkeeping ---------------------------------------------------------------------
-
-    def _count(self, name: str, n: int = 1) -> None:
-        with self._stats_lock:
-            self._counters[name] += n
-
-    def _forget(self, lock: Lock) -> None:
-        self._held.discard(lock)
-        self._count("released")
-        self._observe_hold(time.monotonic() - lock.acquired_monotonic)
-
     def _take(
         self, key: object, ttl: object, wait: float, auto_extend: bool
     ) -> Lock | None:
         key = self._key(key)
-        ttl = self._ttl(ttl)
+        ttl = self.check_ttl(ttl)
         token = secrets.token_hex(16)
         started = time.monotonic()
         fence = self.backend.acquire(key, token, ttl, wait, self.app.node_id)
-        waited = time.monotonic() - started
-        self._observe_wait(waited)
-        with self._stats_lock:
-            self._wait_total += waited
-            self._wait_max = max(self._wait_max, waited)
-            if fence is None:
-                self._counters["timeouts" if wait > 0 else "contended"] += 1
-                return None
-            self._counters["acquired"] += 1
+        self.lock_stats.attempted(
+            time.monotonic() - started, got=fence is not None, wait=wait
+        )
+        if fence is None:
+            return None
         lock = Lock(self, key, token, fence, ttl, auto_extend=auto_extend)
-        self._held.add(lock)
+        self.lock_stats.held(lock)
         return lock
 
     # sync API ------------------------------------------------------------------------
@@ -196,9 +171,9 @@ class LockManager:
         try:
             result = fn()
         finally:
-            self._release_quietly(lock)
+            lock.release_quietly()
         if lock.lost:
-            raise LockLost(self._lost_message(lock))
+            raise LockLost(lock.lost_message())
         return result
 
     def lock(
@@ -235,38 +210,12 @@ class LockManager:
 
     def stats(self) -> dict[str, Any]:
         """This process's counters for the app's locks (plus ``held`` right now)."""
-        with self._stats_lock:
-            return {
-                "backend": self.backend_name,
-                "held": sum(1 for lock in list(self._held) if not lock.released),
-                **self._counters,
-                "wait_seconds_total": round(self._wait_total, 6),
-                "wait_seconds_max": round(self._wait_max, 6),
-            }
+        return {"backend": self.backend_name, **self.lock_stats.snapshot()}
 
     def held_locks(self) -> list[Lock]:
         """The handles this manager handed out and that are not released yet
         (a handle whose lease was lost stays listed until ``release()``)."""
-        return [lock for lock in list(self._held) if not lock.released]
-
-    def _release_quietly(self, lock: Lock) -> None:
-        try:
-            lock.release()
-        except BackendUnavailable as exc:
-            # The section is over; the lease ends at its TTL.
-            logger.warning(
-                "releasing lock %r of app %s failed (%s); it frees itself in %gs",
-                lock.key,
-                self.app.name,
-                exc,
-                lock.ttl,
-            )
-
-    def _lost_message(self, lock: Lock) -> str:
-        return (
-            f"Lock {lock.key!r} of app {self.app.name!r} (fence {lock.fence}) was "
-            f"lost while the section ran, so it was not protected: {lock.lost_reason}."
-        )
+        return self.lock_stats.held_locks()
 
     # async twins -----------------------------------------------------------------------
 
@@ -301,9 +250,9 @@ class LockManager:
         try:
             result = await acall(fn)
         finally:
-            await _in_thread(self._release_quietly)(lock)
+            await _in_thread(lock.release_quietly)()
         if lock.lost:
-            raise LockLost(self._lost_message(lock))
+            raise LockLost(lock.lost_message())
         return result
 
     async def aforce_release(self, key: str) -> bool:
@@ -322,12 +271,11 @@ class LockManager:
 
     def stop(self) -> None:
         """Release the locks this manager still holds (best effort), then stop."""
-        for lock in list(self._held):
-            if not lock.released:
-                try:
-                    lock.release()
-                except Exception:
-                    logger.warning("could not release lock %r at stop", lock.key)
+        for lock in self.held_locks():
+            try:
+                lock.release()
+            except Exception:
+                logger.warning("could not release lock %r at stop", lock.key)
         self.backend.stop()
 
 
@@ -356,9 +304,9 @@ class LockContext:
         lock, self.lock = self.lock, None
         if lock is None:
             return
-        self.manager._release_quietly(lock)
+        lock.release_quietly()
         if exc_type is None and lock.lost:
-            raise LockLost(self.manager._lost_message(lock))
+            raise LockLost(lock.lost_message())
 
     async def __aenter__(self) -> Lock:
         self.lock = await self.manager.aacquire(
@@ -375,6 +323,6 @@ class LockContext:
         lock, self.lock = self.lock, None
         if lock is None:
             return
-        await _in_thread(self.manager._release_quietly)(lock)
+        await _in_thread(lock.release_quietly)()
         if exc_type is None and lock.lost:
-            raise LockLost(self.manager._lost_message(lock))
+            raise LockLost(lock.lost_message())

@@ -94,7 +94,7 @@ class Watchdog:
             if lock is None or not lock.renewing:
                 continue
             with node.fork_guard():
-                next_due = lock._renew()
+                next_due = lock.renew_for_watchdog()
             if next_due is not None:
                 self.schedule(lock, next_due)
 

@@ -1,9 +1,9 @@
-"""The dispatcher half of :class:`~mega_cluster.pubsub.PubSubManager`.
+"""The :class:`Dispatcher` a :class:`~mega_cluster.pubsub.PubSubManager` owns.
 
 The backend pushes raw envelopes into a bounded local buffer (from the event loop,
-or the publishing thread for ``memory``); one dispatcher thread per manager decodes
-them, applies skip-self/only-self, debounces and runs the handlers in arrival order,
-isolating each one.
+or the publishing thread for ``memory``) through the dispatcher's ``on_message``;
+one dispatcher thread per manager decodes them, applies skip-self/only-self,
+debounces and runs the handlers in arrival order, isolating each one.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import close_old_connections
 
 from .. import metrics
+from ..names import validate_name
 from . import envelope, runtime
 
 if TYPE_CHECKING:
@@ -57,29 +58,91 @@ class Subscription:
         return inspect.iscoroutinefunction(self.handler)
 
 
-class Dispatcher:
-    """Buffer, dispatcher thread, debounce and gap reporting (a mixin)."""
+def new_subscription(
+    channel: str,
+    handler: Handler,
+    debounce: float,
+    debounce_key: Callable[[Any], Hashable] | None,
+    on_gap: Callable[[], Any] | None,
+) -> Subscription:
+    """A user's subscription, its arguments checked (``subscribe``'s errors)."""
+    validate_name(channel)
+    if not callable(handler):
+        raise TypeError(f"handler must be callable, got {handler!r}")
+    if isinstance(debounce, bool) or not isinstance(debounce, int | float):
+        raise TypeError(f"debounce must be a number of seconds, got {debounce!r}")
+    if debounce < 0:
+        raise ValueError(f"debounce must be >= 0 seconds, got {debounce!r}")
+    if debounce_key is not None and not callable(debounce_key):
+        raise TypeError(f"debounce_key must be callable, got {debounce_key!r}")
+    if on_gap is not None and not callable(on_gap):
+        raise TypeError(f"on_gap must be callable, got {on_gap!r}")
+    return Subscription(channel, handler, float(debounce), debounce_key, on_gap)
 
-    app: ClusterApp
-    buffer_size: int
-    dropped: int
-    _inbox: collections.deque[bytes]
-    _wakeups: queue.SimpleQueue[None]
-    _wake_scheduled: bool
-    _wake_per_read: bool
-    _counters: dict[str, Callable[[float], None]]
-    _delivered: dict[str, int]
-    _subs: dict[str, tuple[Subscription, ...]]
-    _pending: dict[tuple[int, Hashable], tuple[float, Subscription, Any]]
-    _gap_pending: bool
-    _stopping: bool
-    _node_id: str
-    _loop: asyncio.AbstractEventLoop | None
-    _dispatcher: threading.Thread | None
+
+class Dispatcher:
+    """Buffer, dispatcher thread, debounce and gap reporting of one manager.
+
+    The manager registers subscriptions in :attr:`subs` (under its own lock: the
+    dispatcher thread only reads the tuples), hands the backend's callbacks
+    :meth:`on_message`, :meth:`on_read_done` and :meth:`on_gap`, and calls
+    :meth:`start` / :meth:`stop` with its own start and stop.
+    """
+
+    def __init__(self, app: ClusterApp, *, buffer_size: int, wake_per_read: bool):
+        self.app = app
+        self.buffer_size = buffer_size
+        #: messages dropped because the local buffer was full.
+        self.dropped = 0
+        #: channel -> its subscriptions, in subscription order.
+        self.subs: dict[str, tuple[Subscription, ...]] = {}
+        #: debounced calls waiting for their deadline: (sub id, key) -> call.
+        self.pending: dict[tuple[int, Hashable], tuple[float, Subscription, Any]] = {}
+        # the buffer: appended on the loop, taken by the dispatcher thread (deque
+        # operations are atomic); BUFFER_SIZE is our own check
+        self._inbox: collections.deque[bytes] = collections.deque()
+        self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._wake_scheduled = False
+        self._wake_per_read = wake_per_read
+        self._counters: dict[str, Callable[[float], None]] = {}
+        self._delivered: dict[str, int] = {}
+        self._gap_pending = False
+        self._stopping = False
+        self._node_id = app.node_id
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, node_id: str) -> None:
+        """Start the dispatcher thread; async handlers are awaited on ``loop``."""
+        self._loop = loop
+        self._node_id = node_id
+        self._stopping = False
+        self._wake_scheduled = False  # a call_soon lost with an earlier loop
+        self._thread = threading.Thread(
+            target=self._dispatch_loop,
+            name=f"mega_cluster-pubsub-{self.app.name}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (up to 10 s) and cancel the pending debounced calls."""
+        self._stopping = True
+        self._wake()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10)
+        self.pending.clear()
+        self._loop = None
+
+    def is_alive(self) -> bool:
+        """Whether the dispatcher thread runs."""
+        return self._thread is not None and self._thread.is_alive()
 
     # receiving (loop side) -----------------------------------------------------------
 
-    def _on_message(self, wire: str, data: bytes) -> None:
+    def on_message(self, wire: str, data: bytes) -> None:
+        """The backend's ``on_message``: buffer one raw envelope."""
         inbox = self._inbox
         if len(inbox) < self.buffer_size:
             inbox.append(data)
@@ -114,14 +177,16 @@ class Dispatcher:
         self._wake_scheduled = False
         self._wakeups.put(None)
 
-    def _on_read_done(self) -> None:
+    def on_read_done(self) -> None:
+        """The backend's ``on_read_done``."""
         # the backend delivered a whole read in one step: wake the dispatcher now
         # (no loop iteration in between, which cost two epoll_wait calls per
         # message when messages come one at a time)
         if self._inbox:
             self._wakeups.put(None)
 
-    def _on_gap(self) -> None:
+    def on_gap(self) -> None:
+        """The backend's ``on_gap``: messages may have been lost."""
         self._gap_pending = True
         self._wake()
 
@@ -142,7 +207,7 @@ class Dispatcher:
                     pass
                 if self._stopping:
                     break
-                if not inbox and not self._gap_pending and not self._pending:
+                if not inbox and not self._gap_pending and not self.pending:
                     continue  # a wake-up whose messages an earlier batch took
             # As around a Django request: before and after the handlers of each
             # batch of at most MAX_BATCH messages.
@@ -160,7 +225,7 @@ class Dispatcher:
             try:
                 if self._delivered:
                     self._count_delivered()
-                if self._pending:
+                if self.pending:
                     self._fire_due()
                 if self._gap_pending:
                     self._gap_pending = False
@@ -168,7 +233,7 @@ class Dispatcher:
             except Exception:
                 logger.exception("pub/sub dispatcher error (node %s)", self._node_id)
             self._close_connections()
-        self._pending.clear()
+        self.pending.clear()
 
     def _close_connections(self) -> None:
         try:
@@ -202,7 +267,7 @@ class Dispatcher:
             return
         if env.to == envelope.TO_SELF and env.node != self._node_id:
             return
-        subs = self._subs.get(env.channel)
+        subs = self.subs.get(env.channel)
         if not subs:
             return
         delivered = self._delivered
@@ -231,22 +296,22 @@ class Dispatcher:
         else:
             key = json.dumps(env.payload, sort_keys=True, separators=(",", ":"))
         # trailing edge: every new message moves the deadline and replaces the payload
-        self._pending[(sub.id, key)] = (time.monotonic() + sub.debounce, sub, env)
+        self.pending[(sub.id, key)] = (time.monotonic() + sub.debounce, sub, env)
 
     def _next_deadline(self) -> float | None:
-        if not self._pending:
+        if not self.pending:
             return None
-        first = min(deadline for deadline, _, _ in self._pending.values())
+        first = min(deadline for deadline, _, _ in self.pending.values())
         return max(0.0, first - time.monotonic())
 
     def _fire_due(self) -> None:
         now = time.monotonic()
         due = sorted(
-            (item for item in self._pending.items() if item[1][0] <= now),
+            (item for item in self.pending.items() if item[1][0] <= now),
             key=lambda item: item[1][0],
         )
         for key, (_, sub, env) in due:
-            del self._pending[key]
+            del self.pending[key]
             if sub.active:
                 self._call(sub, env)
 
@@ -306,7 +371,7 @@ class Dispatcher:
         return len(ordered)
 
     def _fire_gaps(self) -> None:
-        for subs in list(self._subs.values()):
+        for subs in list(self.subs.values()):
             for sub in subs:
                 if sub.on_gap is None or not sub.active:
                     continue

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
-import queue
 import threading
-import time
 from collections.abc import Callable, Hashable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .. import metrics
 from ..backends import load_backend
 from ..names import validate_name
 from . import envelope, runtime
 from .backends.base import PubSubBackend
-from .dispatch import Dispatcher, Handler, Subscription
+from .dispatch import Dispatcher, Handler, Subscription, new_subscription
+from .tally import PublishedTally
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
@@ -27,8 +24,6 @@ logger = logging.getLogger("mega_cluster.pubsub")
 
 #: Seconds to wait for the broker when connecting, subscribing or publishing.
 OPERATION_TIMEOUT = 15.0
-#: Seconds published-message counts may wait before reaching the metric.
-PUBLISHED_FLUSH = 1.0
 #: Channels starting with this prefix are internal (sync messages); users cannot
 #: write "~", so they never collide with a user channel.
 INTERNAL_PREFIX = "~"
@@ -40,7 +35,7 @@ def _target(skip_self: bool, only_self: bool) -> str:
     return envelope.TO_OTHERS if skip_self else envelope.TO_ALL
 
 
-class PubSubManager(Dispatcher):
+class PubSubManager:
     """Publish JSON messages to every node of the app and run local handlers.
 
     One listener per process and backend: messages go from the backend into a
@@ -56,36 +51,25 @@ class PubSubManager(Dispatcher):
     def __init__(self, app: ClusterApp) -> None:
         self.app = app
         self.backend = load_backend(app, "PUBSUB", PubSubBackend)
-        self.backend.on_message = self._on_message
-        self.backend.on_gap = self._on_gap
-        self.backend.on_read_done = self._on_read_done
-        self._wake_per_read = self.backend.reads_in_batches
         self.max_bytes: int = app.settings["MESSAGE_MAX_BYTES"]
         self.buffer_size: int = app.settings.pubsub["BUFFER_SIZE"]
-        #: messages dropped because the local buffer was full.
-        self.dropped = 0
-        # the buffer: appended on the loop, taken by the dispatcher thread (deque
-        # operations are atomic); BUFFER_SIZE is our own check
-        self._inbox: collections.deque[bytes] = collections.deque()
-        self._wakeups: queue.SimpleQueue[None] = queue.SimpleQueue()
-        self._wake_scheduled = False
-        self._counters: dict[str, Callable[[float], None]] = {}
-        self._published: dict[str, int] = {}
-        self._published_lock = threading.Lock()
-        self._published_since = 0.0
+        self._dispatcher = Dispatcher(
+            app,
+            buffer_size=self.buffer_size,
+            wake_per_read=self.backend.reads_in_batches,
+        )
+        self.backend.on_message = self._dispatcher.on_message
+        self.backend.on_gap = self._dispatcher.on_gap
+        self.backend.on_read_done = self._dispatcher.on_read_done
+        self._subs = self._dispatcher.subs  # registered here, read by the thread
+        self._published = PublishedTally(app.name)
         self._valid: set[str] = set()
-        self._delivered: dict[str, int] = {}
-        self._subs: dict[str, tuple[Subscription, ...]] = {}
         self._wires: dict[str, str] = {}
         self._seq: dict[str, itertools.count[int]] = {}
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
         self._async_send_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._dispatcher: threading.Thread | None = None
-        self._pending: dict[tuple[int, Hashable], tuple[float, Subscription, Any]] = {}
-        self._gap_pending = False
-        self._stopping = False
         self._started = False
         self._node_id = app.node_id
 
@@ -95,6 +79,16 @@ class PubSubManager(Dispatcher):
     @property
     def node_id(self) -> str:
         return self._node_id
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped because the local buffer (``BUFFER_SIZE``) was full."""
+        return self._dispatcher.dropped
+
+    @property
+    def _pending(self) -> dict[Any, Any]:
+        # Read by the debounce tests: the dispatcher's pending debounced calls.
+        return self._dispatcher.pending
 
     # lifecycle ---------------------------------------------------------------------
 
@@ -109,7 +103,7 @@ class PubSubManager(Dispatcher):
             loop = runtime.background_loop()
             runtime.run_sync(loop, self.backend.connect(), OPERATION_TIMEOUT)
             self._loop = loop
-            self._start_dispatcher()
+            self._start_dispatcher(loop)
 
     async def astart(self) -> None:
         """Like :meth:`start`; in the main thread the listener is a task of the
@@ -129,18 +123,11 @@ class PubSubManager(Dispatcher):
             self._started = False
             raise
         self._loop = asyncio.get_running_loop()
-        self._start_dispatcher()
+        self._start_dispatcher(self._loop)
 
-    def _start_dispatcher(self) -> None:
+    def _start_dispatcher(self, loop: asyncio.AbstractEventLoop) -> None:
         self._node_id = self.app.node_id
-        self._stopping = False
-        self._wake_scheduled = False  # a call_soon lost with an earlier loop
-        self._dispatcher = threading.Thread(
-            target=self._dispatch_loop,
-            name=f"mega_cluster-pubsub-{self.app.name}",
-            daemon=True,
-        )
-        self._dispatcher.start()
+        self._dispatcher.start(loop, self._node_id)
         self._started = True
 
     def stop(self) -> None:
@@ -175,13 +162,8 @@ class PubSubManager(Dispatcher):
             await asyncio.to_thread(self.stop)
 
     def _stop_dispatcher(self) -> None:
-        self._flush_published()
-        self._stopping = True
-        self._wake()
-        thread, self._dispatcher = self._dispatcher, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(10)
-        self._pending.clear()
+        self._published.flush()
+        self._dispatcher.stop()
 
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
         if not self._started:
@@ -200,27 +182,6 @@ class PubSubManager(Dispatcher):
         return self._loop
 
     # subscribing -------------------------------------------------------------------
-
-    def _make(
-        self,
-        channel: str,
-        handler: Handler,
-        debounce: float,
-        debounce_key: Callable[[Any], Hashable] | None,
-        on_gap: Callable[[], Any] | None,
-    ) -> Subscription:
-        validate_name(channel)
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, got {handler!r}")
-        if isinstance(debounce, bool) or not isinstance(debounce, int | float):
-            raise TypeError(f"debounce must be a number of seconds, got {debounce!r}")
-        if debounce < 0:
-            raise ValueError(f"debounce must be >= 0 seconds, got {debounce!r}")
-        if debounce_key is not None and not callable(debounce_key):
-            raise TypeError(f"debounce_key must be callable, got {debounce_key!r}")
-        if on_gap is not None and not callable(on_gap):
-            raise TypeError(f"on_gap must be callable, got {on_gap!r}")
-        return Subscription(channel, handler, float(debounce), debounce_key, on_gap)
 
     def _add(self, sub: Subscription) -> tuple[Subscription, bool]:
         """Register locally; returns the live subscription and whether the channel
@@ -258,10 +219,18 @@ class PubSubManager(Dispatcher):
         ``on_gap()`` is called when messages may have been lost (reconnect after
         an outage, buffer overflow). Returns a callable that unsubscribes.
         """
-        sub = self._make(channel, handler, debounce, debounce_key, on_gap)
-        return self._subscribe_sync(sub)
+        sub = new_subscription(channel, handler, debounce, debounce_key, on_gap)
+        return self.subscribe_internal(sub)
 
-    def _subscribe_sync(self, sub: Subscription) -> Callable[[], bool]:
+    # internal API (sync messages) ---------------------------------------------------
+    #
+    # Sync messages ride on this manager with channels users cannot name (prefix
+    # INTERNAL_PREFIX), raw envelopes (sender node, sequence number) and their own
+    # JSON encoding: these two methods skip the name check and the encoding.
+
+    def subscribe_internal(self, sub: Subscription) -> Callable[[], bool]:
+        """Register a prepared subscription (no name check) and subscribe its
+        channel at the broker; returns the unsubscribe callable. Internal API."""
         loop = self._ensure_started()
         sub, new = self._add(sub)
         if new:
@@ -286,7 +255,7 @@ class PubSubManager(Dispatcher):
         on_gap: Callable[[], Any] | None = None,
     ) -> Callable[[], bool]:
         """Async twin of :meth:`subscribe`."""
-        sub = self._make(channel, handler, debounce, debounce_key, on_gap)
+        sub = new_subscription(channel, handler, debounce, debounce_key, on_gap)
         return await self._subscribe_async(sub)
 
     async def _subscribe_async(self, sub: Subscription) -> Callable[[], bool]:
@@ -390,7 +359,7 @@ class PubSubManager(Dispatcher):
         """
         self._validate(channel)
         payload = envelope.encode_payload(message, self.max_bytes)
-        self._send(channel, payload, _target(skip_self, only_self))
+        self.send_internal(channel, payload, _target(skip_self, only_self))
 
     def _validate(self, channel: str) -> None:
         # a regex per message was a tenth of the cost of publishing a small one
@@ -412,7 +381,9 @@ class PubSubManager(Dispatcher):
             payload_json=payload_json,
         )
 
-    def _send(self, channel: str, payload_json: str, to: str) -> None:
+    def send_internal(self, channel: str, payload_json: str, to: str) -> None:
+        """Send an encoded payload to ``to`` (``envelope.TO_*``) without the name
+        check; numbered per channel like :meth:`publish`. Internal API."""
         loop = self._ensure_started()
         wire = self._wire(channel)
         backend = self.backend
@@ -423,42 +394,7 @@ class PubSubManager(Dispatcher):
                 backend.publish_sync(wire, data)
             else:
                 runtime.run_sync(loop, backend.publish(wire, data), OPERATION_TIMEOUT)
-        self._count_published(channel)
-
-    def _count_published(self, channel: str) -> None:
-        # A labelled prometheus inc() per message cost as much as building it: count
-        # here and add to the metric PUBLISHED_FLUSH s later (and on stop).
-        now = time.monotonic()
-        with self._published_lock:
-            counts = self._published
-            first = not counts
-            counts[channel] = counts.get(channel, 0) + 1
-            if first:
-                self._published_since = now
-            elif now - self._published_since < 2 * PUBLISHED_FLUSH:
-                return
-        loop = self._loop
-        if first and loop is not None:
-            try:
-                if runtime.in_loop_thread(loop):
-                    loop.call_later(PUBLISHED_FLUSH, self._flush_published)
-                else:
-                    loop.call_soon_threadsafe(
-                        loop.call_later, PUBLISHED_FLUSH, self._flush_published
-                    )
-                return
-            except RuntimeError:  # the loop is closed
-                pass
-        # no loop, or its timer never ran (loop stopped without stop())
-        self._flush_published()
-
-    def _flush_published(self) -> None:
-        with self._published_lock:
-            counts, self._published = self._published, {}
-        for channel, amount in counts.items():
-            metrics.inc(
-                "messages_published", amount, app=self.app.name, channel=channel
-            )
+        self._published.count(channel, self._loop)
 
     async def apublish(
         self,
@@ -502,4 +438,4 @@ class PubSubManager(Dispatcher):
             async with self._async_send_lock:
                 data = self._build(channel, payload_json, to)
                 await self.backend.publish(wire, data)
-        self._count_published(channel)
+        self._published.count(channel, self._loop)

@@ -142,7 +142,9 @@ class SyncMessageManager:
         return transaction
 
     def _send(self, channel: str, payload_json: str) -> None:
-        self.pubsub._send(WIRE_PREFIX + channel, payload_json, envelope.TO_OTHERS)
+        self.pubsub.send_internal(
+            WIRE_PREFIX + channel, payload_json, envelope.TO_OTHERS
+        )
 
     # receiving -----------------------------------------------------------------------
 
@@ -199,7 +201,9 @@ class SyncMessageManager:
                     raw=True,
                 )
                 try:
-                    self._wire_unsubscribe[channel] = self.pubsub._subscribe_sync(sub)
+                    self._wire_unsubscribe[channel] = self.pubsub.subscribe_internal(
+                        sub
+                    )
                 except BaseException:
                     self._receivers[channel] = current
                     raise

@@ -254,7 +254,7 @@ def test_raising_handler_is_isolated(make_node, caplog):
         raise RuntimeError("boom")
 
     seen, envelopes = Recorder(), Recorder("envelopes")
-    b.pubsub_manager._subscribe_sync(Subscription("news", envelopes, raw=True))
+    b.pubsub_manager.subscribe_internal(Subscription("news", envelopes, raw=True))
     b.pubsub_manager.subscribe("news", broken)
     b.pubsub_manager.subscribe("news", seen)
 

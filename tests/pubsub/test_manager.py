@@ -152,8 +152,8 @@ def test_sequence_numbers_per_channel(nodes):
 
     a, b = nodes("a"), nodes("b")
     seen = Recorder()
-    b.pubsub_manager._subscribe_sync(Subscription("x", seen, raw=True))
-    b.pubsub_manager._subscribe_sync(Subscription("y", seen, raw=True))
+    b.pubsub_manager.subscribe_internal(Subscription("x", seen, raw=True))
+    b.pubsub_manager.subscribe_internal(Subscription("y", seen, raw=True))
     for channel in ["x", "x", "y", "x"]:
         a.pubsub_manager.publish(channel, 0)
     got = seen.wait(4)

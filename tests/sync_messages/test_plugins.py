@@ -156,7 +156,9 @@ def test_sequence_gap_calls_handle_sync_gap(two_nodes, alias):
     assert b.plugins["syncer"].gaps == 0
 
     # numbered on a, delivered to a only: b never sees it
-    a.pubsub_manager._send(WIRE_PREFIX + plugin.sync_channel, "3", envelope.TO_SELF)
+    a.pubsub_manager.send_internal(
+        WIRE_PREFIX + plugin.sync_channel, "3", envelope.TO_SELF
+    )
     with transaction.atomic(using=alias):
         plugin.send_sync_message(4, transaction=alias)
 

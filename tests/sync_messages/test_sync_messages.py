@@ -163,7 +163,7 @@ def test_sequence_gap_calls_on_gap(nodes):
     )
     a.sync_message_manager.publish("gappy", 1)
     # a message b never receives: numbered on a, delivered to a only
-    a.pubsub_manager._send(WIRE_PREFIX + "gappy", "2", envelope.TO_SELF)
+    a.pubsub_manager.send_internal(WIRE_PREFIX + "gappy", "2", envelope.TO_SELF)
     a.sync_message_manager.publish("gappy", 3)
     a.sync_message_manager.publish("gappy", 4)
     sync_point(1)
