@@ -363,7 +363,7 @@ class Dispatcher:
 
     def fire_debounced_now(self) -> int:
         """Run every debounced call now, as if each window had closed; how many ran."""
-        pending, self._pending = self._pending, {}
+        pending, self.pending = self.pending, {}
         ordered = sorted(pending.values(), key=lambda item: item[0])
         for _, sub, env in ordered:
             if sub.active:

@@ -86,6 +86,12 @@ class PubSubManager:
         return self._dispatcher.dropped
 
     @property
+    def dispatcher(self) -> Dispatcher:
+        """The :class:`~mega_cluster.pubsub.dispatch.Dispatcher` this manager owns
+        (the testing kit runs its handlers in the test's thread)."""
+        return self._dispatcher
+
+    @property
     def _pending(self) -> dict[Any, Any]:
         # Read by the debounce tests: the dispatcher's pending debounced calls.
         return self._dispatcher.pending

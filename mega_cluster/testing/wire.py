@@ -252,7 +252,7 @@ class Wire:
                 arrival = self._queue.popleft() if self._queue else None
             if arrival is None:
                 fired = sum(
-                    node.pubsub_manager.fire_debounced_now()
+                    node.pubsub_manager.dispatcher.fire_debounced_now()
                     for node in list(self._nodes.values())
                 )
                 with self._lock:
@@ -267,9 +267,9 @@ class Wire:
                 )
             manager = arrival.node.pubsub_manager
             if arrival.data is None:
-                manager.fire_gaps_now()
+                manager.dispatcher.fire_gaps_now()
                 continue
-            manager.dispatch_now(arrival.data)
+            manager.dispatcher.dispatch_now(arrival.data)
             message = arrival.message
             if message is not None and reaches(message, arrival.node.node_id):
                 node_id = arrival.node.node_id
