@@ -14,6 +14,12 @@ Measures, per lock implementation:
   until the other one holds the lock before queueing again, so every turn is a
   hand-off and no lock can win by re-grabbing it (barging).
 
+Three more rows run on a private Sentinel set-up (a primary, one replica, three
+sentinels on free ports, :func:`tests.topologies.redis_sentinel`): the redis
+backend given the primary's ``redis://`` URL, the same through ``sentinel://``,
+and with ``OPTIONS["STRICT"]`` (every grant and extension waits for the replica's
+acknowledgement).
+
 Needs Redis on ``MC_REDIS_URL`` (default redis://127.0.0.1:6379/0) and PostgreSQL
 on ``MC_PG_HOST`` (default 127.0.0.1, user postgres, trust): a throw-away database
 ``mc_bench_<pid>`` is created and dropped, Redis keys carry ``mcbench<pid>`` and
@@ -48,6 +54,8 @@ PG_USER = os.environ.get("MC_PG_USER", "postgres")
 TAG = f"mcbench{os.getpid()}"
 PG_DB = f"mc_bench_{os.getpid()}"
 HOLD = 0.002
+#: Where the Sentinel rows run (set in main(); children are forked).
+TOPOLOGY: dict[str, str] = {}
 
 
 def setup_django() -> None:
@@ -83,6 +91,13 @@ def ours(backend: str) -> Callable[[str], LockPair]:
 
         if backend == "redis":
             locks = {"BACKEND": "redis", "OPTIONS": {"URL": REDIS_URL}}
+        elif backend == "primary":
+            locks = {"BACKEND": "redis", "OPTIONS": {"URL": TOPOLOGY["primary"]}}
+        elif backend == "sentinel":
+            locks = {"BACKEND": "redis", "OPTIONS": {"URL": TOPOLOGY["sentinel"]}}
+        elif backend == "strict":
+            options = {"URL": TOPOLOGY["sentinel"], "STRICT": True}
+            locks = {"BACKEND": "redis", "OPTIONS": options}
         else:
             locks = {"BACKEND": "database", "OPTIONS": {"POLL_INTERVAL": 0.05}}
         manager = make_app(TAG, {"LOCKS": locks}).lock_manager
@@ -142,6 +157,9 @@ IMPLEMENTATIONS: dict[str, Callable[[str], LockPair]] = {
     "python-redis-lock": python_redis_lock,
     "pottery Redlock": pottery_redlock,
     "mega_cluster database (PostgreSQL)": ours("database"),
+    "mega_cluster redis, Sentinel's primary by redis://": ours("primary"),
+    "mega_cluster redis, sentinel://": ours("sentinel"),
+    "mega_cluster redis STRICT, sentinel:// (1 replica)": ours("strict"),
 }
 
 
@@ -259,7 +277,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
 
-    create_database()
+    from tests.topologies import redis_sentinel
+
+    with redis_sentinel() as sentinel:
+        TOPOLOGY["sentinel"] = sentinel.url
+        TOPOLOGY["primary"] = f"redis://127.0.0.1:{sentinel.master_port()}/0"
+        create_database()
+        rows = measure(args)
+    report(args, rows)
+
+
+def measure(args: argparse.Namespace) -> list[tuple[str, float, list[float]]]:
     try:
         setup_django()
         from django.core.management import call_command
@@ -280,7 +308,12 @@ def main() -> None:
         connections.close_all()
         drop_database()
         clean_redis()
+    return rows
 
+
+def report(
+    args: argparse.Namespace, rows: list[tuple[str, float, list[float]]]
+) -> None:
     base = next(rate for name, rate, _ in rows if name == "redis-py Lock")
     base_p50 = statistics.median(
         next(lat for name, _, lat in rows if name == "redis-py Lock") or [float("nan")]

@@ -96,6 +96,8 @@ class TcpProxy:
     ``cut()`` resets every open connection and refuses new ones (the client sees
     what it sees when the server goes away); ``restore()`` lets connections through
     again. For failures of a shared server (PostgreSQL) that a test must not stop.
+    ``dropping = True`` keeps the connections open but throws away what they carry
+    (a link that lags: a replica that stops receiving its primary's writes).
     """
 
     def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
@@ -103,6 +105,7 @@ class TcpProxy:
 
         self.target = (host, target_port)
         self.down = False
+        self.dropping = False
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
@@ -134,7 +137,7 @@ class TcpProxy:
                     continue
                 self._pairs.append((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=_pump, args=(a, b, self), daemon=True).start()
 
     def cut(self) -> None:
         with self._lock:
@@ -167,10 +170,11 @@ def _reset(sock: socket.socket) -> None:
         sock.close()
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+def _pump(src: socket.socket, dst: socket.socket, proxy: TcpProxy) -> None:
     try:
         while data := src.recv(65536):
-            dst.sendall(data)
+            if not proxy.dropping:
+                dst.sendall(data)
     except OSError:
         pass
     finally:

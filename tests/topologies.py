@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .servers import ServerProcess, free_port
+from .servers import ServerProcess, TcpProxy, free_port
 from .services import wait_port
 
 #: The service name the sentinels monitor.
@@ -108,6 +108,8 @@ class Sentinel:
     replica: ServerProcess
     sentinels: list[ServerProcess]
     service: str = SERVICE
+    #: the replication link (replica -> primary) when started with ``lag_link``
+    link: TcpProxy | None = None
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -156,10 +158,14 @@ class Sentinel:
 
 
 @contextlib.contextmanager
-def redis_sentinel(down_after_ms: int = 1000) -> Iterator[Sentinel]:
+def redis_sentinel(
+    down_after_ms: int = 1000, lag_link: bool = False
+) -> Iterator[Sentinel]:
     """A primary, a replica of it and three sentinels (quorum 2), all on loopback.
 
     The sentinels declare the primary down after ``down_after_ms`` of silence.
+    ``lag_link``: the replica replicates through a :class:`TcpProxy` (``.link``)
+    whose ``dropping`` makes it miss writes while its link still looks up.
     Yields once the replica is in sync and every sentinel knows the replica and
     the two other sentinels, so a failover can happen from the first moment.
     """
@@ -167,14 +173,24 @@ def redis_sentinel(down_after_ms: int = 1000) -> Iterator[Sentinel]:
         "redis-sentinel", "redis-sentinel"
     )
     started: list[ServerProcess] = []
+    link = None
     with tempfile.TemporaryDirectory(prefix="mc-sentinel-") as tmp:
         try:
             primary = ServerProcess(_redis_argv(p := free_port(), "--dir", tmp), p)
             primary.start()
             started.append(primary)
+            upstream = p
+            if lag_link:
+                link = TcpProxy(p)
+                upstream = link.port
             replica = ServerProcess(
                 _redis_argv(
-                    r := free_port(), "--dir", tmp, "--replicaof", "127.0.0.1", str(p)
+                    r := free_port(),
+                    "--dir",
+                    tmp,
+                    "--replicaof",
+                    "127.0.0.1",
+                    str(upstream),
                 ),
                 r,
             )
@@ -214,10 +230,12 @@ def redis_sentinel(down_after_ms: int = 1000) -> Iterator[Sentinel]:
                 return True
 
             _wait("sentinels discovering each other", known, timeout=45)
-            yield Sentinel(primary, replica, sentinels)
+            yield Sentinel(primary, replica, sentinels, link=link)
         finally:
             for node in reversed(started):
                 node.stop()
+            if link is not None:
+                link.close()
 
 
 @dataclass

@@ -9,6 +9,11 @@ Modes (every line printed is flushed at once, the parent reads them):
                    print "won FENCE" (then hold 1 s) or "lost"
 ``hold KEY TTL``   acquire KEY with TTL (no renewal), print "held FENCE T", sleep
 ``wait KEY WAIT``  print "waiting", acquire KEY, print "got FENCE T", release
+``failover STOP FILE``  until STOP exists: lock("counter", ttl=2) (run_exclusive as
+                   a block, which shows the fence) around
+                   a read-modify-write of FILE, printing "inc VALUE FENCE T" in the
+                   block after the write; a failed call prints "error NAME T" and
+                   is tried again 50 ms later (what an application would do)
 """
 
 from __future__ import annotations
@@ -31,6 +36,22 @@ from mega_cluster.testing import make_app  # noqa: E402
 
 def say(*parts: object) -> None:
     print(*parts, flush=True)
+
+
+def failover(manager, stop: Path, path: Path) -> None:  # type: ignore[no-untyped-def]
+    def increment(lock) -> None:  # type: ignore[no-untyped-def]
+        value = int(path.read_text() or "0") + 1
+        path.write_text(str(value))
+        say("inc", value, lock.fence, time.time())
+
+    while not stop.exists():
+        try:
+            with manager.lock("counter", ttl=2, wait=30) as lock:
+                increment(lock)
+        except Exception as exc:  # the failover: try again, as an application would
+            say("error", type(exc).__name__, time.time())
+            time.sleep(0.05)
+    say("done")
 
 
 def main() -> int:
@@ -75,6 +96,8 @@ def main() -> int:
             lock = manager.acquire(args[0], ttl=10, wait=float(args[1]))
             say("got", lock.fence, time.time())
             lock.release()
+        elif mode == "failover":
+            failover(manager, Path(args[0]), Path(args[1]))
         else:
             say("unknown mode", mode)
             return 2

@@ -212,6 +212,13 @@ class RedisLockBackend(LockBackend):
     ``CACHE``: a ``CACHES`` alias whose client is reused, ``CLUSTER``);
     ``KEY_PREFIX`` (default ``"mc"``); ``SOCKET_TIMEOUT`` seconds for our own
     connections (default 5, keep it above 1 s: waiters block up to 1 s per call).
+
+    ``STRICT`` (default False): every grant and extension is acknowledged by
+    ``REPLICAS`` replicas (default 1) within ``REPLICA_TIMEOUT`` seconds (default
+    1.0), by ``WAIT`` on the same connection, or it fails closed (the grant is undone
+    and ``BackendUnavailable`` raised; an unacknowledged extension does not count).
+    With every replica Sentinel may promote acknowledging, a failover neither repeats
+    a fence nor grants a live lease again (docs/deployment.md, Redis Sentinel).
     """
 
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("redis", "redis"),)
@@ -225,7 +232,30 @@ class RedisLockBackend(LockBackend):
                 f"OPTIONS['KEY_PREFIX'] must be 1-50 characters of letters, digits "
                 f"and _ . : -, got {prefix!r}."
             ]
-        return redis_client.check_options(options, cls.__name__)
+        problems = redis_client.check_options(options, cls.__name__)
+        strict = options.get("STRICT", False)
+        replicas = options.get("REPLICAS", 1)
+        timeout = options.get("REPLICA_TIMEOUT", 1.0)
+        if not isinstance(strict, bool):
+            problems.append(f"OPTIONS['STRICT'] must be True or False, got {strict!r}.")
+        elif strict and options.get("CLUSTER"):
+            problems.append(
+                "OPTIONS['STRICT'] is not available on a Redis Cluster "
+                "(OPTIONS['CLUSTER']): use Sentinel or one server with replicas."
+            )
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+            problems.append(
+                f"OPTIONS['REPLICAS'] must be a whole number >= 1, got {replicas!r}."
+            )
+        if (
+            not isinstance(timeout, (int, float))
+            or isinstance(timeout, bool)
+            or not 0 < timeout <= 60
+        ):
+            problems.append(
+                f"OPTIONS['REPLICA_TIMEOUT'] must be seconds in (0, 60], got {timeout!r}."
+            )
+        return problems
 
     def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
         super().__init__(app, options)
@@ -233,6 +263,13 @@ class RedisLockBackend(LockBackend):
         self._base = f"{prefix}:{{{app.name}}}:"
         self._client_obj: Any = None
         self._direct: Any = None
+        # STRICT: (replicas, timeout in ms) every grant and extension waits for
+        self._wait: tuple[int, int] | None = None
+        if self.options.get("STRICT"):
+            self._wait = (
+                int(self.options.get("REPLICAS", 1)),
+                max(1, int(float(self.options.get("REPLICA_TIMEOUT", 1.0)) * 1000)),
+            )
         # name -> (SHA1, text): the key base is written into each script
         self._scripts: dict[str, tuple[str, str]] = {}
         for name, text in _SCRIPT_TEXTS.items():
@@ -270,11 +307,24 @@ class RedisLockBackend(LockBackend):
             direct = self._direct
         sha, text = self._scripts[name]
         try:
-            return direct.script(sha, text, keys, args)
+            if self._wait is None or name not in ("acquire", "extend"):
+                return direct.script(sha, text, keys, args)
+            reply, acked = direct.script_and_wait(sha, text, keys, args, *self._wait)
         except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as exc:
             raise BackendUnavailable(
                 f"Redis lock backend of app {self.app.name!r} is unreachable: {exc}"
             ) from exc
+        replicas, timeout_ms = self._wait
+        if reply > 0 and acked < replicas:
+            # fail closed: a grant or extension the replicas may not have is
+            # one a failover can undo
+            # (acquire undoes its grant on the way out)
+            raise BackendUnavailable(
+                f"Redis lock backend of app {self.app.name!r} (STRICT): {acked} of "
+                f"{replicas} replica(s) acknowledged the {name} within {timeout_ms} "
+                "ms; it does not count (OPTIONS['REPLICAS'], ['REPLICA_TIMEOUT'])."
+            )
+        return reply
 
     # contract ------------------------------------------------------------------------
 
