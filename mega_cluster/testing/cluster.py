@@ -31,6 +31,7 @@ from . import faults
 from .assertions import ClusterAssertions, NodeRef, node_id
 from .clock import Clock
 from .events import BACKEND_PATH, Attempt, ClusterEventBackend, EventRunner
+from .stores import MemoryNodeStore
 from .wire import Message, Wire, capturing_errors
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ NODE_DEFAULTS: dict[str, Any] = {
     "PUBSUB": {"BACKEND": "memory"},
     "LOCKS": {"BACKEND": "local"},
     "EVENT_QUEUE": {"BACKEND": BACKEND_PATH},
-    # one heartbeat at start, none while the test runs (no background writes)
+    # one beat at start (into the cluster's memory registry), none while tests run
     "NODE_HEARTBEAT": 3600.0,
     "NODE_TIMEOUT": 7200.0,
 }
@@ -95,6 +96,7 @@ class Cluster(ClusterAssertions):
         self.clock = Clock()
         self.wire = Wire()
         self.events = EventRunner(MemoryEventStore(), self.clock)
+        self.node_store = MemoryNodeStore()
         self._loop_was_running = runtime.background_loop_running()
 
     def __repr__(self) -> str:
@@ -191,6 +193,8 @@ class Cluster(ClusterAssertions):
         backend = node.event_queue.backend
         if isinstance(backend, ClusterEventBackend):
             backend.join(self.events.store, self.clock)
+        if node.node_registry.store.name == "database":
+            node.node_registry.store = self.node_store
         self.nodes.append(node)
         capturing_errors(node.start, raise_errors=True)
         return node
@@ -265,6 +269,15 @@ class Cluster(ClusterAssertions):
             for m in self.wire.delivered.get(node_id(node), [])
             if (channel is None or m.channel == channel)
             and (kind is None or m.kind == kind)
+        ]
+
+    def dropped(self, node: NodeRef, channel: str | None = None) -> list[Message]:
+        """The messages lost on their way to ``node`` (``drop_next``, a node made
+        unavailable), oldest first."""
+        return [
+            m
+            for m in self.wire.dropped.get(node_id(node), [])
+            if channel is None or m.channel == channel
         ]
 
     def drop_next(

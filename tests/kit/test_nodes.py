@@ -42,6 +42,19 @@ def test_each_node_is_a_started_app_with_its_own_plugin_instances(cluster):
     assert isinstance(cluster.plugins("data_source")[0], DataSourcePlugin)
 
 
+def test_the_nodes_see_each_other_in_a_registry_of_their_own(cluster):
+    """Heartbeats go to the cluster's memory registry, never to the database."""
+    from mega_cluster.models import Node
+    from mega_cluster.testing import wait_until
+
+    a, _ = cluster(2)
+    wait_until(
+        lambda: len(a.node_registry.list_nodes()) == 2, 5, "both first heartbeats"
+    )
+    assert [n.node_id for n in a.node_registry.list_nodes()] == ["node-1", "node-2"]
+    assert not Node.objects.exists()
+
+
 def test_plugin_state_of_one_node_never_leaks_to_another(cluster):
     """A node's in-memory state changes only through messages: nothing is
     shared between plugin instances."""
