@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 
 from . import services
+from .dist import dist  # noqa: F401 - the shared wheel fixture (session scope)
 from .procs import ProcessGroup
 
 _counter = itertools.count()

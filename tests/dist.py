@@ -2,8 +2,8 @@
 
 ``dist`` (session scope) clones the committed tree (so nothing uncommitted or
 ignored leaks in) and runs ``python -m build`` on it; every test that installs
-the package in a fresh virtualenv takes the wheel from there. Import the
-fixture in the test module: ``from tests.dist import dist``.
+the package in a fresh virtualenv takes the wheel from there (the fixture is
+registered in tests/conftest.py).
 """
 
 from __future__ import annotations

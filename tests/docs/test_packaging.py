@@ -11,8 +11,6 @@ docs/quickstart.md to the end (``test_quickstart.follow_the_page``). Marked
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import tarfile
 import zipfile
 from email.parser import Parser
@@ -26,27 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 # A markdown link or image whose target is not an absolute URL.
 RELATIVE_LINK = re.compile(r"\]\((?![a-z][a-z0-9+.-]*://|#)([^)\s]+)\)")
-
-
-def run(*argv: str | Path, cwd: Path | None = None, timeout: float = 300) -> str:
-    result = subprocess.run(
-        [str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, (
-        f"{argv} exited with {result.returncode}:\n{result.stdout[-3000:]}\n"
-        f"{result.stderr[-3000:]}"
-    )
-    return result.stdout
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """sdist and wheel built by ``python -m build`` from a clean clone of HEAD."""
-    base = tmp_path_factory.mktemp("packaging")
-    clone = base / "clone"
-    run("git", "clone", "-q", "--no-hardlinks", ROOT, clone)
-    run(sys.executable, "-m", "build", "--outdir", base / "dist", clone)
-    return base / "dist"
 
 
 def test_the_readme_works_outside_the_repository():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dist import dist, fresh_venv, run  # noqa: F401 - dist is a fixture
+from tests.dist import fresh_venv, run
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(900)]
 
@@ -53,7 +53,7 @@ def page_files() -> dict[str, str]:
 
 
 def test_a_project_outside_the_repository_passes_with_the_documented_kit(
-    dist: Path,  # noqa: F811
+    dist: Path,
     tmp_path: Path,
 ):
     (wheel,) = dist.glob("mega_cluster-*.whl")
