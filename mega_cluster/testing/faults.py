@@ -130,7 +130,7 @@ def losing(nodes: Sequence[ClusterApp], key: str) -> Iterator[list[Lock]]:
     """Every lock of ``key`` acquired inside the block is lost as soon as it is
     granted (the section runs unprotected and ends with ``LockLost``)."""
     lost: list[Lock] = []
-    managers = [node.lock_manager for node in nodes]
+    managers: list[Any] = [node.lock_manager for node in nodes]
 
     def wrap(manager: Any) -> Callable[..., Any]:
         acquire = manager.acquire

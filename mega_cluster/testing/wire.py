@@ -112,7 +112,8 @@ class Wire:
         """Stand between ``node``'s pub/sub backend and its manager (before start)."""
         node_id = node.node_id
         self._nodes[node_id] = node
-        backend = node.pubsub_manager.backend
+        # Any: its methods are replaced on this instance only (the kit stands between)
+        backend: Any = node.pubsub_manager.backend
         backend.on_message = lambda wire, data: self._arrive(node, data)
         backend.on_gap = lambda: self._gap(node)
         backend.on_read_done = lambda: None
