@@ -166,10 +166,9 @@ class Wire:
                 sent = self._sent_by_id.get(message.id)
                 if sent is not None:
                     sent.arrived.add(node_id)
-                if node_id in self._down:
-                    self.dropped[node_id].append(message)
-                    return
-                if reaches(message, node_id) and self._take_drop(node_id, message):
+                if not reaches(message, node_id):
+                    return  # skip-self / only-self: its dispatcher would skip it
+                if node_id in self._down or self._take_drop(node_id, message):
                     self.dropped[node_id].append(message)
                     return
             self._queue.append(_Arrival(node, data, message))

@@ -100,8 +100,7 @@ def test_nodes_ignore_the_project_backends_and_leave_its_app_alone(cluster):
 def test_two_clusters_in_one_test_do_not_meet(cluster):
     """Another cluster (its own app name) shares no message, lock or event."""
     a, _b = cluster(2)
-    other = Cluster()
-    try:
+    with Cluster() as other:
         (c,) = other(1)
         assert c.name != a.name
         with a.lock_manager.lock("shared-key"):
@@ -112,8 +111,7 @@ def test_two_clusters_in_one_test_do_not_meet(cluster):
         assert other.published() == [] and other.delivered(c) == []
         a.event_queue.publish("jobs", {"n": 1})
         assert other.events.pending() == []
-    finally:
-        other.stop()
+    assert not c.started  # stopped at the end of the block
 
 
 def test_settings_and_plugins_can_be_chosen(cluster):
