@@ -10,10 +10,13 @@ class MegaClusterConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Nothing here may connect to a server: parse settings, register checks and
-        # discover plugins only. Runtimes start on first use or from the entry points.
-        from . import checks  # noqa: F401 - registers the system checks
+        # Nothing here may connect to a server: parse settings, register checks,
+        # discover plugins and hook the start (first request, Celery worker process,
+        # first get_app(); see mega_cluster.autostart) only.
+        from . import autostart, checks  # noqa: F401 - checks registers the checks
         from .registry import registry
+
+        autostart.install()
 
         setting_changed.connect(_on_setting_changed)
         from .conf import get_settings

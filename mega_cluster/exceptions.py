@@ -37,6 +37,10 @@ class AmbiguousApp(MegaClusterError, LookupError):
     """Several cluster apps are configured, so ``get_app()`` needs a name."""
 
 
+class AppStartFailed(MegaClusterError):
+    """The cluster app failed to start in this process; the message gives the reason."""
+
+
 # Input --------------------------------------------------------------------------
 
 

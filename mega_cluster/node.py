@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 _lock = threading.Lock()
 _node_id: str | None = None
 _started_at: float = time.time()
+_pid = os.getpid()
 _fork_callbacks: list[Callable[[], None]] = []
 
 
@@ -106,8 +107,20 @@ def _after_fork_in_parent() -> None:
     _gate.after_fork_in_parent()
 
 
+def check_fork() -> None:
+    """Run the fork handlers now if this process was forked without them.
+
+    ``os.fork()`` runs them itself; a server that forks from C without telling
+    Python (``PyOS_AfterFork_Child``) leaves the child with its parent's node id
+    until this is called (``Registry.ensure_started`` does, on every request).
+    """
+    if _pid != os.getpid():
+        _after_fork_in_child()
+
+
 def _after_fork_in_child() -> None:
-    global _node_id, _started_at, _lock, _gate
+    global _node_id, _started_at, _lock, _gate, _pid
+    _pid = os.getpid()
     _gate = _ForkGate()
     _lock = threading.Lock()
     _node_id = None

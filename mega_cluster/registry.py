@@ -3,24 +3,30 @@
 A cluster app is a namespace (its name is on every channel, key and queue on the
 wire) plus the managers of the five primitives. Managers are built lazily on first
 attribute access and nothing connects before that, so ``AppConfig.ready()``,
-``migrate`` and ``check`` never touch a server. ``start()`` is called explicitly by the
-WSGI/ASGI entry points (:mod:`mega_cluster.wsgi`, :mod:`mega_cluster.asgi`) and by
-``runworker``; it runs the plugin lifecycle and starts the built managers.
+``migrate`` and ``check`` never touch a server. ``start()`` runs the plugin lifecycle
+and starts the built managers. Nobody has to call it: :meth:`Registry.ensure_started`
+starts every app once per process (and again after a fork) on the first request,
+in a Celery worker process and on the first ``get_app()`` (see
+:mod:`mega_cluster.autostart`); ``runworker`` and the optional entry points
+:mod:`mega_cluster.wsgi` / :mod:`mega_cluster.asgi` start them explicitly.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from django.apps import apps as django_apps
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from . import conf, node
-from .exceptions import AmbiguousApp, AppNotFound, AppNotReady
+from .exceptions import AmbiguousApp, AppNotFound, AppNotReady, AppStartFailed
 from .plugins.enabling import set_enabled
 from .plugins.lifecycle import start_plugins, stop_plugins
 from .plugins.loader import attach_plugins
@@ -35,6 +41,12 @@ if TYPE_CHECKING:
     from .sync_messages import SyncMessageManager
 
 logger = logging.getLogger("mega_cluster.registry")
+
+NOT_INSTALLED = (
+    "mega_cluster is used, but 'mega_cluster' is not in INSTALLED_APPS. Add "
+    '"mega_cluster" to INSTALLED_APPS (above your plugin apps and "channels"), '
+    "then run 'manage.py migrate'."
+)
 
 #: attribute name -> dotted path of the manager class, built as ``cls(app)``.
 COMPONENTS: dict[str, str] = {
@@ -66,8 +78,13 @@ class ClusterApp:
         self._components: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._started = False
+        self._starting = False
         self._stopping = False
         self._restart_after_fork = False
+        #: Why the last ``start()`` in this process failed (``"Type: message"``), or
+        #: None; shown by the health view, which then answers 503.
+        self.start_error: str | None = None
+        self.start_failed_at: float | None = None  # time.monotonic()
 
     def __repr__(self) -> str:
         return f"<ClusterApp {self.name!r} node={self.node_id!r}>"
@@ -82,7 +99,8 @@ class ClusterApp:
 
     @property
     def started(self) -> bool:
-        return self._started
+        """True once ``start()`` completed in this process (False while it runs)."""
+        return self._started and not self._starting
 
     # managers ------------------------------------------------------------------
 
@@ -141,7 +159,7 @@ class ClusterApp:
         with self._lock:
             if self._started:
                 return self
-            self._started = True
+            self._started = self._starting = True
             try:
                 start_plugins(self)
                 self.component("node_registry")  # every started app heartbeats
@@ -149,9 +167,15 @@ class ClusterApp:
                     component = self._components.get(attr)
                     if component is not None and hasattr(component, "start"):
                         component.start()
-            except BaseException:
-                self._started = False
+            except BaseException as exc:
+                self._starting = False
+                self.start_error = f"{type(exc).__name__}: {exc}"
+                self.start_failed_at = time.monotonic()
+                # Undo what did start (listeners, threads), so a later try is clean.
+                self.stop()
                 raise
+            self._starting = False
+            self.start_error = self.start_failed_at = None
             logger.info(
                 "cluster app %s started on node %s with %d plugin(s)",
                 self.name,
@@ -224,6 +248,8 @@ class Registry:
                     "mega_cluster apps are not ready: call django.setup() (or run "
                     "through manage.py / the WSGI or ASGI entry point) before get_app()."
                 )
+            if not django_apps.is_installed("mega_cluster"):
+                raise ImproperlyConfigured(NOT_INSTALLED)
             self.populate()
         assert self._apps is not None
         return self._apps
@@ -245,12 +271,17 @@ class Registry:
             ) from None
 
     def start_all(self) -> None:
-        self.autostart = True
+        """Start every app now, raising the first failure (the entry points)."""
+        self.start_in_children = self.serving = True
         for app in self.apps().values():
-            app.start()
+            if not app.started:
+                app.start()
+                announce(app)
+        self._ready_pid = os.getpid()
 
     def stop_all(self) -> None:
         with self._lock:
+            self._ready_pid = None
             for app in (self._apps or {}).values():
                 app.stop()
 
@@ -265,26 +296,122 @@ class Registry:
         self._lock = threading.RLock()
         for app in (self._apps or {}).values():
             app._after_fork()
-        self.fork_pending = self.autostart or any(
+        self.fork_pending = self.start_in_children or any(
             a._restart_after_fork for a in (self._apps or {}).values()
         )
 
     #: True in a forked child until the apps its parent had started are started.
     fork_pending = False
-    #: Set by the entry points (``start()`` of every app): a forked child starts all
-    #: apps before serving, even if the parent stopped them before forking.
-    autostart = False
+    #: Set by the entry points (``start_all()``): a forked child starts all apps
+    #: before serving, even if the parent stopped them before forking, and even where
+    #: ``autostart`` is off.
+    start_in_children = False
+    #: Process policy: start every app by itself (first request, Celery worker
+    #: process, first ``get_app()``). Turned off in commands that must not start
+    #: anything (``migrate``, ``check``... see :mod:`mega_cluster.autostart`).
+    autostart = True
+    #: True in a process that serves requests or runs Celery tasks (set by the
+    #: hooks). Elsewhere (a shell, a script) the first ``get_app()`` starts the apps
+    #: without consuming events: a short-lived process must not take work.
+    serving = False
+    #: Seconds before a failed start is tried again by ``ensure_started()``.
+    retry_start_after = 5.0
+    #: The pid in which every app is started (the fast path of ``ensure_started``).
+    _ready_pid: int | None = None
+
+    def ensure_started(self, *, raise_errors: bool = False) -> bool:
+        """Start, once per process, every app that is not started; True if all run.
+
+        Cheap once done (one pid comparison), so it can run on every request. In a
+        forked child it starts the apps afresh (own node id, own connections). With
+        ``autostart`` off it only restarts what a forked child's parent had started.
+        A failure is recorded on the app (``start_error``), logged and printed; it is
+        tried again at most every ``retry_start_after`` seconds. ``raise_errors``
+        raises it (or ``AppStartFailed`` while waiting to retry) instead.
+        """
+        pid = os.getpid()
+        if self._ready_pid == pid:
+            return True
+        node.check_fork()
+        if not (self.autostart or self.fork_pending):
+            return False
+        with self._lock:
+            if self._ready_pid == pid:
+                return True
+            forked, self.fork_pending = self.fork_pending, False
+            ok = True
+            for app in self.apps().values():
+                wanted = self.autostart or (
+                    forked and (self.start_in_children or app._restart_after_fork)
+                )
+                app._restart_after_fork = False
+                if app.started or app._starting:  # _starting: called from a hook
+                    continue
+                if not wanted:
+                    ok = False
+                    continue
+                ok = self._try_start(app, raise_errors=raise_errors) and ok
+            if ok:
+                self._ready_pid = pid
+            return ok
+
+    def _try_start(self, app: ClusterApp, *, raise_errors: bool) -> bool:
+        failed_at = app.start_failed_at
+        if failed_at is not None and (
+            time.monotonic() - failed_at < self.retry_start_after
+        ):
+            if raise_errors:
+                raise AppStartFailed(
+                    f"cluster app {app.name!r} failed to start on node "
+                    f"{app.node_id}: {app.start_error} (tried again "
+                    f"{self.retry_start_after:g}s after the failure; see the log)."
+                )
+            return False
+        try:
+            if not self.serving:
+                app.component("event_queue").consume = False
+            app.start()
+        except Exception as exc:
+            logger.exception("cluster app %s failed to start", app.name)
+            announce(app, error=exc)
+            if raise_errors:
+                raise
+            return False
+        announce(app)
+        return True
 
     def restart_after_fork(self) -> None:
         """Start, in this forked child, every app the parent process had started."""
-        with self._lock:
-            if not self.fork_pending:
-                return
-            for app in (self._apps or {}).values():
-                if self.autostart or app._restart_after_fork:
-                    app.start()
-                app._restart_after_fork = False
-            self.fork_pending = False
+        if self.fork_pending:
+            self.ensure_started(raise_errors=True)
+
+
+def announce(app: ClusterApp, *, error: BaseException | None = None) -> None:
+    """Say on stderr that ``app`` started (node id, role, plugins) or why not.
+
+    Printed, not only logged: a process without LOGGING configured shows it too.
+    """
+    import sys
+
+    if error is not None:
+        line = (
+            f"mega_cluster: cluster app {app.name!r} failed to start on node "
+            f"{app.node_id}: {app.start_error or error}"
+        )
+    else:
+        built = app.built_components()
+        role = getattr(built.get("node_registry"), "role", "web")
+        if not getattr(built.get("event_queue"), "consume", True):
+            role += ", not consuming events"
+        line = (
+            f"mega_cluster: cluster app {app.name!r} started on node {app.node_id} "
+            f"({role}, pid {os.getpid()}), plugins: "
+            f"{', '.join(app.plugins) or 'none'}"
+        )
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # a closed or detached stderr
+        pass
 
 
 registry = Registry()
@@ -295,10 +422,17 @@ atexit.register(registry.stop_all)
 def get_app(name: str | None = None) -> ClusterApp:
     """The cluster app named ``name``, or the only one when ``name`` is omitted.
 
-    Raises ``AppNotReady`` before Django is set up, ``AppNotFound`` for an unknown
-    name and ``AmbiguousApp`` when several apps are configured and no name is given.
+    The first call in a process starts the apps (plugins loaded, listeners
+    running) unless they run already or the process does not start them (see
+    ``Registry.autostart``). Raises ``AppNotReady`` before Django is set up,
+    ``ImproperlyConfigured`` when ``mega_cluster`` is not in ``INSTALLED_APPS``,
+    ``AppNotFound`` for an unknown name, ``AmbiguousApp`` when several apps are
+    configured and no name is given, and the start-up error (or ``AppStartFailed``)
+    when the apps cannot start.
     """
-    return registry.get(name)
+    app = registry.get(name)
+    registry.ensure_started(raise_errors=True)
+    return app
 
 
 def start(name: str | None = None) -> ClusterApp | None:

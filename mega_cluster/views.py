@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -73,15 +74,36 @@ def _database_ping(alias: str) -> None:
         cursor.execute("SELECT 1")
 
 
+_URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+def app_states() -> dict[str, dict[str, Any]]:
+    """Per app: ``started`` in this process and ``start_error`` (URLs redacted).
+
+    An app that failed to start makes the health view answer 503 with the reason.
+    """
+    return {
+        name: {
+            "started": app.started,
+            "start_error": _URL_RE.sub("<url>", app.start_error)
+            if app.start_error
+            else None,
+        }
+        for name, app in registry.apps().items()
+    }
+
+
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
     """200 when every configured backend answers, else 503; no login, no secrets."""
     apps = {name: app_health(app) for name, app in registry.apps().items()}
     database = _check(lambda: _database_ping("default"))
+    states = app_states()
     ok = database["ok"] and all(
         check["ok"] for checks in apps.values() for check in checks.values()
     )
+    ok = ok and not any(state["start_error"] for state in states.values())
     first = next(iter(registry.apps().values()))
     body = {
         "status": "ok" if ok else "unavailable",
@@ -93,6 +115,7 @@ def health(request: HttpRequest) -> JsonResponse:
         "uptime": round(time.time() - node.started_at(), 3),
         "database": database,
         "apps": apps,
+        "cluster_apps": states,
     }
     return JsonResponse(body, status=200 if ok else 503)
 

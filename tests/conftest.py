@@ -16,6 +16,14 @@ from .procs import ProcessGroup
 _counter = itertools.count()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite's own process starts no cluster app by itself: tests start the
+    apps they need (the autostart tests turn it on, or run real processes)."""
+    from mega_cluster.registry import registry
+
+    registry.autostart = False
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config, items) -> None:
     """Start (or find) the servers the selected tests need, once, before any runs."""
     needed: set[str] = set()

@@ -17,6 +17,26 @@ if TYPE_CHECKING:
     from ..sync_messages.manager import Transaction
 
 
+def _require_installed() -> None:
+    """ImproperlyConfigured when settings are loaded without mega_cluster installed."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    if not settings.configured:
+        return
+    names = [str(a).split(".apps.")[0] for a in settings.INSTALLED_APPS]
+    if "mega_cluster" not in names:
+        from ..registry import NOT_INSTALLED
+
+        raise ImproperlyConfigured(NOT_INSTALLED)
+
+
+def _registry_apps() -> list[ClusterApp]:
+    from ..registry import registry
+
+    return list(registry.apps().values()) if registry.ready else []
+
+
 class Plugin:
     """A feature of the project, loaded on every node of a cluster app.
 
@@ -66,8 +86,42 @@ class Plugin:
         self.enabled = True
         self._cache: Cache | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _require_installed()
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} app={self.app.name!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for a missing attribute: one that load() sets. On first use in
+        # a process where the app has not started yet, start it (as get_app() would)
+        # and look again; otherwise say why the plugin has no such attribute.
+        if name.startswith("_") or "loaded" not in self.__dict__:
+            raise AttributeError(name)
+        if not self.loaded:
+            from ..registry import registry
+
+            app = self.__dict__["app"]
+            if registry.autostart and not app.started and app in _registry_apps():
+                registry.ensure_started(raise_errors=True)
+                if name in self.__dict__:
+                    return self.__dict__[name]
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}: plugin "
+                f"{self.name!r} is not loaded on node {app.node_id} ("
+                + (
+                    f"its cluster app {app.name!r} failed to start: {app.start_error}"
+                    if app.start_error
+                    else "disabled"
+                    if app.started
+                    else f"its cluster app {app.name!r} is not started"
+                )
+                + ")."
+            )
+        raise AttributeError(
+            f"{type(self).__name__!r} object has no attribute {name!r}"
+        )
 
     # hooks -------------------------------------------------------------------------
 

@@ -425,6 +425,7 @@ documented = json.loads(next(b["code"] for b in doc_blocks if b["lang"] == "json
 real = response.json()
 documented_app = documented["apps"].pop("main")
 real_app = real["apps"].pop(app.name)
+documented["cluster_apps"] = {app.name: documented["cluster_apps"].pop("main")}
 assert shape(real) == shape(documented), (real, documented)
 assert shape(real_app) == shape(documented_app), (real_app, documented_app)
 app.stop()

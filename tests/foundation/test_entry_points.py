@@ -23,7 +23,7 @@ def stopped():
     registry.stop_all()
     yield
     registry.stop_all()
-    registry.autostart = False
+    registry.start_in_children = False
 
 
 @pytest.mark.django_db(transaction=True)
@@ -68,7 +68,7 @@ def test_preloaded_worker_starts_its_own_apps_before_its_first_request(
             faulthandler.dump_traceback_later(30, exit=True)
             for conn in connections.all(initialized_only=True):
                 conn.connection = None  # the parent's connection is not ours
-            before = get_app().started
+            before = registry.get().started  # get_app() would start it
             status: list[str] = []
             body = b"".join(
                 application(
