@@ -53,7 +53,8 @@ class ModelFactory(factory.django.DjangoModelFactory):
         using = kwargs.pop("using", None)
         if using is None:
             return super()._create(model_class, *args, **kwargs)
-        return model_class._default_manager.using(using).create(*args, **kwargs)
+        manager = model_class._default_manager
+        return manager.using(using).create(*args, **kwargs)
 
 
 class PluginStateFactory(ModelFactory):

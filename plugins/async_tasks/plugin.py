@@ -109,6 +109,12 @@ class AsyncTasksPlugin(Plugin):
     def load(self) -> None:
         self._read_paused()
 
+    def after_disable(self) -> None:
+        # Disabled: take no new task here; enabling runs before_load() again,
+        # which subscribes anew.
+        self.event_queue.unsubscribe(CHANNEL)
+        self.pubsub.unsubscribe(CANCEL_CHANNEL, self._on_cancel)
+
     def before_stop(self) -> None:
         for cancel in list(self._running.values()):
             cancel.set()

@@ -160,3 +160,17 @@ def test_every_thread_the_cluster_started_is_stopped(transactional_db):
         kit.stop()
     left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
     assert left == []
+
+
+def test_a_plugin_disabled_on_one_node_is_disabled_on_every_node(cluster):
+    """Enable and disable travel as sync messages like any other."""
+    a, b = cluster(2)
+    a.disable_plugin("async_tasks")
+    assert not a.plugins["async_tasks"].enabled
+    assert b.plugins["async_tasks"].enabled  # not delivered yet
+    cluster.deliver()
+    assert not b.plugins["async_tasks"].enabled
+    cluster.assert_published(a, "~plugins", {"plugin": "async_tasks", "enabled": False})
+    a.enable_plugin("async_tasks")
+    cluster.deliver()
+    assert cluster.assert_same(lambda node: node.plugins["async_tasks"].loaded)

@@ -132,6 +132,20 @@ def test_failed_attempts_are_retried_then_dead_lettered(cluster, pair):
     assert (letter.id, letter.attempts) == (dead.event_id, 2)
 
 
+def test_disabled_it_takes_no_task_and_enabled_again_it_does(cluster, pair):
+    """Disabling unsubscribes the queue on every node; enabling subscribes it
+    again (it raised AlreadySubscribed before after_disable unsubscribed)."""
+    web, _ = pair
+    web.app.disable_plugin("async_tasks")
+    cluster.deliver()
+    task = web.start_task("count", {"steps": 1, "delay": 0})
+    assert cluster.run_events() == []
+    web.app.enable_plugin("async_tasks")
+    cluster.deliver()
+    assert [a.node for a in cluster.run_events()] == ["worker"]
+    assert a_status(task) == "succeeded"
+
+
 def test_bad_input_queues_nothing(cluster, pair):
     web, _ = pair
     with pytest.raises(ValueError, match="Unknown task kind 'nope'"):
