@@ -174,3 +174,19 @@ def test_a_plugin_disabled_on_one_node_is_disabled_on_every_node(cluster):
     a.enable_plugin("async_tasks")
     cluster.deliver()
     assert cluster.assert_same(lambda node: node.plugins["async_tasks"].loaded)
+
+
+def test_with_several_project_apps_the_cluster_asks_which_one(cluster):
+    from mega_cluster import conf
+
+    apps = {"APPS": {"main": {"PLUGINS": ["site_notice"]}, "admin": {}}}
+    with override_settings(MEGA_CLUSTER=apps):
+        conf.clear_cache()
+        try:
+            with pytest.raises(ConfigurationError, match=r"configure\(app=name\)"):
+                cluster(1)
+            cluster.configure(app="main")
+            (node,) = cluster(["only"])
+            assert list(node.plugins) == ["site_notice"]
+        finally:
+            conf.clear_cache()
