@@ -33,7 +33,7 @@ from .exceptions import ConfigurationError
 
 SETTING_NAME = "MEGA_CLUSTER"
 DEFAULT_APP_NAME = "main"
-APP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
+APP_NAME_RE = re.compile(r"\A[A-Za-z0-9_-]{1,50}\Z")  # \Z: no trailing newline
 
 #: Short backend names per primitive section.
 BACKEND_ALIASES: dict[str, dict[str, str]] = {
@@ -323,7 +323,7 @@ def parse_app(
     raw = dict(raw or {})
     defaults = dict(defaults or {})
     where = f"MEGA_CLUSTER app {name!r}: "
-    if not isinstance(name, str) or not APP_NAME_RE.match(name):
+    if not isinstance(name, str) or not APP_NAME_RE.fullmatch(name):
         problems.append(
             SettingsProblem(
                 id="mega_cluster.E003",

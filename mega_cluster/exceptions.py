@@ -53,7 +53,15 @@ class InvalidLockKey(InvalidName):
 
 
 class MessageEncodeError(MegaClusterError, ValueError):
-    """A payload is not JSON-serialisable or is larger than the configured limit; nothing was sent."""
+    """A payload is not strict JSON, not valid Unicode, too deep or too large; nothing was sent."""
+
+
+class InvalidArgument(MegaClusterError, ValueError):
+    """A duration or count is out of range (negative, NaN, infinite or over its documented maximum)."""
+
+
+class ArgumentTypeError(MegaClusterError, TypeError):
+    """An argument has the wrong type (a bool or a string where seconds or a count are expected)."""
 
 
 # Backends -----------------------------------------------------------------------

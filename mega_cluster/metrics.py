@@ -13,6 +13,8 @@ Counters and histograms (process-local, labelled ``app`` and, where it applies,
 ``mega_cluster_messages_published``    pub/sub and sync messages sent
 ``mega_cluster_messages_delivered``    messages handed to local handlers
 ``mega_cluster_messages_dropped``      messages lost (buffer overflow, no connection)
+``mega_cluster_messages_rejected``     malformed messages received and skipped
+``mega_cluster_records_rejected``      corrupt stored records skipped (node list)
 ``mega_cluster_lock_wait_seconds``     time spent waiting to acquire a lock
 ``mega_cluster_lock_hold_seconds``     time a lock was held until release
 ``mega_cluster_event_attempts``        event handler attempts started
@@ -54,6 +56,16 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "counter",
         "Messages lost (buffer overflow or no connection).",
         ("app", "channel"),
+    ),
+    "messages_rejected": (
+        "counter",
+        "Malformed messages received and skipped.",
+        ("app",),
+    ),
+    "records_rejected": (
+        "counter",
+        "Stored records that could not be read and were skipped.",
+        ("app", "source"),
     ),
     "lock_wait_seconds": ("histogram", "Seconds spent acquiring a lock.", ("app",)),
     "lock_hold_seconds": ("histogram", "Seconds a lock was held.", ("app",)),

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..calls import acall
-from ..names import validate_name
+from ..validation import MAX_DELTA, validate_count, validate_name
 from . import wrap as single_flight
 from .common import check_fn, check_ttl, in_thread, wire_name
 from .namespace import Namespace
@@ -187,8 +187,7 @@ class Cache:
         error.
         """
         validate_name(key, "cache key")
-        if isinstance(delta, bool) or not isinstance(delta, int):
-            raise TypeError(f"delta must be an int, got {delta!r}.")
+        validate_count(delta, "delta", minimum=-MAX_DELTA, maximum=MAX_DELTA)
         ns = self.namespace
         timeout = ns.timeout(ttl)
         value = self.store.incr(ns.wire(ns.generation(), key), delta, timeout)

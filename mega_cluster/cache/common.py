@@ -11,7 +11,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from ..names import NAME_RE
+from ..validation import NAME_RE, validate_seconds
 
 #: ``ttl=FOREVER`` stores without expiry even when the cache has a default TTL.
 FOREVER = math.inf
@@ -32,17 +32,11 @@ def new_token() -> int:
 
 
 def check_ttl(ttl: object, what: str = "ttl") -> float | None:
-    """``ttl`` when it is ``None`` or a positive number of seconds, else raise."""
+    """``ttl`` when it is ``None``, ``FOREVER`` or a positive number of seconds of at
+    most ``MAX_SECONDS``, else raise (``ArgumentTypeError`` / ``InvalidArgument``)."""
     if ttl is None:
         return None
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        raise TypeError(f"{what} must be a number of seconds or None, got {ttl!r}.")
-    if not ttl > 0:
-        raise ValueError(
-            f"{what} must be greater than 0 seconds, got {ttl!r} (None means the "
-            "cache's default; FOREVER means no expiry)."
-        )
-    return float(ttl)
+    return validate_seconds(ttl, what, allow_zero=False, allow_forever=True)
 
 
 def check_fn(fn: object) -> None:
@@ -53,7 +47,7 @@ def check_fn(fn: object) -> None:
 def wire_name(*parts: str) -> str:
     """``"a:b:c"`` when it is a valid name, else a stable hashed stand-in."""
     name = ":".join(parts)
-    if NAME_RE.match(name):
+    if NAME_RE.fullmatch(name):
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()
     return f"{parts[0]}:{digest}"

@@ -11,7 +11,7 @@ from django.conf import settings
 
 from .. import node
 from ..exceptions import CacheNameTaken
-from ..names import validate_name
+from ..validation import validate_name
 from .cache import Cache
 from .common import check_ttl
 from .near import NearCache

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import json
 import logging
 import threading
 import time
@@ -12,12 +10,16 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, transaction
 
 from ..backends import load_backend
-from ..exceptions import AlreadySubscribed, MessageEncodeError
-from ..names import validate_name
+from ..exceptions import AlreadySubscribed
+from ..validation import (
+    encode_json,
+    validate_count,
+    validate_name,
+    validate_optional_seconds,
+)
 from .backends.base import (
     EVENT_STATES,
     STAT_KEYS,
@@ -39,22 +41,11 @@ logger = logging.getLogger("mega_cluster.events")
 
 
 def _seconds(name: str, value: Any, *, allow_zero: bool) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime.timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}.")
-    if value < 0 or (value == 0 and not allow_zero):
-        limit = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {limit} seconds, got {value!r}.")
-    return float(value)
+    return validate_optional_seconds(value, name, allow_zero=allow_zero)
 
 
 def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}.")
-    return value
+    return validate_count(value, name)
 
 
 class EventQueue:
@@ -150,25 +141,11 @@ class EventQueue:
 
     def encode(self, channel: str, payload: Any) -> str:
         """``payload`` as JSON; ``MessageEncodeError`` when it cannot be sent."""
-        try:
-            text = json.dumps(
-                payload, cls=DjangoJSONEncoder, separators=(",", ":"), allow_nan=False
-            )
-        except (TypeError, ValueError) as exc:
-            raise MessageEncodeError(
-                f"The payload published on event channel {channel!r} is not "
-                f"JSON-serialisable ({exc}); send plain data (dicts, lists, strings, "
-                "numbers) or ids to load in the handler."
-            ) from exc
-        size = len(text.encode())
-        limit = self.app.settings["MESSAGE_MAX_BYTES"]
-        if size > limit:
-            raise MessageEncodeError(
-                f"The payload published on event channel {channel!r} is {size} bytes "
-                f"as JSON, over MESSAGE_MAX_BYTES ({limit}); publish an id and load "
-                "the data in the handler, or raise MESSAGE_MAX_BYTES."
-            )
-        return text
+        return encode_json(
+            payload,
+            self.app.settings["MESSAGE_MAX_BYTES"],
+            what=f"payload published on event channel {channel!r}",
+        )
 
     def publish(
         self,

@@ -14,10 +14,10 @@ from asgiref.sync import sync_to_async
 from ..backends import load_backend
 from ..calls import acall
 from ..exceptions import (
-    InvalidLockKey,
     LockLost,
     LockTimeout,
 )
+from ..validation import MAX_LOCK_KEY_BYTES, validate_lock_key, validate_seconds
 from .backends.base import LockBackend, LockInfo
 from .handle import Lock
 from .stats import LockStats
@@ -30,7 +30,7 @@ logger = logging.getLogger("mega_cluster.locks")
 T = TypeVar("T")
 
 #: Longest key accepted, in UTF-8 bytes.
-MAX_KEY_BYTES = 512
+MAX_KEY_BYTES = MAX_LOCK_KEY_BYTES
 
 
 def _in_thread(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
@@ -70,36 +70,18 @@ class LockManager:
 
     @staticmethod
     def _key(key: object) -> str:
-        if not isinstance(key, str):
-            raise InvalidLockKey(
-                f"A lock key must be a string, got {type(key).__name__}: {key!r:.60}."
-            )
-        if not key:
-            raise InvalidLockKey("A lock key must not be empty.")
-        if len(key.encode("utf-8")) > MAX_KEY_BYTES:
-            raise InvalidLockKey(
-                f"Lock key {key[:40]!r}… is {len(key.encode('utf-8'))} bytes in UTF-8; "
-                f"the limit is {MAX_KEY_BYTES}. Use a shorter key (hash long parts)."
-            )
-        return key
+        return validate_lock_key(key)
 
     def check_ttl(self, ttl: object) -> float:
         """``ttl`` in seconds (None: the default TTL); ValueError when invalid."""
         if ttl is None:
             return self.default_ttl
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
-            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}.")
-        return float(ttl)
+        return validate_seconds(ttl, "ttl", allow_zero=False)
 
     def _wait(self, wait: object) -> float:
         if wait is None:
             return self.default_wait
-        if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
-            raise ValueError(
-                f"wait must be a number of seconds >= 0, got {wait!r} "
-                "(0 makes one attempt)."
-            )
-        return float(wait)
+        return validate_seconds(wait, "wait")
 
     def _take(
         self, key: object, ttl: object, wait: float, auto_extend: bool

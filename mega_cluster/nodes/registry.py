@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import node
 from ..exceptions import BackendUnavailable
-from .stores import NodeStore, store_for
+from .stores import NodeStore, reject_record, store_for
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
@@ -145,8 +145,13 @@ class NodeRegistry:
         now = time.time()
         nodes = []
         for record in self.store.all(drop_after=self.drop_after):
-            age = max(0.0, now - float(record["heartbeat_at"]))
-            info = _info(record, age=age, alive=age <= self.timeout)
+            try:
+                age = max(0.0, now - float(record["heartbeat_at"]))
+                info = _info(record, age=age, alive=age <= self.timeout)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                field = record.get("node_id") if isinstance(record, dict) else None
+                reject_record(self.app.name, field, exc)
+                continue
             if info.alive or include_dead:
                 nodes.append(info)
         return sorted(nodes, key=lambda n: (not n.alive, n.node_id))

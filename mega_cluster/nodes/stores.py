@@ -7,16 +7,20 @@ forgets records older than ``drop_after`` seconds whenever it is written or read
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError
 
+from .. import metrics
 from ..exceptions import BackendUnavailable
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
+
+logger = logging.getLogger("mega_cluster.nodes")
 
 
 class NodeStore:
@@ -51,6 +55,7 @@ class RedisNodeStore(NodeStore):
         prefix = self.options.get("KEY_PREFIX", "mc")
         # Same hash-tag shape as the Redis lock keys, so a cluster keeps them together.
         self.key = f"{prefix}:{{{app.name}}}:nodes"
+        self.app_name = app.name
         self._client_obj: Any = None
 
     def _client(self) -> Any:
@@ -87,10 +92,14 @@ class RedisNodeStore(NodeStore):
         for field, value in raw.items():
             try:
                 record = json.loads(value)
-            except ValueError:
+                beat = float(record["heartbeat_at"])
+            except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+                # never written by a node of ours: dropped, so one bad record
+                # cannot break list_nodes() (and the admin Nodes page)
+                reject_record(self.app_name, field, exc)
                 stale.append(field)
                 continue
-            if now - float(record.get("heartbeat_at", 0)) > drop_after:
+            if now - beat > drop_after:
                 stale.append(field)
             else:
                 records.append(record)
@@ -199,6 +208,18 @@ class DatabaseNodeStore(NodeStore):
                 cursor.execute("SELECT 1")
         except DatabaseError as exc:
             raise BackendUnavailable(f"node registry (database): {exc}") from exc
+
+
+def reject_record(app_name: str, field: Any, why: BaseException) -> None:
+    """Count and log a node record that cannot be read (it is skipped)."""
+    metrics.inc("records_rejected", app=app_name, source="nodes")
+    logger.warning(
+        "skipped a corrupt node record %r of app %s: %s: %s",
+        field,
+        app_name,
+        type(why).__name__,
+        why,
+    )
 
 
 def store_for(app: ClusterApp) -> NodeStore:

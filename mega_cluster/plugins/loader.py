@@ -12,7 +12,7 @@ from django.apps import apps as django_apps
 from django.utils.module_loading import import_string
 
 from ..exceptions import PluginError
-from ..names import NAME_RE
+from ..validation import NAME_RE
 from .base import Plugin
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def attach_plugins(apps: Mapping[str, ClusterApp]) -> None:
             if wanted is not None and cfg.label not in wanted:
                 continue
             plugin = cls(app, cfg)
-            if not NAME_RE.match(plugin.name):
+            if not NAME_RE.fullmatch(plugin.name):
                 raise PluginError(
                     f"Plugin name {plugin.name!r} of app {cfg.label!r} is not valid: "
                     "use letters, digits and _ . : -"

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import close_old_connections
 
 from .. import metrics
-from ..names import validate_name
+from ..validation import validate_name, validate_seconds
 from . import envelope, runtime
 
 if TYPE_CHECKING:
@@ -69,15 +69,12 @@ def new_subscription(
     validate_name(channel)
     if not callable(handler):
         raise TypeError(f"handler must be callable, got {handler!r}")
-    if isinstance(debounce, bool) or not isinstance(debounce, int | float):
-        raise TypeError(f"debounce must be a number of seconds, got {debounce!r}")
-    if debounce < 0:
-        raise ValueError(f"debounce must be >= 0 seconds, got {debounce!r}")
+    debounce = validate_seconds(debounce, "debounce")
     if debounce_key is not None and not callable(debounce_key):
         raise TypeError(f"debounce_key must be callable, got {debounce_key!r}")
     if on_gap is not None and not callable(on_gap):
         raise TypeError(f"on_gap must be callable, got {on_gap!r}")
-    return Subscription(channel, handler, float(debounce), debounce_key, on_gap)
+    return Subscription(channel, handler, debounce, debounce_key, on_gap)
 
 
 class Dispatcher:
@@ -89,11 +86,22 @@ class Dispatcher:
     :meth:`start` / :meth:`stop` with its own start and stop.
     """
 
-    def __init__(self, app: ClusterApp, *, buffer_size: int, wake_per_read: bool):
+    def __init__(
+        self,
+        app: ClusterApp,
+        *,
+        buffer_size: int,
+        wake_per_read: bool,
+        max_frame: int | None = None,
+    ):
         self.app = app
         self.buffer_size = buffer_size
         #: messages dropped because the local buffer was full.
         self.dropped = 0
+        #: malformed messages received and skipped (counted, logged).
+        self.rejected = 0
+        #: a received frame bigger than this is malformed (None: no limit).
+        self.max_frame = max_frame
         #: channel -> its subscriptions, in subscription order.
         self.subs: dict[str, tuple[Subscription, ...]] = {}
         #: debounced calls waiting for their deadline: (sub id, key) -> call.
@@ -257,11 +265,12 @@ class Dispatcher:
 
     def _dispatch(self, data: bytes) -> None:
         try:
-            env = envelope.decode(data)
+            env = envelope.decode(data, self.max_frame)
         except (ValueError, KeyError, TypeError) as exc:
-            logger.warning("ignoring a malformed pub/sub message: %s", exc)
+            self._reject(f"{type(exc).__name__}: {exc}", data)
             return
-        if env.app != self.app.name:
+        if env.app != self.app.name:  # wire channels are per app: not ours
+            self._reject(f"an envelope of app {env.app[:60]!r}", data)
             return
         if env.to == envelope.TO_OTHERS and env.node == self._node_id:
             return
@@ -277,6 +286,21 @@ class Dispatcher:
                 self._debounce(sub, env)
             else:
                 self._call(sub, env)
+
+    def _reject(self, why: str, data: bytes) -> None:
+        """Count, log and skip a malformed incoming message."""
+        self.rejected += 1
+        metrics.inc("messages_rejected", app=self.app.name)
+        if self.rejected <= 10 or self.rejected % 1000 == 0:
+            logger.warning(
+                "node %s skipped a malformed pub/sub message of app %s (%s; %d so "
+                "far): %r",
+                self._node_id,
+                self.app.name,
+                why,
+                self.rejected,
+                data[:120],
+            )
 
     def _debounce(self, sub: Subscription, env: envelope.Envelope) -> None:
         key: Hashable

@@ -24,14 +24,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
-
-from ..exceptions import MessageEncodeError
+from ..validation import encode_json
 
 VERSION = 1
 TO_ALL = "all"
 TO_OTHERS = "others"
 TO_SELF = "self"
+_TARGETS = frozenset((TO_ALL, TO_OTHERS, TO_SELF))
 
 # message id = random per-process prefix + counter: unique, and much cheaper than
 # uuid4() per message
@@ -41,7 +40,6 @@ _id_counter = itertools.count()
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _quoted = functools.lru_cache(maxsize=4096)(_dumps)  # app, node, channel names
 _raw_decode = json.JSONDecoder().raw_decode
-_encoder = DjangoJSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(slots=True)
@@ -60,25 +58,9 @@ class Envelope:
 
 
 def encode_payload(message: Any, max_bytes: int) -> str:
-    """``message`` as JSON text; ``MessageEncodeError`` when impossible or too big."""
-    try:
-        text = _encoder.encode(message)
-    except (TypeError, ValueError) as exc:
-        raise MessageEncodeError(
-            f"The message is not JSON-serialisable ({exc}); send only dicts, lists, "
-            "strings, numbers, booleans, None (dates, decimals and UUIDs are "
-            "converted by DjangoJSONEncoder)."
-        ) from exc
-    if len(text) * 4 <= max_bytes:  # at most 4 UTF-8 bytes per character
-        return text
-    size = len(text.encode())
-    if size > max_bytes:
-        raise MessageEncodeError(
-            f"The encoded message is {size} bytes, over the {max_bytes}-byte limit; "
-            "send an id and load the data on the receiving side, or raise "
-            "MEGA_CLUSTER['MESSAGE_MAX_BYTES']."
-        )
-    return text
+    """``message`` as strict JSON text; ``MessageEncodeError`` when impossible or too
+    big (see :func:`mega_cluster.validation.encode_json`)."""
+    return encode_json(message, max_bytes)
 
 
 def build(
@@ -92,17 +74,24 @@ def build(
     ).encode()
 
 
-def decode(data: bytes | str) -> Envelope:
-    """Parse wire bytes; ``ValueError`` when they are not a version-1 envelope."""
+def decode(data: bytes | str, max_bytes: int | None = None) -> Envelope:
+    """Parse wire bytes; ``ValueError`` when they are not a well-formed version-1
+    envelope (bad UTF-8 or JSON, a field missing or of the wrong type, nested too
+    deep, or over ``max_bytes``)."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ValueError(f"frame of {len(data)} bytes, over {max_bytes}")
     # str input skips json's encoding detection; raw_decode skips json.loads's
     # wrappers (a third of the cost of a small message)
     text = data.decode() if isinstance(data, bytes) else data
-    raw, end = _raw_decode(text)
+    try:
+        raw, end = _raw_decode(text)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
     if end != len(text) and text[end:].strip():
         raise ValueError("extra data after the envelope")
     if type(raw) is not dict or raw.get("v") != VERSION:
         raise ValueError(f"not a mega_cluster v{VERSION} envelope")
-    return Envelope(
+    env = Envelope(
         VERSION,
         raw["id"],
         raw["app"],
@@ -113,6 +102,20 @@ def decode(data: bytes | str) -> Envelope:
         raw["to"],
         raw["p"],
     )
+    # a wrong type here would fail later, in a receiver's bookkeeping (a string
+    # seq once made sync messages drop every later message of its sender)
+    if not (
+        type(env.id) is str
+        and type(env.app) is str
+        and type(env.node) is str
+        and type(env.channel) is str
+        and type(env.seq) is int
+        and env.seq > 0
+        and type(env.timestamp) in (float, int)
+        and env.to in _TARGETS
+    ):
+        raise ValueError("an envelope field has the wrong type or value")
+    return env
 
 
 def _after_fork() -> None:

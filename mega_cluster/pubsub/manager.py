@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import threading
 from collections.abc import Callable, Hashable
@@ -11,10 +10,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..backends import load_backend
-from ..names import validate_name
+from ..exceptions import MessageEncodeError
+from ..validation import check_frame, validate_name
 from . import envelope, runtime
 from .backends.base import PubSubBackend
 from .dispatch import Dispatcher, Handler, Subscription, new_subscription
+from .sequence import Sequences
 from .tally import PublishedTally
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class PubSubManager:
             app,
             buffer_size=self.buffer_size,
             wake_per_read=self.backend.reads_in_batches,
+            # the largest payload plus room for the envelope and its names
+            max_frame=self.max_bytes + 65_536,
         )
         self.backend.on_message = self._dispatcher.on_message
         self.backend.on_gap = self._dispatcher.on_gap
@@ -65,7 +68,7 @@ class PubSubManager:
         self._published = PublishedTally(app.name)
         self._valid: set[str] = set()
         self._wires: dict[str, str] = {}
-        self._seq: dict[str, itertools.count[int]] = {}
+        self._seq = Sequences()
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
         self._async_send_lock: asyncio.Lock | None = None
@@ -84,6 +87,16 @@ class PubSubManager:
     def dropped(self) -> int:
         """Messages dropped because the local buffer (``BUFFER_SIZE``) was full."""
         return self._dispatcher.dropped
+
+    @property
+    def rejected(self) -> int:
+        """Malformed messages received and skipped (counted, logged)."""
+        return self._dispatcher.rejected
+
+    @property
+    def max_frame(self) -> int | None:
+        """The largest frame this node accepts from the broker, in bytes."""
+        return self._dispatcher.max_frame
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -247,7 +260,8 @@ class PubSubManager:
                     OPERATION_TIMEOUT,
                 )
             except BaseException:
-                self._remove_local(sub)
+                if self._remove_local(sub):
+                    self._forget_wire(sub.channel)
                 raise
         return partial(self._unsubscribe_sub, sub)
 
@@ -273,9 +287,16 @@ class PubSubManager:
                     loop, self.backend.subscribe(self._wire(sub.channel))
                 )
             except BaseException:
-                self._remove_local(sub)
+                if self._remove_local(sub):
+                    self._forget_wire(sub.channel)
                 raise
         return partial(self._unsubscribe_sub, sub)
+
+    def _forget_wire(self, channel: str) -> None:
+        """Undo a failed broker subscription (from any thread or loop): nothing of
+        it may stay recorded, or every reconnect would replay it and fail again."""
+        self._backend_unsubscribe(channel)
+        self.backend.channels.discard(self._wire(channel))
 
     def _remove_local(self, sub: Subscription) -> bool:
         """Forget ``sub``; True when it was the channel's last subscription."""
@@ -374,18 +395,25 @@ class PubSubManager:
             if len(self._valid) < 10_000:  # channel names are caller-chosen
                 self._valid.add(channel)
 
-    def _build(self, channel: str, payload_json: str, to: str) -> bytes:
-        counter = self._seq.get(channel)
-        if counter is None:
-            counter = self._seq.setdefault(channel, itertools.count(1))
-        return envelope.build(
+    def _build(self, channel: str, payload_json: str, to: str) -> tuple[int, bytes]:
+        """The next sequence number of ``channel`` and the wire bytes carrying it;
+        ``MessageEncodeError`` (the number given back) when the frame is over the
+        broker's limit. A caller whose hand-over fails gives the number back."""
+        seq = self._seq.take(channel)
+        data = envelope.build(
             app=self.app.name,
             node=self._node_id,
             channel=channel,
-            seq=next(counter),
+            seq=seq,
             to=to,
             payload_json=payload_json,
         )
+        try:
+            check_frame(len(data), payload_json, self.backend.max_frame_bytes())
+        except MessageEncodeError:
+            self._seq.give_back(channel, seq)
+            raise
+        return seq, data
 
     def send_internal(self, channel: str, payload_json: str, to: str) -> None:
         """Send an encoded payload to ``to`` (``envelope.TO_*``) without the name
@@ -395,11 +423,16 @@ class PubSubManager:
         backend = self.backend
         # seq numbering and hand-over under one lock: the wire order is the seq order
         with self._send_lock:
-            data = self._build(channel, payload_json, to)
-            if backend.has_sync_publish:
-                backend.publish_sync(wire, data)
-            else:
-                runtime.run_sync(loop, backend.publish(wire, data), OPERATION_TIMEOUT)
+            seq, data = self._build(channel, payload_json, to)
+            try:
+                if backend.has_sync_publish:
+                    backend.publish_sync(wire, data)
+                else:
+                    coro = backend.publish(wire, data)
+                    runtime.run_sync(loop, coro, OPERATION_TIMEOUT)
+            except BaseException:
+                self._seq.give_back(channel, seq)
+                raise
         self._published.count(channel, self._loop)
 
     async def apublish(
@@ -433,15 +466,24 @@ class PubSubManager:
                 loop, self._asend_on_loop(channel, payload_json, to)
             )
 
+    async def _hand_over(
+        self, channel: str, wire: str, payload_json: str, to: str
+    ) -> None:
+        seq, data = self._build(channel, payload_json, to)
+        try:
+            await self.backend.publish(wire, data)
+        except BaseException:
+            self._seq.give_back(channel, seq)
+            raise
+
     async def _asend_on_loop(self, channel: str, payload_json: str, to: str) -> None:
         wire = self._wire(channel)
         if self.backend.publish_in_order:
             # numbered and queued in one step: the wire order is the seq order
-            await self.backend.publish(wire, self._build(channel, payload_json, to))
+            await self._hand_over(channel, wire, payload_json, to)
         else:
             if self._async_send_lock is None:
                 self._async_send_lock = asyncio.Lock()
             async with self._async_send_lock:
-                data = self._build(channel, payload_json, to)
-                await self.backend.publish(wire, data)
+                await self._hand_over(channel, wire, payload_json, to)
         self._published.count(channel, self._loop)

@@ -15,9 +15,9 @@ from django.db import transaction as db_transaction
 from django.utils.connection import ConnectionDoesNotExist
 
 from ..calls import call_sync
-from ..names import validate_name
 from ..pubsub import envelope
 from ..pubsub.manager import INTERNAL_PREFIX, Subscription
+from ..validation import check_frame, validate_name
 
 if TYPE_CHECKING:
     from ..pubsub import PubSubManager
@@ -106,6 +106,7 @@ class SyncMessageManager:
         """:meth:`publish` without the channel name check, for mega_cluster's own
         channels (names users cannot write, such as ``~plugins``); not user API."""
         payload = envelope.encode_payload(message, self.max_bytes)
+        self._check_frame(channel, payload)
 
         # A function, not a partial: Django 5.2 logs a failed robust on_commit
         # callback with func.__qualname__, which a partial lacks (AttributeError).
@@ -122,6 +123,21 @@ class SyncMessageManager:
             db_transaction.on_commit(send, using=using, robust=True)
         else:
             send()
+
+    def _check_frame(self, channel: str, payload_json: str) -> None:
+        # the broker's frame limit (NATS max_payload) checked now: after commit
+        # a refusal could only be logged
+        limit = self.pubsub.backend.max_frame_bytes()
+        if limit is not None:
+            data = envelope.build(
+                app=self.app.name,
+                node=self.app.node_id,
+                channel=WIRE_PREFIX + channel,
+                seq=2**53,
+                to=envelope.TO_OTHERS,
+                payload_json=payload_json,
+            )
+            check_frame(len(data), payload_json, limit)
 
     @staticmethod
     def _alias(transaction: Transaction) -> str:

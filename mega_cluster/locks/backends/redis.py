@@ -29,7 +29,7 @@ from ...exceptions import BackendUnavailable
 from ...redis_client import DirectConnections
 from .base import WAITER_LEASE, WAITER_REFRESH, LockBackend, LockInfo
 
-KEY_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,50}$")
+KEY_PREFIX_RE = re.compile(r"\A[A-Za-z0-9_.:-]{1,50}\Z")
 
 # Each backend registers its scripts with its key base ("P:{A}:") written in
 # (BASE), and every script derives the other key names from KEYS[1] = base .. "L:"

@@ -199,6 +199,13 @@ class PubSubBackend(Backend):
         """Send from a plain thread without the loop (when ``has_sync_publish``)."""
         raise NotImplementedError
 
+    def max_frame_bytes(self) -> int | None:
+        """The largest message the server takes, in bytes (None: no limit that a
+        ``MESSAGE_MAX_BYTES`` payload could reach). The manager refuses a bigger
+        frame at the call with ``MessageEncodeError``, so nothing is accepted and
+        then dropped by the server."""
+        return None
+
     def ping(self) -> None:
         """Raise ``BackendUnavailable`` while the listener is known disconnected."""
         if self._task is not None and not self.connected:

@@ -52,6 +52,7 @@ class NatsPubSubBackend(PubSubBackend):
         self._outbox_lock = threading.Lock()
         self._drainer: asyncio.Task[None] | None = None
         self._subjects: dict[str, bytes] = {}
+        self._max_payload: int | None = None
 
     def wire_channel(self, channel: str) -> str:
         # "." separates NATS subject tokens; "%" never occurs in a channel name,
@@ -176,6 +177,14 @@ class NatsPubSubBackend(PubSubBackend):
             if len(self._subjects) < 10_000:  # channel names are caller-chosen
                 self._subjects[wire] = subject
         return b"PUB %s %d\r\n%s\r\n" % (subject, len(data), data)
+
+    def max_frame_bytes(self) -> int | None:
+        # the server's INFO max_payload (nats-py keeps it), remembered across
+        # outages so sync messages queued for after commit are checked too
+        nc = self._nc
+        if nc is not None:
+            self._max_payload = int(nc.max_payload)
+        return self._max_payload
 
     def publish_sync(self, wire_channel: str, data: bytes) -> None:
         loop = self._loop
