@@ -39,7 +39,14 @@ _id_counter = itertools.count()
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _quoted = functools.lru_cache(maxsize=4096)(_dumps)  # app, node, channel names
-_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+# strict like the sending side: NaN and Infinity, which json accepts, are refused
+_raw_decode = json.JSONDecoder(parse_constant=_not_json).raw_decode
 
 
 @dataclass(slots=True)

@@ -280,6 +280,7 @@ def test_malformed_frames_on_the_wire_are_counted_and_skipped(
         json.dumps({**good, "seq": True}).encode(),
         json.dumps({**good, "to": "nobody"}).encode(),
         json.dumps({**good, "node": 7}).encode(),
+        json.dumps({**good, "p": float("nan")}).encode(),  # NaN: not JSON
         json.dumps({**good, "app": "another-app"}).encode(),
         json.dumps({**good, "p": "x" * (b.pubsub_manager.max_frame + 1)}).encode(),
         b"[" * 50_000,
