@@ -326,9 +326,9 @@ class Cluster(ClusterAssertions):
     def unavailable(
         self, primitive: str, node: NodeRef | Sequence[NodeRef] | None = None
     ) -> contextlib.AbstractContextManager[None]:
-        """``with cluster.unavailable("pubsub" | "locks" | "event_queue", node):``
-        the backend of ``node`` (default every node) raises ``BackendUnavailable``
-        inside the block, as when its server is down."""
+        """``with cluster.unavailable("pubsub" | "locks" | "event_queue" |
+        "cache", node):`` the backend of ``node`` (default every node) raises
+        ``BackendUnavailable`` inside the block, as when its server is down."""
         return faults.unavailable(self._nodes(node), primitive, self.wire)
 
     def lose_lock(self, key: str) -> list[Lock]:

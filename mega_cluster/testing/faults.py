@@ -32,13 +32,28 @@ BACKEND_METHODS: dict[str, tuple[str, ...]] = {
         "ping",
     ),
 }
+BACKEND_METHODS["cache"] = (
+    "get_many",
+    "fetch",
+    "set",
+    "set_many",
+    "add",
+    "delete_many",
+    "incr",
+    "ttl",
+)
 PRIMITIVES = ("pubsub", *BACKEND_METHODS)
 
 
-def _backend(node: ClusterApp, primitive: str) -> Any:
+def _backends(node: ClusterApp, primitive: str) -> list[Any]:
     if primitive == "locks":
-        return node.lock_manager.backend
-    return node.event_queue.backend
+        return [node.lock_manager.backend]
+    if primitive == "event_queue":
+        return [node.event_queue.backend]
+    # the node's adapters of its CACHES stores (one per alias, shared by its caches)
+    manager = node.cache_manager
+    caches = [manager.default, *(manager.get_cache(name) for name in manager.names())]
+    return list({id(cache.store): cache.store for cache in caches}.values())
 
 
 @contextlib.contextmanager
@@ -49,8 +64,9 @@ def unavailable(
     ``BackendUnavailable`` (a ``ConnectionError``) as when its server is down.
 
     ``pubsub``: the nodes cannot publish, miss what others send, and report a
-    gap when the block ends (as after a reconnect); ``locks`` and
-    ``event_queue``: every backend call raises.
+    gap when the block ends (as after a reconnect); ``locks``,
+    ``event_queue`` and ``cache`` (the node's adapters of its ``CACHES`` stores;
+    its near caches stay in memory): every backend call raises.
     """
     if primitive not in PRIMITIVES:
         raise ValueError(
@@ -68,11 +84,11 @@ def unavailable(
     patched: list[tuple[Any, str]] = []
     try:
         for node in nodes:
-            backend = _backend(node, primitive)
-            for name in BACKEND_METHODS[primitive]:
-                if hasattr(backend, name) and name not in vars(backend):
-                    setattr(backend, name, _raiser(node, primitive, name))
-                    patched.append((backend, name))
+            for backend in _backends(node, primitive):
+                for name in BACKEND_METHODS[primitive]:
+                    if hasattr(backend, name) and name not in vars(backend):
+                        setattr(backend, name, _raiser(node, primitive, name))
+                        patched.append((backend, name))
         yield
     finally:
         for backend, name in patched:

@@ -95,10 +95,24 @@ def test_event_queue_unavailable_fails_publish_and_the_runner_skips_the_node(clu
     assert ran == ["node-2", "node-2"]
 
 
+def test_cache_unavailable_on_one_node_only(cluster):
+    """The node's cache store raises; the other node's, on the same store, not."""
+    cluster.configure(plugins=["auth_policy"])
+    cluster(2)
+    a, b = cluster.plugins("auth_policy")
+    with cluster.unavailable("cache", node=a):
+        with pytest.raises(BackendUnavailable, match="cache backend of node node-1"):
+            a.policy()
+        with pytest.raises(BackendUnavailable):
+            a.app.cache.set("k", 1)
+        assert b.policy()["token_expires_in"] == 86400
+    assert a.policy()["token_expires_in"] == 86400
+
+
 def test_unknown_primitive_is_refused(cluster):
     cluster(1, settings={"PLUGINS": []})
     with pytest.raises(
-        ValueError, match="one of pubsub, locks, event_queue, got 'cache'"
+        ValueError, match="one of pubsub, locks, event_queue, cache, got 'database'"
     ):
-        with cluster.unavailable("cache"):
+        with cluster.unavailable("database"):
             pass
