@@ -143,16 +143,6 @@ assert not app.lock_manager.list_locks()  # run_exclusive released it
 node.stop()
 """,
     ),
-    "docs/quickstart.md": PageSetup(
-        after="""
-from myapp.models import Flag
-
-from mega_cluster import get_app
-
-assert Flag.objects.get(name="new-ui").on  # install() created it, the sample set it
-assert get_app().plugins["flags"].loaded
-""",
-    ),
     "docs/locks.md": PageSetup(
         files=FIXTURES,
         prelude="""

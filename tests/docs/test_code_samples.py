@@ -97,9 +97,12 @@ def page_id(path: Path) -> str:
 
 
 def test_the_docs_have_pages_with_samples():
+    """The fence parser finds the samples (a broken pattern would find none).
+    The one quickstart (docs/quickstart.md, run as processes by
+    test_quickstart.py) replaced the guide's second one and its seven samples."""
     assert len(GUIDE_PAGES) >= 7, GUIDE_PAGES
     assert len(SAMPLE_PAGES) >= 15, SAMPLE_PAGES
-    assert sum(len(python_blocks(p)) for p in PAGES) >= 60
+    assert sum(len(python_blocks(p)) for p in PAGES) >= 50
 
 
 def test_norun_is_rare_and_explained():

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from ..dist import fresh_venv, run
+from .test_quickstart import follow_the_page
+
 pytestmark = [pytest.mark.packaging]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -62,3 +65,25 @@ def test_license_and_readme_are_in_both_archives(dist: Path):
     assert metadata["License-File"] == "LICENSE"
     assert metadata["Description-Content-Type"] == "text/markdown"
     assert metadata.get_payload().strip() == (ROOT / "README.md").read_text().strip()
+
+
+@pytest.mark.cluster
+@pytest.mark.redis
+def test_a_fresh_virtualenv_with_only_the_wheel_follows_the_quickstart(
+    dist: Path, tmp_path: Path, unique_name: str
+):
+    (wheel,) = dist.glob("mega_cluster-*.whl")
+    bin_dir = fresh_venv(tmp_path / "venv", f"{wheel}[redis]")
+    installed = run(bin_dir / "python", "-m", "pip", "list", "--format=freeze")
+    names = {line.split("==")[0].lower() for line in installed.split()}
+    # the wheel, Django and the redis extra: nothing of the repository
+    assert {"mega-cluster", "django", "redis", "django-redis"} <= names, names
+    assert not names & {"pytest", "pytest-django", "ruff"}, names
+    where = run(
+        bin_dir / "python",
+        "-c",
+        "import mega_cluster; print(mega_cluster.__file__)",
+        cwd=tmp_path,
+    )
+    assert where.startswith(str(tmp_path / "venv")), where
+    follow_the_page(bin_dir, tmp_path / "page", unique_name)
