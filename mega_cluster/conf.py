@@ -20,6 +20,7 @@ the first error when the registry is used with a broken configuration.
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from django.conf import settings as django_settings
 from django.utils.module_loading import import_string
 
 from .exceptions import ConfigurationError
+from .validation import MAX_SECONDS
 
 SETTING_NAME = "MEGA_CLUSTER"
 DEFAULT_APP_NAME = "main"
@@ -72,8 +74,16 @@ def _number(kind: str, *, minimum: float | None = None, allow_none: bool = False
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise OptionError(f"expected a number ({kind}), got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise OptionError(f"expected a finite number ({kind}), got {value!r}")
+        if kind == "int" and value != int(value):
+            raise OptionError(f"expected a whole number, got {value!r}")
         if minimum is not None and value < minimum:
             raise OptionError(f"expected a number >= {minimum}, got {value!r}")
+        if kind == "float" and value > MAX_SECONDS:  # every float option is seconds
+            raise OptionError(
+                f"expected at most {MAX_SECONDS:g} seconds, got {value!r}"
+            )
         return int(value) if kind == "int" else float(value)
 
     return parse

@@ -68,6 +68,13 @@ def test_options_not_a_dict_is_e004():
         {"MESSAGE_MAX_BYTES": True},
         {"CACHE": {"DEFAULT_STORE": ""}},
         {"PLUGINS": "site_notice"},
+        # NaN passed "value < minimum" and became the default lock TTL (no
+        # exclusion on local locks); inf/1e300 overflowed the backends
+        {"LOCKS": {"TTL": float("nan")}},
+        {"LOCKS": {"WAIT": float("inf")}},
+        {"EVENT_QUEUE": {"POLL_INTERVAL": float("nan")}},
+        {"NODE_TIMEOUT": 1e300},
+        {"MESSAGE_MAX_BYTES": 1.5},
     ],
 )
 def test_bad_typed_value_is_e005(value):
