@@ -194,8 +194,9 @@ class DatabaseNodeStore(NodeStore):
                 "version": row.version,
                 "started_at": row.started_at,
                 "heartbeat_at": row.heartbeat_at,
-                "channels": list((row.details or {}).get("channels", [])),
-                "consumers": dict((row.details or {}).get("consumers", {})),
+                # the registry checks these (a corrupt row is skipped there)
+                "channels": _details(row, "channels", []),
+                "consumers": _details(row, "consumers", {}),
             }
             for row in self._do(read)
         ]
@@ -208,6 +209,12 @@ class DatabaseNodeStore(NodeStore):
                 cursor.execute("SELECT 1")
         except DatabaseError as exc:
             raise BackendUnavailable(f"node registry (database): {exc}") from exc
+
+
+def _details(row: Any, key: str, default: Any) -> Any:
+    details = {} if row.details is None else row.details
+    # not a dict: None, which the registry refuses (the row is skipped, counted)
+    return details.get(key, default) if isinstance(details, dict) else None
 
 
 def reject_record(app_name: str, field: Any, why: BaseException) -> None:

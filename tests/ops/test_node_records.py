@@ -61,3 +61,22 @@ def test_corrupt_node_records_are_skipped_counted_and_logged(cluster, caplog):
     if metrics.ENABLED:
         # the five unreadable ones once (then dropped), the bad pid at each read
         assert rejected(cluster.name) - before >= len(CORRUPT) + 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_corrupt_database_node_row_is_skipped(unique_name, caplog):
+    """The database store too: a row whose details are not an object is skipped
+    and logged; the other nodes are listed."""
+    from mega_cluster.models import Node
+    from mega_cluster.testing import make_app
+    from tests.factories import NodeFactory
+
+    app = make_app(unique_name, {})
+    try:
+        NodeFactory(app_name=unique_name, node_id="good")
+        NodeFactory(app_name=unique_name, node_id="bad", details=[1, 2])
+        assert Node.objects.filter(app_name=unique_name).count() == 2
+        assert [n.node_id for n in app.node_registry.list_nodes()] == ["good"]
+        assert "skipped a corrupt node record 'bad'" in caplog.text
+    finally:
+        app.stop()
