@@ -76,6 +76,67 @@ def _backend_messages(app: conf.AppSettings, debug: bool) -> list[CheckMessage]:
     return messages
 
 
+#: (section, alias, option) -> the URL schemes that backend accepts. Redis URLs are
+#: checked by the Redis backends' own ``check_options``.
+URL_SCHEMES: dict[tuple[str, str, str], tuple[str, ...]] = {
+    ("PUBSUB", "nats", "URL"): ("nats", "tls", "ws", "wss"),
+}
+
+
+def _url_messages(app: conf.AppSettings) -> list[CheckMessage]:
+    """A server URL without a valid ``scheme://``: a check error now, not an
+    "is the server running?" at start-up."""
+    messages: list[CheckMessage] = []
+    for section in app.sections.values():
+        backend = section.backend
+        if backend is None:
+            continue
+        for option in ("URL", "BROKER_URL"):
+            value = backend.options.get(option)
+            if not isinstance(value, str) or not value:
+                continue
+            schemes = URL_SCHEMES.get((section.name, backend.alias or "", option))
+            if schemes is None and option == "BROKER_URL":
+                schemes = _broker_schemes()
+            if schemes is None:
+                continue
+            for url in filter(
+                None, (u.strip() for u in value.replace(";", ",").split(","))
+            ):
+                scheme, sep, _ = url.partition("://")
+                if sep and scheme.split("+")[0].lower() in schemes:
+                    continue
+                shown = f"{scheme}://" if sep else "no scheme"
+                messages.append(
+                    Error(
+                        f"MEGA_CLUSTER app {app.name!r} {section.name}: "
+                        f"OPTIONS[{option!r}] has {shown}; the "
+                        f"{backend.alias or backend.path} backend needs a URL "
+                        f"starting with {_listed(schemes)}.",
+                        hint=f'Write MEGA_CLUSTER["{section.name}"]["OPTIONS"]'
+                        f'["{option}"] as e.g. {schemes[0]}://host:port.',
+                        id="mega_cluster.E012",
+                    )
+                )
+                break
+    return messages
+
+
+def _listed(schemes: tuple[str, ...]) -> str:
+    shown = ", ".join(f"{s}://" for s in schemes[:4])
+    return f"{shown} or another Kombu transport" if len(schemes) > 4 else shown
+
+
+def _broker_schemes() -> tuple[str, ...] | None:
+    try:
+        from kombu.transport import TRANSPORT_ALIASES
+    except ImportError:  # Celery missing: E011 says so
+        return None
+    return tuple(
+        sorted({a.lower() for a in TRANSPORT_ALIASES}, key=lambda a: a != "redis")
+    )
+
+
 def _shared_aliases(section: str) -> str:
     shared = {"PUBSUB": "redis, nats, channels", "LOCKS": "redis, database"}
     return shared.get(section, "database, celery")
@@ -122,6 +183,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     debug = bool(settings.DEBUG)
     for app in parsed.apps.values():
         messages += _backend_messages(app, debug)
+        messages += _url_messages(app)
         messages += _cache_messages(app, debug)
         messages += check_shared_caches(app, debug)
         messages += check_node_timing(app)
@@ -148,7 +210,9 @@ def check_installed_apps(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
     return []
 
 
-@register(Tags.database)
+# Not Tags.database: Django runs those only with ``check --database``, and this one
+# reads settings only (no query), so a plain ``manage.py check`` shows W006.
+@register(Tags.compatibility)
 def check_sqlite_transaction_mode(
     app_configs: Any = None, **kwargs: Any
 ) -> list[CheckMessage]:

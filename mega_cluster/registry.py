@@ -25,8 +25,14 @@ from django.apps import apps as django_apps
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from . import conf, node
-from .exceptions import AmbiguousApp, AppNotFound, AppNotReady, AppStartFailed
+from . import conf, node, startup
+from .exceptions import (
+    AmbiguousApp,
+    AppNotFound,
+    AppNotReady,
+    AppStartFailed,
+    BackendUnavailable,
+)
 from .plugins.enabling import set_enabled
 from .plugins.lifecycle import start_plugins, stop_plugins
 from .plugins.loader import attach_plugins
@@ -116,12 +122,27 @@ class ClusterApp:
                 component = self._components[attr] = cls(self)
                 # Built after start(): start it now, as start() would have.
                 if self._started and hasattr(component, "start"):
-                    component.start()
+                    self._start_component(attr, component)
             return self._components[attr]
+
+    def _start_component(self, attr: str, component: Any) -> None:
+        try:
+            component.start()
+        except BackendUnavailable as exc:
+            if not self._starting or attr not in startup.SECTIONS:
+                raise
+            raise startup.unreachable(self, attr, exc) from exc
 
     def built_components(self) -> dict[str, Any]:
         """The managers built so far (never builds one)."""
         return dict(self._components)
+
+    def discard_component(self, attr: str) -> None:
+        """Stop and forget the manager ``attr`` if built (the next use builds anew)."""
+        with self._lock:
+            component = self._components.pop(attr, None)
+        if component is not None and hasattr(component, "stop"):
+            component.stop()
 
     @property
     def lock_manager(self) -> LockManager:
@@ -159,14 +180,16 @@ class ClusterApp:
         with self._lock:
             if self._started:
                 return self
-            self._started = self._starting = True
+            self._starting = True
             try:
+                startup.check_servers(self)  # one rule: no server, no start
+                self._started = True  # from here managers start as they are built
                 start_plugins(self)
                 self.component("node_registry")  # every started app heartbeats
                 for attr in START_ORDER:
                     component = self._components.get(attr)
                     if component is not None and hasattr(component, "start"):
-                        component.start()
+                        self._start_component(attr, component)
             except BaseException as exc:
                 self._starting = False
                 self.start_error = f"{type(exc).__name__}: {exc}"
@@ -276,7 +299,7 @@ class Registry:
         for app in self.apps().values():
             if not app.started:
                 app.start()
-                announce(app)
+                startup.announce(app)
         self._ready_pid = os.getpid()
 
     def stop_all(self) -> None:
@@ -373,45 +396,17 @@ class Registry:
             app.start()
         except Exception as exc:
             logger.exception("cluster app %s failed to start", app.name)
-            announce(app, error=exc)
+            startup.announce(app, error=exc)
             if raise_errors:
                 raise
             return False
-        announce(app)
+        startup.announce(app)
         return True
 
     def restart_after_fork(self) -> None:
         """Start, in this forked child, every app the parent process had started."""
         if self.fork_pending:
             self.ensure_started(raise_errors=True)
-
-
-def announce(app: ClusterApp, *, error: BaseException | None = None) -> None:
-    """Say on stderr that ``app`` started (node id, role, plugins) or why not.
-
-    Printed, not only logged: a process without LOGGING configured shows it too.
-    """
-    import sys
-
-    if error is not None:
-        line = (
-            f"mega_cluster: cluster app {app.name!r} failed to start on node "
-            f"{app.node_id}: {app.start_error or error}"
-        )
-    else:
-        built = app.built_components()
-        role = getattr(built.get("node_registry"), "role", "web")
-        if not getattr(built.get("event_queue"), "consume", True):
-            role += ", not consuming events"
-        line = (
-            f"mega_cluster: cluster app {app.name!r} started on node {app.node_id} "
-            f"({role}, pid {os.getpid()}), plugins: "
-            f"{', '.join(app.plugins) or 'none'}"
-        )
-    try:
-        print(line, file=sys.stderr, flush=True)
-    except (OSError, ValueError):  # a closed or detached stderr
-        pass
 
 
 registry = Registry()
