@@ -343,3 +343,45 @@ def test_a_refused_nats_subscribe_leaves_no_trace(unique_name):
         finally:
             for app in apps:
                 app.stop()
+
+
+@pytest.mark.redis
+def test_malformed_channel_layer_messages_are_counted_and_skipped(unique_name):
+    """On the Channels backend a layer message missing its fields used to raise
+    in the listener, which then reconnected and reported a gap."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+    from django.test import override_settings
+
+    from mega_cluster.pubsub.backends.channels import MESSAGE_TYPE
+
+    from .helpers import CHANNEL_LAYERS
+
+    with override_settings(CHANNEL_LAYERS=CHANNEL_LAYERS):
+        apps = [
+            make_app(
+                unique_name,
+                {"PUBSUB": pubsub_settings("channels")},
+                node_id=f"{unique_name}-{node}",
+            )
+            for node in ("a", "b")
+        ]
+        try:
+            a, b = apps
+            seen, gaps = Recorder("seen"), Recorder("gaps")
+            b.pubsub_manager.subscribe("news", seen, on_gap=lambda: gaps("gap"))
+            wire = b.pubsub_manager.backend.wire_channel("news")
+            layer = get_channel_layer()
+            for message in (
+                {"type": MESSAGE_TYPE},
+                {"type": MESSAGE_TYPE, "w": wire, "d": 42},
+                {"type": MESSAGE_TYPE, "w": wire, "d": b"not json"},
+            ):
+                async_to_sync(layer.group_send)(wire, message)
+            a.pubsub_manager.publish("news", "after")
+            assert seen.wait(1, timeout=10) == ["after"]
+            assert wait_for(lambda: b.pubsub_manager.rejected == 3)
+            assert gaps.items == [] and b.pubsub_manager.backend.reconnects == 0
+        finally:
+            for app in apps:
+                app.stop()

@@ -85,7 +85,9 @@ class ChannelsPubSubBackend(PubSubBackend):
                         continue
                     raise
                 if message.get("type") == MESSAGE_TYPE:
-                    on_message(message["w"], message["d"])
+                    # a malformed message is the manager's to count and skip:
+                    # a KeyError here would look like a lost connection
+                    on_message(message.get("w", ""), message.get("d", b""))
         finally:
             self._refresher.cancel()
 
