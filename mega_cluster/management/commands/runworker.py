@@ -14,7 +14,35 @@ from typing import Any
 
 from django.core.management import BaseCommand, CommandError
 
+from ...events.worker import Worker
 from ...exceptions import MegaClusterError
+
+
+class ReportingWorker(Worker):
+    """The Worker, saying on stdout what it runs once its apps have started."""
+
+    out: Any = None
+
+    def start(self) -> None:
+        super().start()
+        if self.out is None:
+            return
+        for app in self.apps:
+            consumers = app.node_registry.describe()["consumers"]
+            consumed = ", ".join(
+                f"{channel} (concurrency {slots or 'unlimited'})"
+                for channel, slots in sorted(consumers.items())
+            )
+            self.out.write(
+                f"runworker: cluster app {app.name!r} started on node {app.node_id} "
+                f"(worker, pid {os.getpid()}), plugins: "
+                f"{', '.join(app.plugins) or 'none'}"
+            )
+            self.out.write(
+                f"runworker: cluster app {app.name!r} consumes "
+                + (consumed or "no channel (no plugin subscribes one on this node)")
+            )
+        self.out.flush()
 
 
 class Command(BaseCommand):
@@ -61,7 +89,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["layer_channels"]:
             return self._channels_worker(options)
-        from ...events.worker import Worker
         from ...registry import registry
 
         concurrency = options["concurrency"]
@@ -76,28 +103,33 @@ class Command(BaseCommand):
             if not channels:
                 raise CommandError("--channels needs at least one channel name.")
         if options["verbosity"] >= 2:
-            logging.getLogger("mega_cluster").setLevel(logging.INFO)
+            self._print_events()
         try:
             apps = (
                 [registry.get(options["app"])]
                 if options["app"]
                 else list(registry.apps().values())
             )
-            worker = Worker(
+            worker = ReportingWorker(
                 apps, channels=channels, concurrency=concurrency, drain_timeout=drain
             )
+            worker.out = self.stdout
             worker.install_signal_handlers()
-            self.stdout.write(
-                f"runworker: apps {', '.join(a.name for a in apps)}, node "
-                f"{apps[0].node_id}, pid {os.getpid()}"
-            )
-            self.stdout.flush()
             status = worker.run()
         except (MegaClusterError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         if status:
             raise CommandError("the event consumer failed; see the log above.")
         self.stdout.write("runworker: stopped")
+
+    def _print_events(self) -> None:
+        """-v 2: each event's start and outcome on stdout, without LOGGING set up."""
+        handler = logging.StreamHandler(self.stdout)
+        handler.setFormatter(logging.Formatter("runworker: %(message)s"))
+        handler.addFilter(lambda record: hasattr(record, "event_id"))
+        events = logging.getLogger("mega_cluster.events")
+        events.addHandler(handler)
+        events.setLevel(logging.DEBUG)
 
     def _channels_worker(self, options: dict[str, Any]) -> None:
         try:
