@@ -123,3 +123,28 @@ def test_any_key_and_ttl_lock_or_fail_at_the_call(manager, other, key, ttl):
     probe = manager.try_acquire("probe", ttl=5)
     assert probe is not None
     probe.release()
+
+
+@pytest.mark.timeout(300)
+@PROPERTY
+@given(key=keys, ttl=ttls)
+def test_the_async_twins_accept_and_refuse_the_same(manager, key, ttl):
+    """Property: atry_acquire accepts what try_acquire accepts (and holds the
+    key) and refuses the rest with a documented error at the call."""
+
+    async def attempt():
+        return await manager.atry_acquire(key, ttl=ttl)
+
+    try:
+        manager._key(key)
+        manager.check_ttl(ttl)
+        valid = True
+    except DOCUMENTED:
+        valid = False
+    try:
+        lock = asyncio.run(attempt())
+    except DOCUMENTED:
+        assert not valid
+    else:
+        assert valid and lock is not None and lock.key == key
+        asyncio.run(lock.arelease())

@@ -385,3 +385,27 @@ def test_malformed_channel_layer_messages_are_counted_and_skipped(unique_name):
         finally:
             for app in apps:
                 app.stop()
+
+
+@pytest.mark.timeout(300)
+@PROPERTY
+@given(channel=names, payload=payloads)
+def test_apublish_round_trips_or_fails_at_the_call(pair, channel, payload):
+    """Property, the async twin: apublish delivers the payload unchanged to this
+    node (only_self) or raises the same documented error publish would."""
+    a, _b, _probe = pair
+    seen = Recorder()
+    try:
+        stop = a.pubsub_manager.subscribe(channel, seen)
+    except DOCUMENTED:
+        stop = None
+    try:
+        asyncio.run(a.pubsub_manager.apublish(channel, payload, only_self=True))
+    except DOCUMENTED:
+        with pytest.raises(DOCUMENTED):
+            a.pubsub_manager.publish(channel, payload, only_self=True)
+    else:
+        assert stop is not None
+        assert seen.wait(1, timeout=10) == [payload]
+    if stop is not None:
+        stop()
