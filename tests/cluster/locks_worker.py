@@ -9,6 +9,10 @@ Modes (every line printed is flushed at once, the parent reads them):
                    print "won FENCE" (then hold 1 s) or "lost"
 ``hold KEY TTL``   acquire KEY with TTL (no renewal), print "held FENCE T", sleep
 ``wait KEY WAIT``  print "waiting", acquire KEY, print "got FENCE T", release
+``try KEY``        try_acquire KEY once: print "got FENCE" or "busy"
+``keep KEY TTL SLEEP``  acquire KEY with TTL (no renewal), print "held FENCE",
+                   sleep SLEEP s, then extend it: print "extended True|False",
+                   then sleep until killed (never released)
 ``failover STOP FILE``  until STOP exists: lock("counter", ttl=2) (run_exclusive as
                    a block, which shows the fence) around
                    a read-modify-write of FILE, printing "inc VALUE FENCE T" in the
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 import time
 from pathlib import Path
@@ -36,6 +41,14 @@ from mega_cluster.testing import make_app  # noqa: E402
 
 def say(*parts: object) -> None:
     print(*parts, flush=True)
+
+
+def pause(seconds: float) -> None:
+    """Sleep; not time.sleep(), which fails (EINVAL) under libfaketime (the
+    skewed-clock test): select's relative timeout is left alone."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        select.select([], [], [], 0.05)
 
 
 def failover(manager, stop: Path, path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -90,12 +103,21 @@ def main() -> int:
         elif mode == "hold":
             lock = manager.acquire(args[0], ttl=float(args[1]), wait=10)
             say("held", lock.fence, time.time())
-            time.sleep(120)  # until the parent kills us
+            pause(120)  # until the parent kills us
         elif mode == "wait":
             say("waiting")
             lock = manager.acquire(args[0], ttl=10, wait=float(args[1]))
             say("got", lock.fence, time.time())
             lock.release()
+        elif mode == "try":
+            lock = manager.try_acquire(args[0], ttl=10)
+            say("busy" if lock is None else f"got {lock.fence}")
+        elif mode == "keep":
+            lock = manager.acquire(args[0], ttl=float(args[1]), wait=10)
+            say("held", lock.fence)
+            pause(float(args[2]))
+            say("extended", lock.extend(10))
+            pause(120)  # never released: until the parent kills us
         elif mode == "failover":
             failover(manager, Path(args[0]), Path(args[1]))
         else:

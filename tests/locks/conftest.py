@@ -16,6 +16,7 @@ BACKENDS = [
     pytest.param("local", id="local"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
     pytest.param("redis-sentinel", id="redis-sentinel", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", id="redis-cluster", marks=pytest.mark.redis),
     pytest.param(
         "database-sqlite",
         id="database-sqlite",
@@ -35,7 +36,10 @@ def locks_settings(kind: str, url: str | None = None) -> dict[str, Any]:
     if kind == "local":
         return {"BACKEND": "local"}
     if kind.startswith("redis"):
-        return {"BACKEND": "redis", "OPTIONS": {"URL": url or settings.REDIS_URL}}
+        options = {"URL": url or settings.REDIS_URL}
+        if kind == "redis-cluster":
+            options["CLUSTER"] = True
+        return {"BACKEND": "redis", "OPTIONS": options}
     alias = "postgres" if kind == "database-postgres" else "default"
     return {"BACKEND": "database", "OPTIONS": {"DATABASE": alias}}
 
@@ -50,6 +54,8 @@ def backend_url(request: pytest.FixtureRequest, backend_kind: str) -> str | None
     """The URL of the private topology a ``redis-*`` kind runs on."""
     if backend_kind == "redis-sentinel":
         return request.getfixturevalue("sentinel_topology").url
+    if backend_kind == "redis-cluster":
+        return request.getfixturevalue("cluster_topology").url
     return None
 
 

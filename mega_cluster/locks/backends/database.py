@@ -36,6 +36,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ...exceptions import BackendUnavailable
+from . import db_time
 from .base import WAITER_LEASE, WAITER_REFRESH, LockBackend, LockInfo
 
 T = TypeVar("T")
@@ -59,7 +60,9 @@ class DatabaseLockBackend(LockBackend):
     ``OPTIONS``: ``DATABASE`` (a ``DATABASES`` alias, default ``"default"``) and
     ``POLL_INTERVAL`` (seconds between re-checks of a waiter, default 0.05).
     Needs ``manage.py migrate`` (tables ``mega_cluster_locklease`` and
-    ``mega_cluster_lockwaiter``).
+    ``mega_cluster_lockwaiter``). Lease ends are decided by the database server's
+    clock on PostgreSQL (:mod:`.db_time`); every row is read and written on
+    ``DATABASE`` itself (``using``), whatever a database router says.
     """
 
     @classmethod
@@ -141,10 +144,11 @@ class DatabaseLockBackend(LockBackend):
         from ...models import LockLease
 
         leases, waiters = self._models()
-        now = timezone.now()
-        expires = now + timedelta(seconds=ttl)
+        # the database server's clock on PostgreSQL (db_time)
+        now = db_time.now(self.alias)
+        expires = db_time.later(now, ttl)
         if self._raw_sql():
-            fence = self._grant_raw(key, token, holder, waiter, now, expires)
+            fence = self._grant_raw(key, token, holder, waiter, ttl)
             if fence is not None:
                 if waiter and queued:
                     waiters.filter(waiter=waiter).delete()
@@ -207,7 +211,7 @@ class DatabaseLockBackend(LockBackend):
         from ...models import LockWaiter
 
         waiters = self._models()[1]
-        deadline = now + timedelta(seconds=WAITER_LEASE)
+        deadline = db_time.later(now, WAITER_LEASE)
         if not waiters.filter(waiter=waiter).update(deadline=deadline):
             waiters.filter(key=key, deadline__lt=now).delete()
             LockWaiter.objects.using(self.alias).create(
@@ -221,7 +225,7 @@ class DatabaseLockBackend(LockBackend):
         )
 
     def _grant_raw(
-        self, key: str, token: str, holder: str, waiter: str, now: Any, expires: Any
+        self, key: str, token: str, holder: str, waiter: str, ttl: float
     ) -> int | None:
         """The ORM attempt's UPDATE plus the fence read in one statement."""
         from ...models import LockLease, LockWaiter
@@ -229,23 +233,33 @@ class DatabaseLockBackend(LockBackend):
         connection = connections[self.alias]
         q = connection.ops.quote_name
         lease, queue = q(LockLease._meta.db_table), q(LockWaiter._meta.db_table)
-        adapt = connection.ops.adapt_datetimefield_value
+        app = self.app.name
+        if db_time.server_clock(self.alias):
+            now_sql, now_args = "STATEMENT_TIMESTAMP()", []
+            end_sql, end_args = (
+                "STATEMENT_TIMESTAMP() + make_interval(secs => %s)",
+                [ttl],
+            )
+        else:
+            adapt = connection.ops.adapt_datetimefield_value
+            local = timezone.now()
+            now_sql, now_args = "%s", [adapt(local)]
+            end_sql, end_args = "%s", [adapt(local + timedelta(seconds=ttl))]
         sql = (
             f"UPDATE {lease} SET {q('token')} = %s, {q('holder')} = %s, "
-            f"{q('fence')} = {q('fence')} + 1, {q('acquired_at')} = %s, "
-            f"{q('expires_at')} = %s "
+            f"{q('fence')} = {q('fence')} + 1, {q('acquired_at')} = {now_sql}, "
+            f"{q('expires_at')} = {end_sql} "
             f"WHERE {q('app_name')} = %s AND {q('key')} = %s "
-            f"AND ({q('token')} = '' OR {q('expires_at')} < %s) "
+            f"AND ({q('token')} = '' OR {q('expires_at')} < {now_sql}) "
             f"AND NOT EXISTS (SELECT 1 FROM {queue} w WHERE w.{q('app_name')} = %s "
-            f"AND w.{q('key')} = %s AND w.{q('deadline')} >= %s "
+            f"AND w.{q('key')} = %s AND w.{q('deadline')} >= {now_sql} "
             f"AND w.{q('waiter')} <> %s AND w.{q('id')} < COALESCE("
             f"(SELECT m.{q('id')} FROM {queue} m WHERE m.{q('waiter')} = %s), "
             f"4611686018427387904)) "
             f"RETURNING {q('fence')}"
         )
-        app, when = self.app.name, adapt(now)
-        params = [token, holder, when, adapt(expires), app, key, when]
-        params += [app, key, when, waiter, waiter]
+        params = [token, holder, *now_args, *end_args, app, key, *now_args]
+        params += [app, key, *now_args, waiter, waiter]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
@@ -254,9 +268,8 @@ class DatabaseLockBackend(LockBackend):
     def _could_win(self, key: str, waiter: str) -> bool:
         """Reads only: is the key free (or expired) with ``waiter`` first in line?"""
         leases, waiters = self._models()
-        now = timezone.now()
-        row = leases.filter(key=key).values_list("token", "expires_at").first()
-        if row is not None and row[0] and row[1] is not None and row[1] >= now:
+        now = db_time.now(self.alias)
+        if leases.filter(key=key, expires_at__gte=now).exclude(token="").exists():
             return False
         head = (
             waiters.filter(key=key, deadline__gte=now)
@@ -273,7 +286,7 @@ class DatabaseLockBackend(LockBackend):
     def _release(self, key: str, token: str) -> int:
         if token and connections[self.alias].vendor == "postgresql":
             return self._release_and_notify(key, token)
-        now = timezone.now()
+        now = db_time.now(self.alias)
         rows = self._models()[0].filter(key=key).exclude(token="")
         if token:
             rows = rows.filter(token=token)
@@ -291,11 +304,12 @@ class DatabaseLockBackend(LockBackend):
         q = connection.ops.quote_name
         sql = (
             f"WITH released AS (UPDATE {q(LockLease._meta.db_table)} "
-            f"SET {q('token')} = '', {q('holder')} = '', {q('expires_at')} = %s "
+            f"SET {q('token')} = '', {q('holder')} = '', "
+            f"{q('expires_at')} = STATEMENT_TIMESTAMP() "
             f"WHERE {q('app_name')} = %s AND {q('key')} = %s AND {q('token')} = %s "
             f"RETURNING 1) SELECT pg_notify(%s, '') FROM released"
         )
-        params = [timezone.now(), self.app.name, key, token, self.channel]
+        params = [self.app.name, key, token, self.channel]
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return len(cursor.fetchall())
@@ -346,16 +360,16 @@ class DatabaseLockBackend(LockBackend):
                 self._listener.start()
 
     def _extend(self, key: str, token: str, ttl: float) -> int:
-        now = timezone.now()
+        now = db_time.now(self.alias)
         return (
             self._models()[0]
             .filter(key=key, token=token, expires_at__gte=now)
-            .update(expires_at=now + timedelta(seconds=ttl))
+            .update(expires_at=db_time.later(now, ttl))
         )
 
     def _list(self) -> list[LockInfo]:
         leases, waiters = self._models()
-        now = timezone.now()
+        now = db_time.now(self.alias)
         rows = list(
             leases.exclude(token="")
             .filter(expires_at__gte=now)
