@@ -69,3 +69,13 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def __getattr__(name: str) -> Any:
+    # The testing kit's Cluster, imported on first use: importing this package
+    # (pytest loads it through the entry point) stays light.
+    if name == "Cluster":
+        from .cluster import Cluster
+
+        return Cluster
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

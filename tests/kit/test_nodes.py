@@ -10,7 +10,7 @@ from django.test import override_settings
 from mega_cluster.exceptions import ConfigurationError
 from mega_cluster.models import PluginState
 from mega_cluster.registry import get_app
-from mega_cluster.testing.cluster import Cluster
+from mega_cluster.testing import Cluster
 from plugins.data_source.models import Collection
 from plugins.data_source.plugin import DataSourcePlugin
 
