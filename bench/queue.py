@@ -181,7 +181,7 @@ class Remote:
 
 def embedded_celery_worker(celery_app: Any, queues: list[str], concurrency: int) -> Any:
     """The plain peer's worker, built as our backend builds its own."""
-    from mega_cluster.events.backends.celery_consumer import build_worker
+    from mega_cluster.events.backends.celery.task import build_worker
 
     worker, ready = build_worker(
         celery_app,

@@ -33,8 +33,8 @@ from .attempts import (
     finish_attempt,
     log_dead,
     log_start,
+    store_writer,
     upkeep_interval,
-    write_to_store,
 )
 from .backends.base import ClaimedEvent, EventBackend
 from .context import ConsumerConfig, Subscription
@@ -92,6 +92,7 @@ class Consumer:
         self._draining = False
         #: Set when the drain timeout passed: outcome writes stop waiting for the store.
         self._give_up = threading.Event()
+        self._write = store_writer(self._give_up)
         self._stopped: asyncio.Event | None = None
         self._ready = threading.Event()
         self._failed = threading.Event()
@@ -330,16 +331,6 @@ class Consumer:
             state.running.pop(event.id, None)
             state.lingering.pop(event.id, None)
             state.wake.set()
-
-    def _write(
-        self,
-        event_id: str,
-        channel: str,
-        write: Callable[..., Any],
-        *args: Any,
-        **kwargs: Any,
-    ) -> Any:
-        return write_to_store(self._give_up, event_id, channel, write, *args, **kwargs)
 
     async def _prune(self) -> None:
         retention = self.config.retention

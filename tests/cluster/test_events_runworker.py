@@ -177,3 +177,27 @@ def test_second_sigterm_forces_exit_and_the_event_is_redelivered(procs, setup):
     assert ("done", 2, survivor.pid) in log.by_event()[event_id]
     code, _, err = terminate(survivor)
     assert code == 0, err[-3000:]
+
+
+def test_the_worker_that_finds_a_lost_attempt_logs_it(procs, setup):
+    """A worker killed with SIGKILL mid-event: the runworker that takes the event
+    next logs that attempt 1 was lost (and counts it) before running attempt 2."""
+    log, env, queue = setup
+    # Slow enough that the first attempts still run once the publisher exited.
+    env = {**env, "MC_EVENTS_SLEEP": "3", "MC_EVENTS_LEASE": "1.5"}
+    victim = spawn_workers(procs, 1, env)[0]
+    wait_until(lambda: log.ready_pids(), 60, "the first worker", [victim])
+    publisher = procs.spawn(
+        ["tests/cluster/events_publish.py"], {**env, "MC_EVENTS_COUNT": "3"}
+    )
+    assert publisher.wait(timeout=60) == 0
+    wait_until(lambda: log.running_in(victim.pid), 30, "an event in flight")
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    lost = set(log.running_in(victim.pid))
+    survivor = spawn_workers(procs, 1, env)[0]
+    wait_until(lambda: _stats(queue).get("succeeded") == 3, 60, "3 events", [survivor])
+    code, _, err = terminate(survivor)
+    assert code == 0, err[-3000:]
+    for event_id in lost:
+        assert f"event {event_id} on channel jobs: attempt 1 was lost" in err, err

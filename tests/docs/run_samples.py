@@ -39,9 +39,11 @@ OPTION_READ = re.compile(r"options(?:\.get\(|\[)\s*[\"']([A-Z_]+)[\"']")
 
 
 def options_read_by(backend_class: type) -> set[str]:
-    """The ``OPTIONS`` keys a backend class (or one of its bases) reads."""
+    """The ``OPTIONS`` keys a backend class (or one of its bases, or of the parts
+    it is composed of: ``parts``) reads."""
     names: set[str] = set()
-    for cls in backend_class.__mro__:
+    classes = [backend_class, *getattr(backend_class, "parts", ())]
+    for cls in {c for part in classes for c in part.__mro__}:
         module = sys.modules.get(cls.__module__)
         if module is not None and module.__name__.startswith("mega_cluster."):
             names |= set(OPTION_READ.findall(inspect.getsource(module)))

@@ -3,6 +3,7 @@ logged: on every backend (issue #16)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -102,3 +103,39 @@ def test_the_node_that_finds_a_lost_attempt_logs_it(apps, caplog, max_retries):
             assert seen == []
     lost = [r.getMessage() for r in caplog.records if "was lost" in r.getMessage()]
     assert lost and f"event {event_id} on channel jobs: attempt 1 was lost" in lost[0]
+
+
+def test_asubscribe_does_not_block_the_callers_loop(unique_name):
+    """While subscribe() waits (here for the queue's lock, held by another thread
+    until the caller's loop proves it still runs), asubscribe() leaves the loop
+    free: before, it called subscribe() on the loop, which then stood still."""
+    from mega_cluster.testing import make_app
+
+    app = make_app(unique_name, {"EVENT_QUEUE": {"BACKEND": "memory"}})
+    queue = app.event_queue
+    holding, alive = threading.Event(), threading.Event()
+    saw_loop: list[bool] = []
+
+    def hold_the_lock() -> None:
+        with queue._lock:
+            holding.set()
+            saw_loop.append(alive.wait(5))
+
+    async def main() -> None:
+        holder = threading.Thread(target=hold_the_lock)
+        holder.start()
+        assert holding.wait(5)
+        subscribing = asyncio.create_task(
+            queue.asubscribe("jobs", process=lambda p, ctx: None)
+        )
+        await asyncio.sleep(0.01)  # the subscribe is under way
+        alive.set()  # only reached while the loop runs
+        await subscribing
+        await asyncio.to_thread(holder.join, 10)
+
+    try:
+        asyncio.run(main())
+    finally:
+        app.stop()
+    assert saw_loop == [True]
+    assert "jobs" in queue.subscriptions()

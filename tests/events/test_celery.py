@@ -101,7 +101,7 @@ def test_duplicate_message_while_running_does_not_run_twice(unique_name):
         app.start()
         event_id = app.event_queue.publish("dup", 1)
         wait_until(lambda: attempts, what="the first attempt")
-        app.event_queue.backend.send("dup", event_id)  # the duplicate message
+        app.event_queue.backend.broker.send("dup", event_id)  # the duplicate message
         release_at = threading.Timer(1.0, release.set)
         release_at.start()
         wait_until(lambda: app.event_queue.stats("dup")["dup"]["succeeded"] == 1)
@@ -196,7 +196,7 @@ def test_message_argsrepr_names_the_event_without_its_payload(unique_name):
     before_task_publish.connect(capture)
     try:
         event_id = app.event_queue.publish("shown", {"secret": "x" * 50})
-        app.event_queue.backend.send("shown", event_id)
+        app.event_queue.backend.broker.send("shown", event_id)
         assert shown == [
             f"[{unique_name!r}, {event_id!r}, 'shown', <event>]",
             f"[{unique_name!r}, {event_id!r}, 'shown']",
@@ -237,7 +237,7 @@ def test_early_message_waits_until_the_event_is_due(unique_name):
             lambda: app.event_queue.stats("early")["early"]["failed"] == 1,
             what="the failed first attempt",
         )
-        app.event_queue.backend.send("early", event_id)  # comes 1-2 s early
+        app.event_queue.backend.broker.send("early", event_id)  # comes 1-2 s early
         wait_until(lambda: len(starts) == 2, timeout=15, what="the retry")
         (first, t1), (second, t2) = starts
         assert (first, second) == (1, 2)

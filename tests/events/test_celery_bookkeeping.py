@@ -133,7 +133,7 @@ def test_redelivered_message_counts_the_lost_attempt(unique_name, store):
         # A consumer that takes the message and gives it back unacknowledged:
         # the broker marks it redelivered.
         with Connection(celery_options("postgres")["BROKER_URL"]) as conn:
-            queue = conn.SimpleQueue(backend.broker_queue("jobs"))
+            queue = conn.SimpleQueue(backend.broker.queue("jobs"))
             message = queue.get(timeout=10)
             assert message.delivery_info.get("redelivered") is False
             message.requeue()
@@ -160,7 +160,7 @@ def test_redis_visibility_timeout_copy_of_a_long_event_does_not_run_it_twice(
     visibility timeout, marked redelivered. The long-running lean event has its
     row by then (renewal at ``LEASE / 3``), so the copy waits for it instead of
     running it a second time at once."""
-    from mega_cluster.events.backends import celery_consumer
+    from mega_cluster.events.backends.celery import consumer as celery_consumer
     from tests.servers import redis_server
 
     calls: list[bool] = []

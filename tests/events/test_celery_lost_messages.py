@@ -50,9 +50,9 @@ def test_events_lost_in_a_broker_restart_are_sent_again(unique_name, caplog):
             ids = [publisher.event_queue.publish("mail", i) for i in range(3)]
             # the rows are written (the publisher's writer), the messages wait
             assert publisher.event_queue.stats("mail")["mail"]["pending"] == 3
-            assert publisher.event_queue.backend.queued("mail") == 3
+            assert publisher.event_queue.backend.broker.queued("mail") == 3
             broker.restart()  # no persistence: the three messages are gone
-            assert publisher.event_queue.backend.queued("mail") == 0
+            assert publisher.event_queue.backend.broker.queued("mail") == 0
             with caplog.at_level(logging.WARNING, "mega_cluster.events.celery"):
                 consumer.event_queue.subscribe(
                     "mail", process=lambda payload, ctx: seen.append(payload)
@@ -88,11 +88,11 @@ def test_nothing_is_sent_again_while_the_broker_queue_holds_messages(unique_name
             app.event_queue.publish("backlog", 1)
             app.event_queue.stats("backlog")  # the row is written
             wait_until(
-                lambda: app.event_queue.backend.lost("backlog", 0.01),
+                lambda: app.event_queue.backend.store.lost("backlog", 0.01),
                 what="the event to count as overdue",
             )
             assert app.event_queue.backend.resend_lost("backlog") == 0
-            assert app.event_queue.backend.queued("backlog") == 1
+            assert app.event_queue.backend.broker.queued("backlog") == 1
         finally:
             app.stop()
 

@@ -29,6 +29,10 @@ STORE_RETRY_CAP = 5.0
 UPKEEP_EVERY = 60.0
 
 
+#: ``write(event_id, channel, method, *args, **kwargs)``: a store write, retried.
+Write = Callable[..., Any]
+
+
 def upkeep_interval(age: float) -> float:
     """How often to look for rows older than ``age`` seconds (the retention prune,
     lost events): twice per ``age``, at most every :data:`UPKEEP_EVERY`."""
@@ -118,6 +122,27 @@ def write_to_store(
     )
 
 
+def store_writer(
+    stop: threading.Event,
+    at_stop: Callable[[DatabaseError], BaseException] | None = None,
+) -> Write:
+    """A consumer's store writes: ``write(event_id, channel, fn, *args, **kwargs)``
+    by :func:`write_to_store` until ``stop`` is set; then the store's error, or
+    what ``at_stop`` makes of it (e.g. a message handed back to the broker)."""
+
+    def write(
+        event_id: str, channel: str, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        try:
+            return write_to_store(stop, event_id, channel, fn, *args, **kwargs)
+        except DatabaseError as exc:  # only once stopping
+            if at_stop is None:
+                raise
+            raise at_stop(exc) from exc
+
+    return write
+
+
 # outcomes ---------------------------------------------------------------------------
 
 
@@ -131,10 +156,6 @@ class OutcomeStore(Protocol):
     ) -> None: ...
 
     def bury(self, event: ClaimedEvent, error: str) -> None: ...
-
-
-#: ``write(event_id, channel, method, *args, **kwargs)``: a store write, retried.
-Write = Callable[..., Any]
 
 
 class RetryingStore:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import select
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -35,6 +33,7 @@ from .base import (
     EventInfo,
     NewEvent,
 )
+from .listen import Listener
 
 logger = logging.getLogger("mega_cluster.events.database")
 
@@ -53,6 +52,25 @@ def _tally():
     return EventTally
 
 
+def claimed_event(row: Any, lost: bool | None = None) -> ClaimedEvent:
+    """A claim's row (``_COLUMNS`` and whether the previous attempt was lost) as a
+    :class:`ClaimedEvent`; ``lost`` given overrides the row's."""
+    return ClaimedEvent(
+        id=row[0],
+        channel=row[1],
+        payload=row[2],
+        attempt=row[3],
+        max_retries=row[4],
+        timeout=row[5],
+        lost=bool(row[6]) if lost is None else lost,
+    )
+
+
+def _table(model: Any) -> str:
+    """``model``'s table name, from its query's (public) ``get_meta()``."""
+    return model.objects.none().query.get_meta().db_table
+
+
 #: Succeeded events deleted per statement by the retention prune.
 PRUNE_BATCH = 1000
 
@@ -63,8 +81,7 @@ class DatabaseEventBackend(EventBackend):
     def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
         super().__init__(app, options)
         self.alias: str = self.options.get("DATABASE", "default")
-        meta = _model()._meta
-        self.table = connections[self.alias].ops.quote_name(meta.db_table)
+        self.table = connections[self.alias].ops.quote_name(_table(_model()))
         self.vendor = connections[self.alias].vendor
         # LISTEN needs psycopg 3 (Django may run on psycopg2): else poll.
         self.notifies = (  # type: ignore[misc]
@@ -74,8 +91,7 @@ class DatabaseEventBackend(EventBackend):
         self.pg_channel = f"mc_events_{app.name}"
         #: NOTIFY on publish (off for the Celery backend, whose broker delivers).
         self.send_notify = self.vendor == "postgresql"
-        self._listener: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._listener = Listener(self.alias, self.pg_channel, self.wake)
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -226,18 +242,7 @@ class DatabaseEventBackend(EventBackend):
             if len(claimed) >= limit:
                 break
             params[-1] = limit - len(claimed)
-            claimed += [
-                ClaimedEvent(
-                    id=row[0],
-                    channel=row[1],
-                    payload=row[2],
-                    attempt=row[3],
-                    max_retries=row[4],
-                    timeout=row[5],
-                    lost=bool(row[6]),
-                )
-                for row in self._execute(sql, params)
-            ]
+            claimed += [claimed_event(row) for row in self._execute(sql, params)]
         return claimed
 
     def next_due_statement(self, channel: str) -> tuple[str, list[Any]]:
@@ -354,8 +359,7 @@ class DatabaseEventBackend(EventBackend):
     def add_tally(self, channel: str, succeeded: int, failed: int) -> None:
         """Add to the channel's tally (creating it: a tally of zeros makes the
         channel known to ``stats()``)."""
-        meta = _tally()._meta
-        tally = connections[self.alias].ops.quote_name(meta.db_table)
+        tally = connections[self.alias].ops.quote_name(_table(_tally()))
         self._execute(
             f"INSERT INTO {tally} (app_name, channel, succeeded, failed) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (app_name, channel) DO "
@@ -432,46 +436,8 @@ class DatabaseEventBackend(EventBackend):
     # notifications ----------------------------------------------------------------
 
     def start(self) -> None:
-        if self.notifies and self._listener is None:
-            self._stop.clear()
-            self._listener = threading.Thread(
-                target=self._listen,
-                name=f"mc-events-listen-{self.app.name}",
-                daemon=True,
-            )
+        if self.notifies:
             self._listener.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._listener is not None:
-            self._listener.join(5)
-            self._listener = None
-
-    def _listen(self) -> None:
-        import psycopg
-
-        while not self._stop.is_set():
-            conn = None
-            try:
-                params = connections[self.alias].get_connection_params()
-                conn = psycopg.connect(**params, autocommit=True)
-                conn.execute(f'LISTEN "{self.pg_channel}"')
-                self.wake(None)  # whatever was published while not listening
-                # psycopg 3.1 has no notifies(timeout=): wait on the socket, then
-                # let a no-op query deliver the notifications to the handler.
-                conn.add_notify_handler(lambda notify: self.wake(notify.payload))
-                while not self._stop.is_set():
-                    ready, _, _ = select.select([conn.fileno()], [], [], 0.25)
-                    if ready:
-                        conn.execute("SELECT 1")
-            except Exception as exc:
-                logger.warning(
-                    "event queue LISTEN on database %r failed (%s); polling every "
-                    "POLL_INTERVAL until it is back",
-                    self.alias,
-                    exc,
-                )
-                self._stop.wait(1.0)
-            finally:
-                if conn is not None:
-                    conn.close()
+        self._listener.stop()
