@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 
 from . import metrics, node
 from .exceptions import BackendUnavailable, MegaClusterError
+from .nodes.identity import database_clash
 from .registry import ClusterApp, registry
 
 #: primitive -> the app attribute whose ``.backend`` is pinged.
@@ -88,9 +89,19 @@ def app_states() -> dict[str, dict[str, Any]]:
             "start_error": _URL_RE.sub("<url>", app.start_error)
             if app.start_error
             else None,
+            "database_clash": _clash(app),
         }
         for name, app in registry.apps().items()
     }
+
+
+def _clash(app: ClusterApp) -> str | None:
+    """Two deployments on one APP_NAME and broker (read from the node list)."""
+    try:
+        nodes = [n.as_dict() for n in app.node_registry.list_nodes()]
+    except Exception:  # the nodes check above reports an unreachable store
+        return None
+    return database_clash(app.name, nodes)
 
 
 @never_cache
@@ -103,7 +114,9 @@ def health(request: HttpRequest) -> JsonResponse:
     ok = database["ok"] and all(
         check["ok"] for checks in apps.values() for check in checks.values()
     )
-    ok = ok and not any(state["start_error"] for state in states.values())
+    ok = ok and not any(
+        state["start_error"] or state["database_clash"] for state in states.values()
+    )
     first = next(iter(registry.apps().values()))
     body = {
         "status": "ok" if ok else "unavailable",

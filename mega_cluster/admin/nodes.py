@@ -6,6 +6,7 @@ import time
 
 from django.http import HttpRequest, HttpResponse
 
+from ..nodes.identity import database_clash
 from .base import OperationsAdmin, PageList
 
 
@@ -33,6 +34,7 @@ class NodeAdmin(OperationsAdmin):
             alive=sum(1 for n in nodes if n.alive),
             dead=sum(1 for n in nodes if not n.alive),
             error=error,
+            clash=database_clash(app.name, rows),
             timeout=registry.timeout,
             heartbeat=registry.heartbeat,
             store=registry.store.name,

@@ -93,10 +93,11 @@ class QueueAdmin(OperationsAdmin):
         if not listing:
             status = "dead"
         errors = []
+        nodes: list[dict[str, Any]] | None
         try:
             nodes = [n.as_dict() for n in app.node_registry.list_nodes()]
         except Exception as exc:
-            nodes = []
+            nodes = None  # consumers unknown: no channel is called unconsumed
             errors.append(f"nodes: {type(exc).__name__}: {exc}")
         try:
             rows = queue_rows(app, nodes)

@@ -2,13 +2,14 @@
 
 from .events import EventTally, QueuedEvent
 from .locks import LockLease, LockWaiter
-from .nodes import Node
+from .nodes import DatabaseIdentity, Node
 from .ops import ClusterLock, ClusterQueue
 from .plugins import PluginState
 
 __all__ = [
     "ClusterLock",
     "ClusterQueue",
+    "DatabaseIdentity",
     "EventTally",
     "LockLease",
     "LockWaiter",

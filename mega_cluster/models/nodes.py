@@ -33,3 +33,21 @@ class Node(models.Model):
 
     def __str__(self) -> str:
         return f"{self.app_name}:{self.node_id}"
+
+
+class DatabaseIdentity(models.Model):
+    """One row: a random id of this database, written by the first node to start.
+
+    Every node advertises it in its heartbeat, so two deployments that share one
+    ``APP_NAME`` on one broker but use different databases are told apart.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    uuid = models.CharField(max_length=32)
+
+    class Meta:
+        app_label = "mega_cluster"
+        verbose_name = "database identity"
+
+    def __str__(self) -> str:
+        return self.uuid

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import node
 from ..exceptions import BackendUnavailable
+from .identity import database_identity
 from .stores import NodeStore, reject_record, store_for
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class NodeInfo:
     heartbeat_at: float
     channels: list[str] = field(default_factory=list)
     consumers: dict[str, int] = field(default_factory=dict)
+    #: the id of the node's database (``nodes.identity``; "" when unknown)
+    database: str = ""
     heartbeat_age: float = 0.0
     alive: bool = True
 
@@ -79,6 +82,8 @@ class NodeRegistry:
         self._lock = threading.Lock()
         self._failing = False
         self._pid = os.getpid()
+        #: this node's database id, read when the registry starts
+        self.database = ""
 
     def __repr__(self) -> str:
         return f"<NodeRegistry app={self.app.name!r} store={self.store.name!r}>"
@@ -127,6 +132,7 @@ class NodeRegistry:
             "heartbeat_at": time.time(),
             "channels": channels,
             "consumers": consumers,
+            "database": self.database,
         }
 
     def beat(self) -> None:
@@ -175,6 +181,8 @@ class NodeRegistry:
                 self._pid = os.getpid()
             if self._thread is not None:
                 return
+            if not self.database:
+                self.database = database_identity()
             self._stopped.clear()
             self._thread = threading.Thread(
                 target=self._run,
@@ -249,6 +257,7 @@ def _info(record: Mapping[str, Any], *, age: float, alive: bool) -> NodeInfo:
         heartbeat_at=float(record["heartbeat_at"]),
         channels=list(record.get("channels", [])),
         consumers=dict(record.get("consumers", {})),
+        database=str(record.get("database") or ""),
         heartbeat_age=round(age, 3),
         alive=alive,
     )

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
+from .identity import database_clash, unconsumed_message
+
 if TYPE_CHECKING:
     from ..registry import ClusterApp
 
@@ -46,7 +48,9 @@ def queue_rows(
     app: ClusterApp, nodes: list[dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
     """Per channel: the five counters, ``oldest_pending_age`` (seconds, or None when
-    the backend cannot tell) and ``consumers`` (slots on live nodes)."""
+    the backend cannot tell), ``consumers`` (slots on live nodes) and, when
+    ``nodes`` is given, ``unconsumed``: the warning for pending events that no
+    live node consumes (else None)."""
     stats = app.event_queue.stats()
     consumers: dict[str, int] = {}
     for node in nodes or []:
@@ -69,11 +73,15 @@ def queue_rows(
                 "consumers": consumers.get(channel, 0),
             }
         )
+        rows[-1]["unconsumed"] = (
+            unconsumed_message(rows[-1]) if nodes is not None else None
+        )
     return rows
 
 
 def snapshot(app: ClusterApp) -> dict[str, Any]:
-    """``{"app", "node_id", "nodes", "locks", "queues", "errors"}`` for ``app``."""
+    """``{"app", "node_id", "nodes", "locks", "queues", "errors", "clash",
+    "warnings"}`` for ``app``."""
     errors: dict[str, str] = {}
     nodes: list[dict[str, Any]] = []
     locks: list[dict[str, Any]] = []
@@ -90,6 +98,7 @@ def snapshot(app: ClusterApp) -> dict[str, Any]:
         queues = queue_rows(app, nodes)
     except Exception as exc:
         errors["queues"] = f"{type(exc).__name__}: {exc}"
+    known = "nodes" not in errors
     return {
         "app": app.name,
         "node_id": app.node_id,
@@ -97,4 +106,7 @@ def snapshot(app: ClusterApp) -> dict[str, Any]:
         "locks": locks,
         "queues": queues,
         "errors": errors,
+        # two deployments on one APP_NAME and broker (nodes.identity)
+        "clash": database_clash(app.name, nodes) if known else None,
+        "warnings": [r["unconsumed"] for r in queues if known and r["unconsumed"]],
     }

@@ -443,8 +443,8 @@ def sections(text):
     # [(title, header cells, rows of cells)] of a cluster_status table output
     found = []
     for line in text.splitlines():
-        if not line.strip():
-            continue
+        if not line.strip() or line.startswith(("WARNING: ", "ERROR: ")):
+            continue  # the mix-ups under the tables, documented below them
         if not line.startswith("  "):
             assert any(re.fullmatch(t, line) for t in TITLES), repr(line)
             found.append((line, None, []))

@@ -79,6 +79,9 @@ class Command(BaseCommand):
         else:
             for snap in snapshots:
                 self._print(snap)
+        clashes = [snap["clash"] for snap in snapshots if snap["clash"]]
+        if clashes:
+            raise CommandError(" ".join(clashes))
         if any(snap["errors"] for snap in snapshots):
             raise CommandError(
                 "Some sources could not be read: "
@@ -99,4 +102,8 @@ class Command(BaseCommand):
         out.write(table(LOCK_COLUMNS, snap["locks"]))
         out.write(f"Queues ({len(snap['queues'])} channels)")
         out.write(table(QUEUE_COLUMNS, snap["queues"]))
+        for warning in snap["warnings"]:
+            out.write(self.style.WARNING(f"WARNING: {warning}"))
+        if snap["clash"]:
+            out.write(self.style.ERROR(f"ERROR: {snap['clash']}"))
         out.write("")
