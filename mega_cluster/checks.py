@@ -174,6 +174,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     """Every problem with ``MEGA_CLUSTER``: shape, backends, dependencies, options."""
     from .cache.checks import check_shared_caches
     from .events.checks import check_celery_timing
+    from .locks.checks import check_listen_through_pooler
     from .nodes.checks import check_node_timing
 
     parsed = conf.parse(getattr(settings, conf.SETTING_NAME, None))
@@ -188,6 +189,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         messages += check_shared_caches(app, debug)
         messages += check_node_timing(app)
         messages += check_celery_timing(app)
+        messages += check_listen_through_pooler(app)
     return messages
 
 

@@ -111,3 +111,27 @@ def pgbouncer_topology() -> Iterator[Any]:
 
     with pgbouncer() as bouncer:
         yield bouncer
+
+
+@pytest.fixture
+def pgbouncer_alias(pgbouncer_topology: Any, django_db_blocker: Any) -> Iterator[str]:
+    """DATABASES alias ``pgbouncer``: the run's PostgreSQL test database through
+    PgBouncer in transaction mode (marked as Django documents it:
+    ``DISABLE_SERVER_SIDE_CURSORS``). The test needs the ``postgres`` database."""
+    from django.db import connections
+
+    config = dict(connections.settings["postgres"])
+    config.update(
+        HOST="127.0.0.1",
+        PORT=str(pgbouncer_topology.port),
+        DISABLE_SERVER_SIDE_CURSORS=True,
+    )
+    settings.DATABASES["pgbouncer"] = config
+    try:
+        with django_db_blocker.unblock():
+            yield "pgbouncer"
+    finally:
+        connections["pgbouncer"].close()
+        del connections["pgbouncer"]
+        connections.settings.pop("pgbouncer", None)
+        settings.DATABASES.pop("pgbouncer", None)

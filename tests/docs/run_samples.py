@@ -59,6 +59,8 @@ def check_cluster_setting(value: object, namespace: dict, where: str) -> None:
     overrides: dict = {conf.SETTING_NAME: value}
     if isinstance(namespace.get("CACHES"), dict):
         overrides["CACHES"] = namespace["CACHES"]
+    if isinstance(namespace.get("DATABASES"), dict):  # aliases the options name
+        overrides["DATABASES"] = namespace["DATABASES"]
     with override_settings(**overrides):
         messages = checks.check_settings()
     errors = [f"{m.id}: {m.msg}" for m in messages if m.is_serious()]

@@ -27,6 +27,7 @@ BACKENDS = [
         id="database-postgres",
         marks=ON_POSTGRES,
     ),
+    pytest.param("database-pgbouncer", id="database-pgbouncer", marks=ON_POSTGRES),
 ]
 
 
@@ -40,6 +41,9 @@ def locks_settings(kind: str, url: str | None = None) -> dict[str, Any]:
         if kind == "redis-cluster":
             options["CLUSTER"] = True
         return {"BACKEND": "redis", "OPTIONS": options}
+    if kind == "database-pgbouncer":  # LISTEN needs a direct connection
+        options = {"DATABASE": "pgbouncer", "LISTEN_DATABASE": "postgres"}
+        return {"BACKEND": "database", "OPTIONS": options}
     alias = "postgres" if kind == "database-postgres" else "default"
     return {"BACKEND": "database", "OPTIONS": {"DATABASE": alias}}
 
@@ -56,6 +60,8 @@ def backend_url(request: pytest.FixtureRequest, backend_kind: str) -> str | None
         return request.getfixturevalue("sentinel_topology").url
     if backend_kind == "redis-cluster":
         return request.getfixturevalue("cluster_topology").url
+    if backend_kind == "database-pgbouncer":
+        request.getfixturevalue("pgbouncer_alias")
     return None
 
 

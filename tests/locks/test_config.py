@@ -124,3 +124,33 @@ def test_cache_option_pointing_at_a_non_redis_cache_is_improperly_configured(
             app.lock_manager.try_acquire("k")
     finally:
         app.stop()
+
+
+def _pooled_databases() -> dict:
+    pooled = {**settings.DATABASES["postgres"], "DISABLE_SERVER_SIDE_CURSORS": True}
+    return {**settings.DATABASES, "pooled": pooled}
+
+
+@pytest.mark.parametrize(
+    ("options", "warned"),
+    [
+        ({"DATABASE": "pooled"}, True),
+        ({"DATABASE": "pooled", "LISTEN_DATABASE": "postgres"}, False),
+        ({"DATABASE": "postgres"}, False),
+    ],
+)
+def test_listen_through_a_transaction_pooler_is_w008(options, warned):
+    """A database marked as behind PgBouncer (DISABLE_SERVER_SIDE_CURSORS, as
+    Django documents) would lose LISTEN's notifications: W008 unless
+    LISTEN_DATABASE names a direct alias."""
+    value = {"LOCKS": {"BACKEND": "database", "OPTIONS": options}}
+    with override_settings(MEGA_CLUSTER=value, DATABASES=_pooled_databases()):
+        found = [m for m in checks.check_settings() if m.id == "mega_cluster.W008"]
+    assert bool(found) == warned
+    if warned:
+        assert "LISTEN_DATABASE" in found[0].hint and "'pooled'" in found[0].msg
+
+
+def test_an_unknown_listen_database_is_a_check_error():
+    problems = DatabaseLockBackend.check_options({"LISTEN_DATABASE": "nope"})
+    assert problems and "LISTEN_DATABASE" in problems[0]

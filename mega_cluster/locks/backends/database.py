@@ -57,8 +57,10 @@ def _wake() -> None:
 class DatabaseLockBackend(LockBackend):
     """Locks in a Django database: cluster-safe with no server besides the database.
 
-    ``OPTIONS``: ``DATABASE`` (a ``DATABASES`` alias, default ``"default"``) and
-    ``POLL_INTERVAL`` (seconds between re-checks of a waiter, default 0.05).
+    ``OPTIONS``: ``DATABASE`` (a ``DATABASES`` alias, default ``"default"``),
+    ``POLL_INTERVAL`` (seconds between re-checks of a waiter, default 0.05) and
+    ``LISTEN_DATABASE`` (the alias the ``LISTEN`` connection uses, default
+    ``DATABASE``: a direct one when ``DATABASE`` goes through PgBouncer).
     Needs ``manage.py migrate`` (tables ``mega_cluster_locklease`` and
     ``mega_cluster_lockwaiter``). Lease ends are decided by the database server's
     clock on PostgreSQL (:mod:`.db_time`); every row is read and written on
@@ -75,6 +77,12 @@ class DatabaseLockBackend(LockBackend):
                 f"OPTIONS['DATABASE'] = {alias!r} is not a DATABASES alias "
                 f"(defined: {', '.join(settings.DATABASES)})."
             ]
+        listen = options.get("LISTEN_DATABASE", alias)
+        if listen not in settings.DATABASES:
+            return [
+                f"OPTIONS['LISTEN_DATABASE'] = {listen!r} is not a DATABASES alias "
+                f"(defined: {', '.join(settings.DATABASES)})."
+            ]
         poll = options.get("POLL_INTERVAL", 0.05)
         if isinstance(poll, bool) or not isinstance(poll, int | float) or poll <= 0:
             return [
@@ -85,6 +93,9 @@ class DatabaseLockBackend(LockBackend):
     def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
         super().__init__(app, options)
         self.alias = self.options.get("DATABASE", "default")
+        # LISTEN needs a session: through a transaction pooler it goes to a
+        # direct connection instead (docs/deployment.md, PgBouncer)
+        self.listen_alias = self.options.get("LISTEN_DATABASE", self.alias)
         self.poll = float(self.options.get("POLL_INTERVAL", 0.05))
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
@@ -324,7 +335,7 @@ class DatabaseLockBackend(LockBackend):
         """Wake this process's waiters on every NOTIFY of the app's channel."""
         import psycopg
 
-        params = connections[self.alias].get_connection_params()
+        params = connections[self.listen_alias].get_connection_params()
         params.pop("cursor_factory", None)
         params.pop("context", None)
         delay = 0.1
