@@ -81,8 +81,9 @@ def check_servers(app: ClusterApp) -> None:
 
 
 def _ping(backend: Any) -> None:
-    celery = getattr(backend, "celery", None)
-    if celery is not None:  # the event queue's server is its broker
+    broker = getattr(backend, "broker", None)
+    celery = getattr(broker, "celery", None)
+    if celery is not None:  # the celery event queue's server is its broker
         with celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=5)
         return
