@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import PluginError
 from .hooks import call_hook
 from .install import install_once
-from .states import get_plugin, state_model
+from .states import get_plugin, state_rows
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
@@ -45,7 +45,7 @@ def set_enabled(app: ClusterApp, name: str, enabled: bool) -> None:
                 f"Cannot disable plugin {name!r}: enabled plugins {dependants} depend "
                 "on it. Disable them first."
             )
-    state_model().objects.filter(app_name=app.name, name=name).update(enabled=enabled)
+    state_rows().filter(app_name=app.name, name=name).update(enabled=enabled)
     apply_enabled(app, name, enabled)
     broadcast_enabled(app, name, enabled)  # the other nodes run apply_enabled
 
@@ -61,7 +61,7 @@ def apply_enabled(app: ClusterApp, name: str, enabled: bool) -> None:
             call_hook(plugin, "before_load")
             call_hook(plugin, "load")
             plugin.loaded = True
-        state = state_model().objects.get(app_name=app.name, name=name)
+        state = state_rows().get(app_name=app.name, name=name)
         if not state.installed:
             install_once(plugin)
         call_hook(plugin, "after_enable")
@@ -90,7 +90,7 @@ def _apply_enabled(app: ClusterApp, message: Any) -> None:
 
 def _reload_enabled(app: ClusterApp) -> None:
     """After a gap the database is the truth: apply every plugin's stored flag."""
-    states = state_model().objects.filter(app_name=app.name, name__in=list(app.plugins))
+    states = state_rows().filter(app_name=app.name, name__in=list(app.plugins))
     for state in states:
         plugin = app.plugins[state.name]
         if plugin.enabled != state.enabled:

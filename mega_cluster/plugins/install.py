@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from ..exceptions import BackendUnavailable
 from .hooks import call_hook
-from .states import state_model
+from .states import state_rows
 
 if TYPE_CHECKING:
     from .base import Plugin
@@ -49,9 +49,8 @@ def install_once(
 
 
 def _install_once(plugin: Plugin, *, claim_timeout: float) -> bool:
-    PluginState = state_model()
     app = plugin.app
-    rows = PluginState.objects.filter(app_name=app.name, name=plugin.name)
+    rows = state_rows().filter(app_name=app.name, name=plugin.name)
     while True:
         now = timezone.now()
         stale = now - timedelta(seconds=claim_timeout)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, router, transaction
 
 from ..exceptions import ConfigurationError, PluginError
 
@@ -22,20 +22,31 @@ def state_model() -> type[PluginState]:
     return PluginState
 
 
+def state_rows() -> Any:
+    """``PluginState``'s manager on the database rows are written to.
+
+    Every read of a plugin's state decides something (load it, install it, apply
+    a flag), so none goes where a database router sends reads (a replica that may
+    lag); ``router.db_for_write`` names the database for reads and writes alike.
+    """
+    model = state_model()
+    return model._default_manager.db_manager(router.db_for_write(model))
+
+
 def load_states(app: ClusterApp) -> dict[str, Any]:
     """PluginState rows of the app's plugins, created (enabled) when missing."""
-    PluginState = state_model()
+    states = state_rows()
     try:
-        rows = {s.name: s for s in PluginState.objects.filter(app_name=app.name)}
+        rows = {s.name: s for s in states.filter(app_name=app.name)}
         for name, plugin in app.plugins.items():
             if name not in rows:
                 try:
-                    with transaction.atomic():
-                        rows[name] = PluginState.objects.create(
+                    with transaction.atomic(using=states.db):
+                        rows[name] = states.create(
                             app_name=app.name, name=name, version=plugin.version
                         )
                 except IntegrityError:  # another node created it first
-                    rows[name] = PluginState.objects.get(app_name=app.name, name=name)
+                    rows[name] = states.get(app_name=app.name, name=name)
     except DatabaseError as exc:
         raise ConfigurationError(
             f"mega_cluster cannot read its plugin table ({exc}); run "
