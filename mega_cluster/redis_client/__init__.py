@@ -331,3 +331,20 @@ def owns_client(options: Mapping[str, Any]) -> bool:
 def is_cluster(client: Any) -> bool:
     """Whether ``client`` is a Redis Cluster client (routes keys by slot)."""
     return type(client).__name__ == "RedisCluster"
+
+
+def refuse_cluster_node(client: Any, setting: str) -> None:
+    """Raise ``ImproperlyConfigured`` when ``client`` is a plain (one-server) client
+    of a Redis Cluster node: its multi-key commands and scripts would fail with
+    ``MOVED``/``CROSSSLOT`` on keys of other nodes. One ``INFO cluster`` round trip;
+    the driver's errors (server down) propagate for the caller to translate."""
+    if is_cluster(client):
+        return
+    if str(client.info("cluster").get("cluster_enabled", 0)) == "1":
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"{setting} points at a Redis Cluster node with a one-server client: "
+            "set OPTIONS['CLUSTER'] = True (with a redis:// URL of a node), or "
+            "point it at a server that is not in a cluster."
+        )

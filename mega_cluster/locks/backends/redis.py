@@ -286,6 +286,14 @@ class RedisLockBackend(LockBackend):
         """The redis-py client (blocking waits, ping); scripts run on ``_direct``."""
         if self._client_obj is None:
             client = self._connect()
+            try:
+                redis_client.refuse_cluster_node(
+                    client, f"MEGA_CLUSTER app {self.app.name!r} LOCKS OPTIONS"
+                )
+            except Exception:
+                if redis_client.owns_client(self.options):
+                    client.close()
+                raise
             self._direct = DirectConnections(client)
             self._client_obj = client
         return self._client_obj
@@ -301,12 +309,12 @@ class RedisLockBackend(LockBackend):
     def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         import redis
 
-        direct = self._direct
-        if direct is None:
-            self._client()
-            direct = self._direct
         sha, text = self._scripts[name]
         try:
+            direct = self._direct
+            if direct is None:
+                self._client()  # connects (and refuses a cluster node): may raise
+                direct = self._direct
             if self._wait is None or name not in ("acquire", "extend"):
                 return direct.script(sha, text, keys, args)
             reply, acked = direct.script_and_wait(sha, text, keys, args, *self._wait)
