@@ -4,6 +4,7 @@ backend's rows (it names its alias on every statement)."""
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 from django.test import override_settings
@@ -56,3 +57,32 @@ def test_database_locks_decide_on_their_own_alias_whatever_the_router(unique_nam
         finally:
             a.stop()
             b.stop()
+
+
+def test_the_database_node_registry_reads_its_own_alias_whatever_the_router(
+    unique_name,
+):
+    from mega_cluster.models import Node
+    from mega_cluster.nodes.stores import DatabaseNodeStore
+
+    app = make_app(unique_name)
+    store = DatabaseNodeStore(app, {"DATABASE": "default"})
+    record = {
+        "node_id": "n1",
+        "host": "h",
+        "pid": 1,
+        "role": "web",
+        "version": "1",
+        "channels": [],
+        "consumers": 0,
+        "started_at": time.time(),
+        "heartbeat_at": time.time(),
+    }
+    try:
+        with ROUTED:
+            store.put(record, drop_after=30)
+            assert [r["node_id"] for r in store.all(drop_after=30)] == ["n1"]
+        assert not Node.objects.using("postgres").filter(app_name=unique_name).exists()
+    finally:
+        store.remove("n1")
+        app.stop()
