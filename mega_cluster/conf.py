@@ -20,7 +20,6 @@ the first error when the registry is used with a broken configuration.
 from __future__ import annotations
 
 import importlib.util
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,8 +29,8 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.utils.module_loading import import_string
 
+from .conf_keys import APP_KEYS, SECTION_KEYS, SECTIONS, OptionError
 from .exceptions import ConfigurationError
-from .validation import MAX_SECONDS
 
 SETTING_NAME = "MEGA_CLUSTER"
 DEFAULT_APP_NAME = "main"
@@ -59,82 +58,6 @@ BACKEND_ALIASES: dict[str, dict[str, str]] = {
 
 #: The embedded defaults, used for a section that is not configured.
 DEFAULT_BACKENDS = {"PUBSUB": "memory", "LOCKS": "local", "EVENT_QUEUE": "database"}
-
-
-# Typed option parsing -------------------------------------------------------------
-
-
-class OptionError(ValueError):
-    """An option has the wrong type or value (message says which and what is expected)."""
-
-
-def _number(kind: str, *, minimum: float | None = None, allow_none: bool = False):
-    def parse(value: Any) -> float | int | None:
-        if value is None and allow_none:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise OptionError(f"expected a number ({kind}), got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise OptionError(f"expected a finite number ({kind}), got {value!r}")
-        if kind == "int" and value != int(value):
-            raise OptionError(f"expected a whole number, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise OptionError(f"expected a number >= {minimum}, got {value!r}")
-        if kind == "float" and value > MAX_SECONDS:  # every float option is seconds
-            raise OptionError(
-                f"expected at most {MAX_SECONDS:g} seconds, got {value!r}"
-            )
-        return int(value) if kind == "int" else float(value)
-
-    return parse
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise OptionError(f"expected a non-empty string, got {value!r}")
-    return value
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise OptionError(f"expected True or False, got {value!r}")
-    return value
-
-
-#: Keys accepted in each section besides ``BACKEND`` and ``OPTIONS``, with their
-#: parser and default. Units are seconds and bytes.
-SECTION_KEYS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
-    "PUBSUB": {
-        "BUFFER_SIZE": (_number("int", minimum=1), 10_000),
-        "RECONNECT_MAX_DELAY": (_number("float", minimum=0.1), 30.0),
-    },
-    "LOCKS": {
-        "TTL": (_number("float", minimum=0.01), 30.0),
-        "WAIT": (_number("float", minimum=0), 10.0),
-    },
-    "EVENT_QUEUE": {
-        "LEASE": (_number("float", minimum=0.1), 30.0),
-        "RETRY_BASE": (_number("float", minimum=0), 1.0),
-        "RETRY_CAP": (_number("float", minimum=0), 300.0),
-        "POLL_INTERVAL": (_number("float", minimum=0.01), 1.0),
-        "DRAIN_TIMEOUT": (_number("float", minimum=0), 30.0),
-        "CONSUME": (_bool, True),
-        "RETENTION": (_number("float", minimum=0, allow_none=True), 86400.0),
-    },
-    "CACHE": {
-        "DEFAULT_STORE": (_string, "default"),
-        "TTL": (_number("float", minimum=0, allow_none=True), None),
-        "WRAP_TIMEOUT": (_number("float", minimum=0), 10.0),
-    },
-}
-
-#: Keys accepted at app level (top level of the setting, or one ``APPS`` entry).
-APP_KEYS: dict[str, tuple[Callable[[Any], Any], Any]] = {
-    "MESSAGE_MAX_BYTES": (_number("int", minimum=1), 1024 * 1024),
-    "NODE_HEARTBEAT": (_number("float", minimum=0.1), 5.0),
-    "NODE_TIMEOUT": (_number("float", minimum=0.5), 30.0),
-}
-SECTIONS = tuple(SECTION_KEYS)
 
 
 # Parsed values --------------------------------------------------------------------

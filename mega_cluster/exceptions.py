@@ -86,10 +86,6 @@ class LockLost(LockError):
     """The lease expired or was taken while the section ran, so it was not protected."""
 
 
-class LockNotHeld(LockError):
-    """The operation needs a lock this handle no longer holds."""
-
-
 # Cache --------------------------------------------------------------------------
 
 
@@ -110,7 +106,3 @@ class EventNotFound(EventQueueError, LookupError):
 
 class AlreadySubscribed(EventQueueError, ValueError):
     """This node already consumes the channel; unsubscribe it first."""
-
-
-class EventTimeout(EventQueueError, TimeoutError):
-    """An event handler ran longer than its ``timeout``; the attempt counts as failed."""

@@ -86,7 +86,9 @@ class ClusterApp:
         self._started = False
         self._starting = False
         self._stopping = False
-        self._restart_after_fork = False
+        #: In a forked child: the parent had started this app, so the registry
+        #: starts it again before the child serves (Registry.restart_after_fork).
+        self.restart_pending = False
         #: Why the last ``start()`` in this process failed (``"Type: message"``), or
         #: None; shown by the health view, which then answers 503.
         self.start_error: str | None = None
@@ -107,6 +109,11 @@ class ClusterApp:
     def started(self) -> bool:
         """True once ``start()`` completed in this process (False while it runs)."""
         return self._started and not self._starting
+
+    @property
+    def starting(self) -> bool:
+        """True while ``start()`` runs (a plugin hook may reach the app meanwhile)."""
+        return self._starting
 
     # managers ------------------------------------------------------------------
 
@@ -232,11 +239,13 @@ class ClusterApp:
         """Disable a plugin: stored in the database, applied on every node."""
         set_enabled(self, name, False)
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
+        """In a forked child (the registry's fork handler calls it): forget the
+        parent's managers, remember whether to start again."""
         # The parent's sockets and threads are not ours: forget them, never close them.
         # An app the parent had started is started again in the child on first use
         # (see Registry.restart_after_fork), never inside the fork handler itself.
-        self._restart_after_fork = self._started
+        self.restart_pending = self._started
         self._components = {}
         self._lock = threading.RLock()
         self._started = False
@@ -315,12 +324,13 @@ class Registry:
             self._apps = None
             conf.clear_cache()
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
+        """In a forked child (``node.on_fork``): every app forgets its parent's state."""
         self._lock = threading.RLock()
         for app in (self._apps or {}).values():
-            app._after_fork()
+            app.after_fork()
         self.fork_pending = self.start_in_children or any(
-            a._restart_after_fork for a in (self._apps or {}).values()
+            a.restart_pending for a in (self._apps or {}).values()
         )
 
     #: True in a forked child until the apps its parent had started are started.
@@ -365,10 +375,10 @@ class Registry:
             ok = True
             for app in self.apps().values():
                 wanted = self.autostart or (
-                    forked and (self.start_in_children or app._restart_after_fork)
+                    forked and (self.start_in_children or app.restart_pending)
                 )
-                app._restart_after_fork = False
-                if app.started or app._starting:  # _starting: called from a hook
+                app.restart_pending = False
+                if app.started or app.starting:  # starting: called from a hook
                     continue
                 if not wanted:
                     ok = False
@@ -410,7 +420,7 @@ class Registry:
 
 
 registry = Registry()
-node.on_fork(registry._after_fork)
+node.on_fork(registry.after_fork)
 atexit.register(registry.stop_all)
 
 

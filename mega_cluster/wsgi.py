@@ -13,11 +13,11 @@ its apps (plugins, listeners, heartbeat) itself before it serves its first reque
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import django
 from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpResponseBase
 
 from .registry import registry, start
 
@@ -25,7 +25,9 @@ from .registry import registry, start
 class ClusterWSGIHandler(WSGIHandler):
     """Django's WSGI handler that restarts the cluster apps in a forked worker."""
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Any
+    ) -> HttpResponseBase:
         if registry.fork_pending:
             registry.restart_after_fork()
         return super().__call__(environ, start_response)

@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -107,8 +107,11 @@ class OperationsAdmin(admin.ModelAdmin):
 
     def log(self, request: HttpRequest, object_id: str, message: str) -> None:
         """An admin log entry on this page's model saying who did what."""
+        user_id = request.user.pk
+        if user_id is None:  # admin_view lets only staff users in
+            raise PermissionDenied
         LogEntry.objects.create(
-            user_id=request.user.pk,
+            user_id=user_id,
             content_type_id=ContentType.objects.get_for_model(
                 self.model, for_concrete_model=False
             ).pk,
@@ -120,12 +123,12 @@ class OperationsAdmin(admin.ModelAdmin):
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> TemplateResponse:
+    ) -> HttpResponse:
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
         return self.page(request)
 
-    def page(self, request: HttpRequest) -> TemplateResponse:
+    def page(self, request: HttpRequest) -> HttpResponse:
         raise NotImplementedError
 
     def change_view(self, request: HttpRequest, object_id: str, *a: Any, **k: Any):

@@ -174,10 +174,12 @@ class LocMemStore(Store):
     def ttl(self, key: str) -> float | None:
         backend: Any = self.backend
         made = backend.make_key(key)
-        with backend._lock:
-            if made not in backend._cache or backend._has_expired(made):
+        # LocMemCache has no public expiry read: its _lock, _cache and _expire_info
+        # (unchanged since Django 3.2) are the only way to answer ttl().
+        with backend._lock:  # noqa: SLF001 - see above
+            if made not in backend._cache or backend._has_expired(made):  # noqa: SLF001
                 return None
-            expires = backend._expire_info.get(made)
+            expires = backend._expire_info.get(made)  # noqa: SLF001
         return math.inf if expires is None else max(0.0, expires - time.time())
 
 
@@ -231,10 +233,12 @@ class DjangoRedisStore(_RedisStore):
     whole_seconds = True
 
     def raw_client(self, key: str | None, *, write: bool) -> Any:
-        return self.backend._cache.get_client(key, write=write)  # type: ignore[attr-defined]
+        # RedisCache exposes no client: its _cache (a RedisCacheClient) holds it.
+        return self.backend._cache.get_client(key, write=write)  # type: ignore[attr-defined]  # noqa: SLF001
 
     def decode(self, raw: bytes) -> Any:
-        return self.backend._cache._serializer.loads(raw)  # type: ignore[attr-defined]
+        # the same pickling the backend reads and writes with (no public decoder)
+        return self.backend._cache._serializer.loads(raw)  # type: ignore[attr-defined]  # noqa: SLF001
 
 
 class DjangoRedisPackageStore(_RedisStore):

@@ -11,21 +11,19 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
-import itertools
 import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine, Hashable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.db import close_old_connections
 
 from .. import metrics
-from ..validation import validate_name, validate_seconds
 from . import envelope, runtime
+from .subscription import Handler, Subscription
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
@@ -35,53 +33,12 @@ logger = logging.getLogger("mega_cluster.pubsub")
 #: Database connections are checked at least every this many messages.
 MAX_BATCH = 100
 
-_ids = itertools.count(1)
-
-Handler = Callable[[Any], Any]
-
-
-@dataclass(eq=False)
-class Subscription:
-    """One handler on one channel (internal; ``raw`` handlers get the Envelope)."""
-
-    channel: str
-    handler: Handler
-    debounce: float = 0.0
-    debounce_key: Callable[[Any], Hashable] | None = None
-    on_gap: Callable[[], Any] | None = None
-    raw: bool = False
-    active: bool = True
-    id: int = field(default_factory=lambda: next(_ids))
-
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.handler)
-
-
-def new_subscription(
-    channel: str,
-    handler: Handler,
-    debounce: float,
-    debounce_key: Callable[[Any], Hashable] | None,
-    on_gap: Callable[[], Any] | None,
-) -> Subscription:
-    """A user's subscription, its arguments checked (``subscribe``'s errors)."""
-    validate_name(channel)
-    if not callable(handler):
-        raise TypeError(f"handler must be callable, got {handler!r}")
-    debounce = validate_seconds(debounce, "debounce")
-    if debounce_key is not None and not callable(debounce_key):
-        raise TypeError(f"debounce_key must be callable, got {debounce_key!r}")
-    if on_gap is not None and not callable(on_gap):
-        raise TypeError(f"on_gap must be callable, got {on_gap!r}")
-    return Subscription(channel, handler, debounce, debounce_key, on_gap)
-
 
 class Dispatcher:
     """Buffer, dispatcher thread, debounce and gap reporting of one manager.
 
-    The manager registers subscriptions in :attr:`subs` (under its own lock: the
-    dispatcher thread only reads the tuples), hands the backend's callbacks
+    The manager registers subscriptions with :meth:`add` and :meth:`remove`, hands
+    the backend's callbacks
     :meth:`on_message`, :meth:`on_read_done` and :meth:`on_gap`, and calls
     :meth:`start` / :meth:`stop` with its own start and stop.
     """
@@ -102,8 +59,10 @@ class Dispatcher:
         self.rejected = 0
         #: a received frame bigger than this is malformed (None: no limit).
         self.max_frame = max_frame
-        #: channel -> its subscriptions, in subscription order.
+        #: channel -> its subscriptions, in subscription order (tuples replaced
+        #: under _subs_lock, read by the dispatcher thread without it).
         self.subs: dict[str, tuple[Subscription, ...]] = {}
+        self._subs_lock = threading.Lock()
         #: debounced calls waiting for their deadline: (sub id, key) -> call.
         self.pending: dict[tuple[int, Hashable], tuple[float, Subscription, Any]] = {}
         # the buffer: appended on the loop, taken by the dispatcher thread (deque
@@ -146,6 +105,40 @@ class Dispatcher:
     def is_alive(self) -> bool:
         """Whether the dispatcher thread runs."""
         return self._thread is not None and self._thread.is_alive()
+
+    # the subscriptions ---------------------------------------------------------------
+
+    def add(self, sub: Subscription) -> tuple[Subscription, bool]:
+        """Register ``sub``; returns the live subscription (an equal handler already
+        there wins) and whether the channel is new (needs a broker subscription)."""
+        with self._subs_lock:
+            current = self.subs.get(sub.channel, ())
+            for existing in current:
+                if existing.handler == sub.handler:
+                    return existing, False
+            self.subs[sub.channel] = (*current, sub)
+            return sub, not current
+
+    def remove(self, sub: Subscription) -> bool:
+        """Forget ``sub``; True when it was the channel's last subscription."""
+        with self._subs_lock:
+            current = self.subs.get(sub.channel, ())
+            if sub not in current:
+                return False
+            sub.active = False
+            rest = tuple(s for s in current if s is not sub)
+            if rest:
+                self.subs[sub.channel] = rest
+                return False
+            del self.subs[sub.channel]
+            return True
+
+    def find(self, channel: str, handler: Handler) -> Subscription | None:
+        """The subscription of ``handler`` on ``channel``, if any."""
+        for sub in self.subs.get(channel, ()):
+            if sub.handler == handler:
+                return sub
+        return None
 
     # receiving (loop side) -----------------------------------------------------------
 

@@ -10,30 +10,21 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..backends import load_backend
-from ..exceptions import MessageEncodeError
-from ..validation import check_frame, validate_name
+from ..validation import validate_name
 from . import envelope, runtime
 from .backends.base import PubSubBackend
-from .dispatch import Dispatcher, Handler, Subscription, new_subscription
-from .sequence import Sequences
-from .tally import PublishedTally
+from .dispatch import Dispatcher
+from .sender import OPERATION_TIMEOUT, Sender, target
+from .subscription import Handler, Subscription, new_subscription
 
 if TYPE_CHECKING:
     from ..registry import ClusterApp
 
 logger = logging.getLogger("mega_cluster.pubsub")
 
-#: Seconds to wait for the broker when connecting, subscribing or publishing.
-OPERATION_TIMEOUT = 15.0
 #: Channels starting with this prefix are internal (sync messages); users cannot
 #: write "~", so they never collide with a user channel.
 INTERNAL_PREFIX = "~"
-
-
-def _target(skip_self: bool, only_self: bool) -> str:
-    if only_self:
-        return envelope.TO_SELF
-    return envelope.TO_OTHERS if skip_self else envelope.TO_ALL
 
 
 class PubSubManager:
@@ -64,14 +55,12 @@ class PubSubManager:
         self.backend.on_message = self._dispatcher.on_message
         self.backend.on_gap = self._dispatcher.on_gap
         self.backend.on_read_done = self._dispatcher.on_read_done
-        self._subs = self._dispatcher.subs  # registered here, read by the thread
-        self._published = PublishedTally(app.name)
+        self._sender = Sender(app.name, app.node_id, self.backend)
+        # the dispatcher's subscriptions (the same dict; tests read it here)
+        self._subs = self._dispatcher.subs
         self._valid: set[str] = set()
         self._wires: dict[str, str] = {}
-        self._seq = Sequences()
         self._lock = threading.RLock()
-        self._send_lock = threading.Lock()
-        self._async_send_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._node_id = app.node_id
@@ -145,7 +134,7 @@ class PubSubManager:
         self._start_dispatcher(self._loop)
 
     def _start_dispatcher(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._node_id = self.app.node_id
+        self._node_id = self._sender.node_id = self.app.node_id
         self._dispatcher.start(loop, self._node_id)
         self._started = True
 
@@ -181,7 +170,7 @@ class PubSubManager:
             await asyncio.to_thread(self.stop)
 
     def _stop_dispatcher(self) -> None:
-        self._published.flush()
+        self._sender.tally.flush()
         self._dispatcher.stop()
 
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
@@ -201,17 +190,6 @@ class PubSubManager:
         return self._loop
 
     # subscribing -------------------------------------------------------------------
-
-    def _add(self, sub: Subscription) -> tuple[Subscription, bool]:
-        """Register locally; returns the live subscription and whether the channel
-        is new (needs a broker subscription)."""
-        with self._lock:
-            current = self._subs.get(sub.channel, ())
-            for existing in current:
-                if existing.handler == sub.handler:
-                    return existing, False
-            self._subs[sub.channel] = (*current, sub)
-            return sub, not current
 
     def _wire(self, channel: str) -> str:
         wire = self._wires.get(channel)
@@ -251,7 +229,7 @@ class PubSubManager:
         """Register a prepared subscription (no name check) and subscribe its
         channel at the broker; returns the unsubscribe callable. Internal API."""
         loop = self._ensure_started()
-        sub, new = self._add(sub)
+        sub, new = self._dispatcher.add(sub)
         if new:
             try:
                 runtime.run_sync(
@@ -260,7 +238,7 @@ class PubSubManager:
                     OPERATION_TIMEOUT,
                 )
             except BaseException:
-                if self._remove_local(sub):
+                if self._dispatcher.remove(sub):
                     self._forget_wire(sub.channel)
                 raise
         return partial(self._unsubscribe_sub, sub)
@@ -280,14 +258,14 @@ class PubSubManager:
 
     async def _subscribe_async(self, sub: Subscription) -> Callable[[], bool]:
         loop = await self._aensure_started()
-        sub, new = self._add(sub)
+        sub, new = self._dispatcher.add(sub)
         if new:
             try:
                 await runtime.run_async(
                     loop, self.backend.subscribe(self._wire(sub.channel))
                 )
             except BaseException:
-                if self._remove_local(sub):
+                if self._dispatcher.remove(sub):
                     self._forget_wire(sub.channel)
                 raise
         return partial(self._unsubscribe_sub, sub)
@@ -298,23 +276,9 @@ class PubSubManager:
         self._backend_unsubscribe(channel)
         self.backend.channels.discard(self._wire(channel))
 
-    def _remove_local(self, sub: Subscription) -> bool:
-        """Forget ``sub``; True when it was the channel's last subscription."""
-        with self._lock:
-            current = self._subs.get(sub.channel, ())
-            if sub not in current:
-                return False
-            sub.active = False
-            rest = tuple(s for s in current if s is not sub)
-            if rest:
-                self._subs[sub.channel] = rest
-                return False
-            del self._subs[sub.channel]
-            return True
-
     def _unsubscribe_sub(self, sub: Subscription) -> bool:
         was_active = sub.active
-        if self._remove_local(sub):
+        if self._dispatcher.remove(sub):
             self._backend_unsubscribe(sub.channel)
         return was_active
 
@@ -331,28 +295,19 @@ class PubSubManager:
         except Exception:  # locally unsubscribed already
             logger.warning("broker unsubscribe of %s failed", channel, exc_info=True)
 
-    def _find(self, channel: str, handler: Handler) -> Subscription | None:
-        for sub in self._subs.get(channel, ()):
-            if sub.handler == handler:
-                return sub
-        return None
-
     def unsubscribe(self, channel: str, handler: Handler) -> bool:
         """Remove ``handler`` from ``channel``; False when it was not subscribed."""
         validate_name(channel)
-        return self._unsubscribe_internal(channel, handler)
-
-    def _unsubscribe_internal(self, channel: str, handler: Handler) -> bool:
-        sub = self._find(channel, handler)
+        sub = self._dispatcher.find(channel, handler)
         return False if sub is None else self._unsubscribe_sub(sub)
 
     async def aunsubscribe(self, channel: str, handler: Handler) -> bool:
         """Async twin of :meth:`unsubscribe`."""
         validate_name(channel)
-        sub = self._find(channel, handler)
+        sub = self._dispatcher.find(channel, handler)
         if sub is None:
             return False
-        if self._remove_local(sub) and self._loop is not None and self._started:
+        if self._dispatcher.remove(sub) and self._loop is not None and self._started:
             await runtime.run_async(
                 self._loop, self.backend.unsubscribe(self._wire(channel))
             )
@@ -362,7 +317,7 @@ class PubSubManager:
         """Channel -> number of local handlers (user channels only)."""
         return {
             channel: len(subs)
-            for channel, subs in self._subs.items()
+            for channel, subs in self._dispatcher.subs.items()
             if not channel.startswith(INTERNAL_PREFIX)
         }
 
@@ -386,7 +341,7 @@ class PubSubManager:
         """
         self._validate(channel)
         payload = envelope.encode_payload(message, self.max_bytes)
-        self.send_internal(channel, payload, _target(skip_self, only_self))
+        self.send_internal(channel, payload, target(skip_self, only_self))
 
     def _validate(self, channel: str) -> None:
         # a regex per message was a tenth of the cost of publishing a small one
@@ -395,45 +350,11 @@ class PubSubManager:
             if len(self._valid) < 10_000:  # channel names are caller-chosen
                 self._valid.add(channel)
 
-    def _build(self, channel: str, payload_json: str, to: str) -> tuple[int, bytes]:
-        """The next sequence number of ``channel`` and the wire bytes carrying it;
-        ``MessageEncodeError`` (the number given back) when the frame is over the
-        broker's limit. A caller whose hand-over fails gives the number back."""
-        seq = self._seq.take(channel)
-        data = envelope.build(
-            app=self.app.name,
-            node=self._node_id,
-            channel=channel,
-            seq=seq,
-            to=to,
-            payload_json=payload_json,
-        )
-        try:
-            check_frame(len(data), payload_json, self.backend.max_frame_bytes())
-        except MessageEncodeError:
-            self._seq.give_back(channel, seq)
-            raise
-        return seq, data
-
     def send_internal(self, channel: str, payload_json: str, to: str) -> None:
         """Send an encoded payload to ``to`` (``envelope.TO_*``) without the name
         check; numbered per channel like :meth:`publish`. Internal API."""
         loop = self._ensure_started()
-        wire = self._wire(channel)
-        backend = self.backend
-        # seq numbering and hand-over under one lock: the wire order is the seq order
-        with self._send_lock:
-            seq, data = self._build(channel, payload_json, to)
-            try:
-                if backend.has_sync_publish:
-                    backend.publish_sync(wire, data)
-                else:
-                    coro = backend.publish(wire, data)
-                    runtime.run_sync(loop, coro, OPERATION_TIMEOUT)
-            except BaseException:
-                self._seq.give_back(channel, seq)
-                raise
-        self._published.count(channel, self._loop)
+        self._sender.send(loop, self._wire(channel), channel, payload_json, to)
 
     async def apublish(
         self,
@@ -446,7 +367,7 @@ class PubSubManager:
         """Async twin of :meth:`publish`."""
         self._validate(channel)
         payload = envelope.encode_payload(message, self.max_bytes)
-        to = _target(skip_self, only_self)
+        to = target(skip_self, only_self)
         loop = self._loop
         if loop is not None and self._started and runtime.running_loop() is loop:
             await self._asend_on_loop(channel, payload, to)  # one coroutine less
@@ -466,24 +387,5 @@ class PubSubManager:
                 loop, self._asend_on_loop(channel, payload_json, to)
             )
 
-    async def _hand_over(
-        self, channel: str, wire: str, payload_json: str, to: str
-    ) -> None:
-        seq, data = self._build(channel, payload_json, to)
-        try:
-            await self.backend.publish(wire, data)
-        except BaseException:
-            self._seq.give_back(channel, seq)
-            raise
-
     async def _asend_on_loop(self, channel: str, payload_json: str, to: str) -> None:
-        wire = self._wire(channel)
-        if self.backend.publish_in_order:
-            # numbered and queued in one step: the wire order is the seq order
-            await self._hand_over(channel, wire, payload_json, to)
-        else:
-            if self._async_send_lock is None:
-                self._async_send_lock = asyncio.Lock()
-            async with self._async_send_lock:
-                await self._hand_over(channel, wire, payload_json, to)
-        self._published.count(channel, self._loop)
+        await self._sender.asend(self._wire(channel), channel, payload_json, to)

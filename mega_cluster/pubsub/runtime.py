@@ -72,7 +72,7 @@ def stop_background_loop(timeout: float = 10.0) -> None:
 
 #: The running loop or None (no exception to catch): ``asyncio._get_running_loop``,
 #: public since Python 3.7 for loop implementations such as uvloop.
-running_loop = asyncio._get_running_loop
+running_loop = asyncio._get_running_loop  # noqa: SLF001 - documented, see above
 
 
 def in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -53,7 +53,8 @@ class ModelFactory(factory.django.DjangoModelFactory):
         using = kwargs.pop("using", None)
         if using is None:
             return super()._create(model_class, *args, **kwargs)
-        manager = model_class._default_manager
+        # Model._default_manager is documented Django API (Managers: default managers)
+        manager = model_class._default_manager  # noqa: SLF001
         return manager.using(using).create(*args, **kwargs)
 
 

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from django.db import (
@@ -33,10 +32,9 @@ from django.db import (
 )
 from django.db.models import Count, Exists, F, Q, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.utils import timezone
 
 from ...exceptions import BackendUnavailable
-from . import db_time
+from . import database_sql, db_time
 from .base import WAITER_LEASE, WAITER_REFRESH, LockBackend, LockInfo
 
 T = TypeVar("T")
@@ -239,42 +237,9 @@ class DatabaseLockBackend(LockBackend):
         self, key: str, token: str, holder: str, waiter: str, ttl: float
     ) -> int | None:
         """The ORM attempt's UPDATE plus the fence read in one statement."""
-        from ...models import LockLease, LockWaiter
-
-        connection = connections[self.alias]
-        q = connection.ops.quote_name
-        lease, queue = q(LockLease._meta.db_table), q(LockWaiter._meta.db_table)
-        app = self.app.name
-        if db_time.server_clock(self.alias):
-            now_sql, now_args = "STATEMENT_TIMESTAMP()", []
-            end_sql, end_args = (
-                "STATEMENT_TIMESTAMP() + make_interval(secs => %s)",
-                [ttl],
-            )
-        else:
-            adapt = connection.ops.adapt_datetimefield_value
-            local = timezone.now()
-            now_sql, now_args = "%s", [adapt(local)]
-            end_sql, end_args = "%s", [adapt(local + timedelta(seconds=ttl))]
-        sql = (
-            f"UPDATE {lease} SET {q('token')} = %s, {q('holder')} = %s, "
-            f"{q('fence')} = {q('fence')} + 1, {q('acquired_at')} = {now_sql}, "
-            f"{q('expires_at')} = {end_sql} "
-            f"WHERE {q('app_name')} = %s AND {q('key')} = %s "
-            f"AND ({q('token')} = '' OR {q('expires_at')} < {now_sql}) "
-            f"AND NOT EXISTS (SELECT 1 FROM {queue} w WHERE w.{q('app_name')} = %s "
-            f"AND w.{q('key')} = %s AND w.{q('deadline')} >= {now_sql} "
-            f"AND w.{q('waiter')} <> %s AND w.{q('id')} < COALESCE("
-            f"(SELECT m.{q('id')} FROM {queue} m WHERE m.{q('waiter')} = %s), "
-            f"4611686018427387904)) "
-            f"RETURNING {q('fence')}"
+        return database_sql.grant(
+            self.alias, self.app.name, key, token, holder, waiter, ttl
         )
-        params = [token, holder, *now_args, *end_args, app, key, *now_args]
-        params += [app, key, *now_args, waiter, waiter]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        return None if row is None else int(row[0])
 
     def _could_win(self, key: str, waiter: str) -> bool:
         """Reads only: is the key free (or expired) with ``waiter`` first in line?"""
@@ -309,21 +274,9 @@ class DatabaseLockBackend(LockBackend):
         return released
 
     def _release_and_notify(self, key: str, token: str) -> int:
-        from ...models import LockLease
-
-        connection = connections[self.alias]
-        q = connection.ops.quote_name
-        sql = (
-            f"WITH released AS (UPDATE {q(LockLease._meta.db_table)} "
-            f"SET {q('token')} = '', {q('holder')} = '', "
-            f"{q('expires_at')} = STATEMENT_TIMESTAMP() "
-            f"WHERE {q('app_name')} = %s AND {q('key')} = %s AND {q('token')} = %s "
-            f"RETURNING 1) SELECT pg_notify(%s, '') FROM released"
+        return database_sql.release_and_notify(
+            self.alias, self.app.name, key, token, self.channel
         )
-        params = [self.app.name, key, token, self.channel]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return len(cursor.fetchall())
 
     def _notify(self) -> None:
         connection = connections[self.alias]

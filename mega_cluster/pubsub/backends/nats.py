@@ -158,10 +158,11 @@ class NatsPubSubBackend(PubSubBackend):
                 raise ConnectionError("not connected")
             if len(data) > nc.max_payload:
                 raise self._errors.MaxPayloadError
-            await nc._send_command(self._pub_line(wire_channel, data))
-            if nc._flush_queue is not None and nc._flush_queue.empty():
-                await nc._flush_pending()
-            elif nc._pending_data_size >= YIELD_BYTES:
+            # nats-py internals, checked above (see _publish_batch for why)
+            await nc._send_command(self._pub_line(wire_channel, data))  # noqa: SLF001
+            if nc._flush_queue is not None and nc._flush_queue.empty():  # noqa: SLF001
+                await nc._flush_pending()  # noqa: SLF001
+            elif nc._pending_data_size >= YIELD_BYTES:  # noqa: SLF001
                 # A caller publishing in a loop that awaits nothing else never
                 # lets nats-py's flusher (kicked above) run: it would write only
                 # when nats-py's 2 MiB buffer is full, receivers waiting for the
@@ -247,7 +248,7 @@ class NatsPubSubBackend(PubSubBackend):
         # the NATS protocol; _send_command/_flush_pending are nats-py internals
         # unchanged since 2.0 (checked above, nc.publish() otherwise).
         max_payload = nc.max_payload
-        send = nc._send_command
+        send = nc._send_command  # noqa: SLF001 - nats-py internal, see above
         pub_line = self._pub_line
         too_big = 0
         for wire, data in batch:
@@ -255,7 +256,7 @@ class NatsPubSubBackend(PubSubBackend):
                 too_big += 1
                 continue
             await send(pub_line(wire, data))
-        await nc._flush_pending()
+        await nc._flush_pending()  # noqa: SLF001 - nats-py internal, see above
         if too_big:
             logger.warning(
                 "%d message(s) over the NATS server's max_payload (%d bytes) were "
