@@ -30,7 +30,7 @@ def state_rows() -> Any:
     lag); ``router.db_for_write`` names the database for reads and writes alike.
     """
     model = state_model()
-    return model._default_manager.db_manager(router.db_for_write(model))
+    return model.objects.db_manager(router.db_for_write(model))
 
 
 def load_states(app: ClusterApp) -> dict[str, Any]:
