@@ -36,6 +36,7 @@ from .exceptions import (
 from .plugins.enabling import set_enabled
 from .plugins.lifecycle import start_plugins, stop_plugins
 from .plugins.loader import attach_plugins
+from .startup import NOT_INSTALLED
 
 if TYPE_CHECKING:
     from .cache import Cache, CacheManager
@@ -47,12 +48,6 @@ if TYPE_CHECKING:
     from .sync_messages import SyncMessageManager
 
 logger = logging.getLogger("mega_cluster.registry")
-
-NOT_INSTALLED = (
-    "mega_cluster is used, but 'mega_cluster' is not in INSTALLED_APPS. Add "
-    '"mega_cluster" to INSTALLED_APPS (above your plugin apps and "channels"), '
-    "then run 'manage.py migrate'."
-)
 
 #: attribute name -> dotted path of the manager class, built as ``cls(app)``.
 COMPONENTS: dict[str, str] = {
@@ -86,8 +81,7 @@ class ClusterApp:
         self._started = False
         self._starting = False
         self._stopping = False
-        #: In a forked child: the parent had started this app, so the registry
-        #: starts it again before the child serves (Registry.restart_after_fork).
+        #: forked child: the parent had started it (Registry.restart_after_fork)
         self.restart_pending = False
         #: Why the last ``start()`` in this process failed (``"Type: message"``), or
         #: None; shown by the health view, which then answers 503.
@@ -231,6 +225,15 @@ class ClusterApp:
             self._components.clear()
             self._started = False
 
+    def start_on_first_use(self) -> bool:
+        """Start this app now if the process autostarts its apps and this one has
+        not started yet (a plugin attribute read first); True when it started."""
+        if registry.autostart and not self.started and registry.ready:
+            if self in registry.apps().values():
+                registry.ensure_started(raise_errors=True)
+                return True
+        return False
+
     def enable_plugin(self, name: str) -> None:
         """Enable a plugin: stored in the database, applied on every node."""
         set_enabled(self, name, True)
@@ -240,8 +243,7 @@ class ClusterApp:
         set_enabled(self, name, False)
 
     def after_fork(self) -> None:
-        """In a forked child (the registry's fork handler calls it): forget the
-        parent's managers, remember whether to start again."""
+        """In a forked child: forget the parent's managers, note whether to restart."""
         # The parent's sockets and threads are not ours: forget them, never close them.
         # An app the parent had started is started again in the child on first use
         # (see Registry.restart_after_fork), never inside the fork handler itself.

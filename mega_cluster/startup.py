@@ -17,6 +17,12 @@ from django.conf import settings as django_settings
 
 from .exceptions import BackendUnavailable
 
+NOT_INSTALLED = (
+    "mega_cluster is used, but 'mega_cluster' is not in INSTALLED_APPS. Add "
+    '"mega_cluster" to INSTALLED_APPS (above your plugin apps and "channels"), '
+    "then run 'manage.py migrate'."
+)
+
 if TYPE_CHECKING:
     from .registry import ClusterApp
 

@@ -5,7 +5,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import path
 
 from . import views
-from .registry import NOT_INSTALLED
+from .startup import NOT_INSTALLED
 
 if not apps.is_installed("mega_cluster"):  # URLconfs load once apps are ready
     raise ImproperlyConfigured(NOT_INSTALLED)

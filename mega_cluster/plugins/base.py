@@ -26,15 +26,9 @@ def _require_installed() -> None:
         return
     names = [str(a).split(".apps.")[0] for a in settings.INSTALLED_APPS]
     if "mega_cluster" not in names:
-        from ..registry import NOT_INSTALLED
+        from ..startup import NOT_INSTALLED
 
         raise ImproperlyConfigured(NOT_INSTALLED)
-
-
-def _registry_apps() -> list[ClusterApp]:
-    from ..registry import registry
-
-    return list(registry.apps().values()) if registry.ready else []
 
 
 class Plugin:
@@ -100,13 +94,9 @@ class Plugin:
         if name.startswith("_") or "loaded" not in self.__dict__:
             raise AttributeError(name)
         if not self.loaded:
-            from ..registry import registry
-
             app = self.__dict__["app"]
-            if registry.autostart and not app.started and app in _registry_apps():
-                registry.ensure_started(raise_errors=True)
-                if name in self.__dict__:
-                    return self.__dict__[name]
+            if app.start_on_first_use() and name in self.__dict__:
+                return self.__dict__[name]
             raise AttributeError(
                 f"{type(self).__name__!r} object has no attribute {name!r}: plugin "
                 f"{self.name!r} is not loaded on node {app.node_id} ("
