@@ -11,16 +11,14 @@ the queue's own outcome rules (retries with backoff, dead letters).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import itertools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import async_to_sync
-
+from ..calls import call_sync
 from ..events import attempts
 from ..events.backends.base import ClaimedEvent, NewEvent
 from ..events.backends.memory import MemoryEventBackend, MemoryEventStore
@@ -168,7 +166,7 @@ class EventRunner:
                 continue
             for node in _rotate(_consumers(nodes, name), next(self._turn)):
                 sub = node.event_queue.subscriptions().get(name)
-                if sub is None or (sub.idle is not None and not _call(sub.idle)):
+                if sub is None or (sub.idle is not None and not call_sync(sub.idle)):
                     continue
                 try:
                     claimed = node.event_queue.backend.claim(name, 1, lease=30.0)
@@ -184,7 +182,7 @@ class EventRunner:
         run = attempts.Attempt.of(sub, event)
         outcome = attempts.Outcome()
         try:
-            _call(sub.process, payload, run.ctx)
+            call_sync(sub.process, payload, run.ctx)
         except Exception as exc:
             outcome = attempts.Outcome(
                 error=f"{type(exc).__name__}: {exc}", exc_info=exc
@@ -235,18 +233,3 @@ def _rotate(items: list[ClusterApp], turn: int) -> list[ClusterApp]:
         return items
     start = turn % len(items)
     return items[start:] + items[:start]
-
-
-def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - async callable objects
-    ):
-        return async_to_sync(fn)(*args)
-    result = fn(*args)
-    if inspect.isawaitable(result):
-
-        async def wait() -> Any:
-            return await result
-
-        return async_to_sync(wait)()
-    return result
