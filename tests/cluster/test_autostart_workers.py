@@ -185,6 +185,59 @@ def test_a_server_forking_from_c_starts_each_worker_with_its_own_node(
     assert reports[0]["node"] != reports[1]["node"]
 
 
+APP_TESTS = """
+from django.test import TestCase
+
+from flagsapp.plugin import FlagsPlugin
+from mega_cluster.registry import registry
+
+
+class NothingStarted(TestCase):
+    def test_the_app_is_not_started(self):
+        self.assertFalse(registry.get().started)
+        self.assertFalse(registry.get().plugins["flags"].loaded)
+"""
+
+SCRIPT = """
+import os
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+django.setup()
+
+from mega_cluster.registry import registry
+
+plugin = registry.get().plugins["flags"]
+print("before", registry.get().started)
+print("flags", plugin.flags)  # set by load(): this first use starts the app
+print("after", registry.get().started, registry.get().node_id)
+"""
+
+
+def test_a_script_that_uses_a_plugin_gets_a_started_app(tmp_path, unique_name):
+    """A plain script: the first read of an attribute load() sets starts the app
+    (as the first get_app() would), and it says so on stderr."""
+    root = make_project(
+        tmp_path / "site",
+        {
+            "APP_NAME": unique_name,
+            "PUBSUB": {"BACKEND": "redis", "OPTIONS": {"URL": settings.REDIS_URL}},
+        },
+    )
+    (root / "script.py").write_text(SCRIPT.lstrip())
+    done = run(["script.py"], cwd=root)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["before False", "flags {}"], done.stdout
+    node = lines[2].split()[2]
+    assert lines[2] == f"after True {node}"
+    assert (
+        f"mega_cluster: cluster app {unique_name!r} started on node {node} (web, not "
+        "consuming events" in done.stderr
+    ), done.stderr
+
+
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:
     """A port that accepts TCP connections and never answers: any connection
@@ -225,6 +278,7 @@ def test_maintenance_commands_start_nothing_and_open_no_connection(
     )
     with (root / "proj" / "settings.py").open("a") as fh:
         fh.write(f"STATIC_ROOT = {str(root / 'static')!r}\n")
+    (root / "flagsapp" / "tests.py").write_text(APP_TESTS.lstrip())
     commands = [
         ["check"],
         ["makemigrations", "--check", "--dry-run"],
@@ -236,6 +290,8 @@ def test_maintenance_commands_start_nothing_and_open_no_connection(
         done = run(["manage.py", *command], cwd=root, timeout=120)
         output = done.stdout + done.stderr
         assert done.returncode == 0, (command, output)
+        if command[0] == "test":  # the test database was set up, the test ran
+            assert "Ran 1 test" in output and "OK" in output, output
         assert "started on node" not in output, (command, output)
         assert not _connected(listener), f"{command} opened a connection:\n{output}"
     done = run(
