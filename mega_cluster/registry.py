@@ -408,11 +408,11 @@ class Registry:
             app.start()
         except Exception as exc:
             logger.exception("cluster app %s failed to start", app.name)
-            startup.announce(app, error=exc)
+            startup.announce(app, error=exc, serving=self.serving)
             if raise_errors:
                 raise
             return False
-        startup.announce(app)
+        startup.announce(app, serving=self.serving)
         return True
 
     def restart_after_fork(self) -> None:

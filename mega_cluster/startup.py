@@ -96,10 +96,13 @@ def _ping(backend: Any) -> None:
     backend.ping()
 
 
-def announce(app: ClusterApp, *, error: BaseException | None = None) -> None:
+def announce(
+    app: ClusterApp, *, error: BaseException | None = None, serving: bool = True
+) -> None:
     """Say on stderr that ``app`` started (node id, role, plugins) or why not.
 
     Printed, not only logged: a process without LOGGING configured shows it too.
+    ``serving=False``: a shell or script started it on first use.
     """
     if error is not None:
         line = (
@@ -109,6 +112,8 @@ def announce(app: ClusterApp, *, error: BaseException | None = None) -> None:
     else:
         built = app.built_components()
         role = getattr(built.get("node_registry"), "role", "web")
+        if not serving:
+            role = "shell or script"
         if not getattr(built.get("event_queue"), "consume", True):
             role += ", not consuming events"
         line = (

@@ -51,7 +51,10 @@ def spawn_workers(
     procs: ProcessGroup, n: int, env: dict[str, str], *args: str
 ) -> list[Any]:
     return [
-        procs.spawn(["manage.py", "runworker", "-v", "2", *args], env) for _ in range(n)
+        # not -v 2: it prints two lines per event on stdout, a pipe read only at
+        # the end (1,000 events would fill it and block the worker)
+        procs.spawn(["manage.py", "runworker", *args], env)
+        for _ in range(n)
     ]
 
 

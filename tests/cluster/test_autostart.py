@@ -1,6 +1,7 @@
 """With the ``wsgi.py``/``asgi.py`` that ``startproject`` writes, every serving
 process starts its cluster app by itself: its own node id, its plugins loaded, sync
-messages between nodes (runserver x2, gunicorn --preload -w 2, uvicorn x2)."""
+messages between nodes (runserver x2, gunicorn --preload -w 2, uvicorn x2,
+daphne x2)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,16 @@ def test_uvicorn_twice(project: Path, unique_name: str) -> None:
         for port in (free_port(), free_port()):
             args = ["-m", "uvicorn", "proj.asgi:application", "--port", str(port)]
             bases.append(group.start(args, port))
+        _two_nodes(group, *bases, unique_name)
+
+
+def test_daphne_twice(project: Path, unique_name: str) -> None:
+    """Two daphne processes on the generated ``proj.asgi:application``."""
+    with servers(project) as group:
+        bases = []
+        for port in (free_port(), free_port()):
+            args = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+            bases.append(group.start([*args, "proj.asgi:application"], port))
         _two_nodes(group, *bases, unique_name)
 
 

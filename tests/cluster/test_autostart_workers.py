@@ -233,8 +233,8 @@ def test_a_script_that_uses_a_plugin_gets_a_started_app(tmp_path, unique_name):
     node = lines[2].split()[2]
     assert lines[2] == f"after True {node}"
     assert (
-        f"mega_cluster: cluster app {unique_name!r} started on node {node} (web, not "
-        "consuming events" in done.stderr
+        f"mega_cluster: cluster app {unique_name!r} started on node {node} (shell or "
+        "script, not consuming events" in done.stderr
     ), done.stderr
 
 

@@ -104,6 +104,7 @@ def test_a_web_process_whose_app_failed_to_start_answers_503_with_the_reason(
     assert body["cluster_apps"][unique_name] == {
         "started": False,
         "start_error": reason,
+        "database_clash": None,
     }
     assert (
         f"mega_cluster: cluster app {unique_name!r} failed to start on node" in output
