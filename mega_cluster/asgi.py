@@ -1,4 +1,7 @@
-"""ASGI entry point that starts the cluster apps once the application is built.
+"""Optional ASGI entry point that starts the cluster apps before the first request.
+
+Not needed: with Django's own ``get_asgi_application()`` every process starts its
+apps on its first request (:mod:`mega_cluster.autostart`).
 
 In ``asgi.py``::
 

@@ -1,4 +1,9 @@
-"""WSGI entry point that starts the cluster apps once the application is built.
+"""Optional WSGI entry point that starts the cluster apps before the first request.
+
+Not needed: with Django's own ``get_wsgi_application()`` (the ``wsgi.py`` that
+``startproject`` writes) every process starts its apps on its first request
+(:mod:`mega_cluster.autostart`). Use this one to start earlier, or to make a
+failing start stop the server from booting.
 
 In ``wsgi.py``::
 
