@@ -7,14 +7,20 @@ must not connect to anything: connections are made on first use or in ``start()`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from .circuit import Circuit, guard
+from .circuit import settings_of as circuit_settings
 from .conf import missing_modules
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from .registry import ClusterApp
+
+#: Default ``timeout`` of :meth:`Backend.ping` (seconds).
+PING_TIMEOUT = 2.0
 
 
 class Backend:
@@ -30,15 +36,41 @@ class Backend:
         naming ``pip install "mega-cluster[extra]"``.
     ``required_options``
         ``OPTIONS`` keys that must be present (check error ``E011``).
+    ``circuit_name``, ``guarded``
+        The name of the backend's :class:`~mega_cluster.circuit.Circuit` and the
+        methods that run through it: while the circuit is open they raise
+        ``CircuitOpen`` at once (see :mod:`mega_cluster.circuit`). Each family's
+        base lists the methods of its contract that reach the server.
     """
 
     cluster_safe: ClassVar[bool] = True
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
     required_options: ClassVar[tuple[str, ...]] = ()
+    circuit_name: ClassVar[str] = "backend"
+    guarded: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, app: ClusterApp, options: Mapping[str, Any]) -> None:
         self.app = app
         self.options = dict(options)
+        # The class's ping, not the guarded one: a probe must reach the server
+        # while the circuit is open.
+        self.circuit = Circuit(
+            getattr(app, "name", "?"),
+            self.circuit_name,
+            probe=functools.partial(type(self).ping, self),
+            **circuit_settings(app),
+        )
+        guard(self, self.guarded, self.circuit)
+        stop = self.stop
+
+        @functools.wraps(stop)
+        def stop_and_close_circuit() -> None:
+            try:
+                stop()
+            finally:
+                self.circuit.reset()  # ends its probe thread; a restart starts closed
+
+        self.stop = stop_and_close_circuit  # type: ignore[method-assign]
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -55,8 +87,19 @@ class Backend:
     def stop(self) -> None:
         """Stop background work and close connections; idempotent."""
 
-    def ping(self) -> None:
-        """Raise ``BackendUnavailable`` when the server cannot be reached."""
+    def databases(self) -> list[str]:
+        """The Django database aliases this backend reads and writes (the health
+        view pings each); empty for backends without one."""
+        return []
+
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
+        """Raise ``BackendUnavailable`` when the server cannot be reached.
+
+        Returns or raises within about ``timeout`` seconds even when the server
+        hangs (a frozen process accepts connections and never answers): the
+        check uses connections with that socket timeout, never the backend's
+        longer-lived ones. Process-local backends always answer.
+        """
 
 
 B = TypeVar("B", bound=Backend)

@@ -79,5 +79,8 @@ APP_KEYS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "MESSAGE_MAX_BYTES": (_number("int", minimum=1), 1024 * 1024),
     "NODE_HEARTBEAT": (_number("float", minimum=0.1), 5.0),
     "NODE_TIMEOUT": (_number("float", minimum=0.5), 30.0),
+    "CIRCUIT_FAILURES": (_number("int", minimum=0), 3),
+    "CIRCUIT_PROBE_EVERY": (_number("float", minimum=0.05), 1.0),
+    "HEALTH_TIMEOUT": (_number("float", minimum=0.1), 2.0),
 }
 SECTIONS = tuple(SECTION_KEYS)

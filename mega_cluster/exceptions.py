@@ -71,6 +71,10 @@ class BackendUnavailable(MegaClusterError, ConnectionError):
     """The server behind a backend cannot be reached; the driver error is the ``__cause__``."""
 
 
+class CircuitOpen(BackendUnavailable):
+    """The backend failed several calls in a row, so calls fail fast (nothing was sent) until a background probe reaches its server again."""
+
+
 # Locks --------------------------------------------------------------------------
 
 

@@ -26,7 +26,10 @@ Gauges computed at each scrape from the managers' operations API (cluster-wide):
 ``mega_cluster_queue_events{app,channel,state}`` (``stats()``),
 ``mega_cluster_locks_held{app}`` (``list_locks()``),
 ``mega_cluster_nodes{app,status}`` (``node_registry.list_nodes()``) and
-``mega_cluster_scrape_errors{app,source}`` when one of them failed.
+``mega_cluster_scrape_errors{app,source}`` when one of them failed; and, for this
+process, ``mega_cluster_circuit_open{app,circuit}`` (1 while the backend's circuit
+is open, see :mod:`mega_cluster.circuit`) and ``mega_cluster_circuit_opened``
+(times it opened).
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ _metrics: dict[str, Any] = {}
 
 if ENABLED:
     from prometheus_client import CollectorRegistry, Counter, Histogram
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     REGISTRY = CollectorRegistry(auto_describe=True)
     for _name, (_kind, _help, _labels) in METRICS.items():
@@ -152,6 +155,7 @@ class ClusterCollector:
         return []  # computed per scrape: nothing to describe up front
 
     def collect(self) -> Iterator[Any]:
+        from .circuit import circuits
         from .registry import registry
 
         queue = GaugeMetricFamily(
@@ -165,6 +169,22 @@ class ClusterCollector:
         nodes = GaugeMetricFamily(
             "mega_cluster_nodes", "Nodes by status.", labels=["app", "status"]
         )
+        circuit_open = GaugeMetricFamily(
+            "mega_cluster_circuit_open",
+            "1 while the circuit of a backend is open in this process (calls fail "
+            "fast).",
+            labels=["app", "circuit"],
+        )
+        circuit_opened = CounterMetricFamily(
+            "mega_cluster_circuit_opened",
+            "Times the circuit of a backend opened in this process.",
+            labels=["app", "circuit"],
+        )
+        for circuit in circuits():
+            state = circuit.as_dict()
+            labels = [circuit.app, circuit.name]
+            circuit_open.add_metric(labels, 1 if state["state"] == "open" else 0)
+            circuit_opened.add_metric(labels, state["opened_count"])
         errors = GaugeMetricFamily(
             "mega_cluster_scrape_errors",
             "1 when a source could not be read at this scrape.",
@@ -191,7 +211,7 @@ class ClusterCollector:
             except Exception as exc:
                 logger.warning("metrics: node list of app %s failed: %s", name, exc)
                 errors.add_metric([name, "nodes"], 1)
-        yield from (queue, locks, nodes, errors)
+        yield from (queue, locks, nodes, circuit_open, circuit_opened, errors)
 
 
 if ENABLED:

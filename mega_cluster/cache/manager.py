@@ -160,10 +160,21 @@ class CacheManager:
                 self.create_cache(DEFAULT_CACHE)
             return self._caches[DEFAULT_CACHE]
 
+    def store(self, alias: str) -> Store:
+        """The store of ``CACHES[alias]`` shared by this app's caches (built on
+        first use, no connection made); ``ConfigurationError`` for an unknown alias."""
+        with self._lock:
+            return self._store(alias)
+
+    def stores(self) -> dict[str, Store]:
+        """The stores in use so far, by alias."""
+        with self._lock:
+            return dict(self._stores)
+
     def _store(self, alias: str) -> Store:
         store = self._stores.get(alias)
         if store is None:
-            store = self._stores[alias] = open_store(alias)
+            store = self._stores[alias] = open_store(alias, self.app)
         return store
 
     def start(self) -> None:

@@ -19,6 +19,9 @@ from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache, InvalidCacheBackendError
 from django.core.exceptions import ImproperlyConfigured
 
+from ..backends import PING_TIMEOUT
+from ..circuit import Circuit, guard
+from ..circuit import settings_of as circuit_settings
 from ..exceptions import BackendUnavailable, ConfigurationError
 from .near import MISSING
 
@@ -56,6 +59,7 @@ def _driver_errors() -> tuple[type[BaseException], ...]:
 
 
 DRIVER_ERRORS = _driver_errors()
+PING_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, OSError)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -89,6 +93,8 @@ class Store:
 
     #: Whole seconds only: sub-second TTLs are rounded up, never down to "expire now".
     whole_seconds = False
+    #: Set by :func:`open_store`.
+    circuit: Circuit
 
     def __init__(self, alias: str, backend: BaseCache, backend_path: str) -> None:
         self.alias = alias
@@ -165,8 +171,21 @@ class Store:
             "left on a key; use a Redis or locmem store for ttl()."
         )
 
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
+        """Raise ``BackendUnavailable`` when the store does not answer (Redis
+        stores: within ``timeout`` seconds; others read one key)."""
+        try:
+            self.backend.get("mega_cluster:health")
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            # Cache clients raise their own errors (pymemcache, database errors…);
+            # any of them means the store did not answer.
+            raise self.unavailable(exc) from exc
+
     def close(self) -> None:
         self.backend.close()
+        self.circuit.reset()
 
 
 class LocMemStore(Store):
@@ -208,6 +227,14 @@ class _RedisStore(Store):
             gen = int(gen) if gen.isdigit() else self.decode(gen)
         decode = self.decode
         return gen, [MISSING if v is None else decode(v) for v in raw[1:]]
+
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
+        from ..redis_client import ping
+
+        try:
+            ping(self.raw_client(None, write=False), timeout)
+        except PING_ERRORS as exc:
+            raise self.unavailable(exc) from exc
 
     @_translated
     def ttl(self, key: str) -> float | None:
@@ -272,8 +299,25 @@ def backend_path(alias: str) -> str:
     return str(configured[alias].get("BACKEND", ""))
 
 
-def open_store(alias: str) -> Store:
-    """Build the adapter for ``CACHES[alias]`` (no connection is made yet)."""
+#: The methods of a store that reach the server, run through its circuit.
+GUARDED = ("get_many", "fetch", "set", "set_many", "add", "delete_many", "incr", "ttl")
+
+
+def open_store(alias: str, app: Any = None) -> Store:
+    """Build the adapter for ``CACHES[alias]`` (no connection is made yet); its
+    calls run through a circuit named ``cache:<alias>`` of ``app``."""
+    store = _build(alias)
+    store.circuit = Circuit(
+        getattr(app, "name", "?"),
+        f"cache:{alias}",
+        probe=functools.partial(type(store).ping, store),
+        **circuit_settings(app),
+    )
+    guard(store, GUARDED, store.circuit)
+    return store
+
+
+def _build(alias: str) -> Store:
     path = backend_path(alias)
     try:
         backend = caches.create_connection(alias)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import node
+from ..backends import PING_TIMEOUT
 from ..exceptions import BackendUnavailable
 from .identity import database_identity
 from .stores import NodeStore, reject_record, store_for
@@ -165,8 +166,10 @@ class NodeRegistry:
     def get(self, node_id: str) -> NodeInfo | None:
         return next((n for n in self.list_nodes() if n.node_id == node_id), None)
 
-    def ping(self) -> None:
-        self.store.ping()
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
+        """Raise ``BackendUnavailable`` when the store does not answer within about
+        ``timeout`` seconds."""
+        self.store.ping(timeout)
 
     # lifecycle --------------------------------------------------------------------
 
@@ -222,6 +225,8 @@ class NodeRegistry:
         finally:
             with node.fork_guard():
                 self.store.close()
+                if self.store.circuit is not None:
+                    self.store.circuit.reset()  # ends its probe with the heartbeats
                 # Database connections are per thread: close this thread's own.
                 connections.close_all()
 

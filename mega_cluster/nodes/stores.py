@@ -6,6 +6,7 @@ forgets records older than ``drop_after`` seconds whenever it is written or read
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -15,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError
 
 from .. import metrics
+from ..backends import PING_TIMEOUT
+from ..circuit import Circuit, guard
+from ..circuit import settings_of as circuit_settings
 from ..exceptions import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -24,9 +28,16 @@ logger = logging.getLogger("mega_cluster.nodes")
 
 
 class NodeStore:
-    """The contract: ``put``, ``remove``, ``all`` and ``ping``."""
+    """The contract: ``put``, ``remove``, ``all`` and ``ping``.
+
+    Each raises ``BackendUnavailable`` (driver error as ``__cause__``) when the
+    store cannot be reached. :func:`store_for` routes ``put``, ``remove`` and
+    ``all`` through the store's circuit (:mod:`mega_cluster.circuit`).
+    """
 
     name = "base"
+    #: Set by :func:`store_for` (None for a store built another way).
+    circuit: Circuit | None = None
 
     def put(self, record: Mapping[str, Any], *, drop_after: float) -> None:
         raise NotImplementedError
@@ -37,6 +48,15 @@ class NodeStore:
     def all(self, *, drop_after: float) -> list[dict[str, Any]]:
         """Every record younger than ``drop_after`` seconds (older ones are deleted)."""
         raise NotImplementedError
+
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
+        """Raise ``BackendUnavailable`` when the store does not answer within about
+        ``timeout`` seconds."""
+        raise NotImplementedError
+
+    def databases(self) -> list[str]:
+        """The Django database aliases the store writes (empty: none)."""
+        return []
 
     def close(self) -> None:
         """Release connections (the store may be used again afterwards)."""
@@ -111,8 +131,10 @@ class RedisNodeStore(NodeStore):
             self._do(lambda c: c.hdel(self.key, *stale))
         return records
 
-    def ping(self) -> None:
-        self._do(lambda c: c.ping())
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
+        from .. import redis_client
+
+        self._do(lambda c: redis_client.ping(c, timeout))
 
     def forget_connections(self) -> None:
         self._client_obj = None
@@ -205,7 +227,11 @@ class DatabaseNodeStore(NodeStore):
             for row in self._do(read)
         ]
 
-    def ping(self) -> None:
+    def databases(self) -> list[str]:
+        return [self.alias]
+
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
+        # Bounded by the health view's deadline (no socket timeout of our own).
         from django.db import DatabaseError, connections
 
         try:
@@ -234,7 +260,20 @@ def reject_record(app_name: str, field: Any, why: BaseException) -> None:
 
 
 def store_for(app: ClusterApp) -> NodeStore:
-    """Redis when the app's locks or pub/sub use Redis, else the database."""
+    """Redis when the app's locks or pub/sub use Redis, else the database; its
+    calls run through a circuit named ``nodes``."""
+    store = _choose(app)
+    store.circuit = Circuit(
+        app.name,
+        "nodes",
+        probe=functools.partial(type(store).ping, store),
+        **circuit_settings(app),
+    )
+    guard(store, ("put", "remove", "all"), store.circuit)
+    return store
+
+
+def _choose(app: ClusterApp) -> NodeStore:
     for section in (app.settings.locks, app.settings.pubsub):
         backend = section.backend
         if backend is None or backend.alias != "redis":

@@ -348,3 +348,24 @@ def refuse_cluster_node(client: Any, setting: str) -> None:
             "set OPTIONS['CLUSTER'] = True (with a redis:// URL of a node), or "
             "point it at a server that is not in a cluster."
         )
+
+
+def ping(client: Any, timeout: float) -> None:
+    """One ``PING`` on a new connection to the server of ``client`` whose connect
+    and read time out after ``timeout`` seconds (the client's own connections may
+    have none: a frozen server would hold them forever); raises redis-py's
+    exceptions. A client without a single pool (``RedisCluster``) pings through
+    its own connections."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        client.ping()
+        return
+    kwargs = dict(pool.connection_kwargs)
+    kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+    conn = pool.connection_class(**kwargs)
+    try:
+        conn.connect()  # Sentinel: finds the current primary here
+        conn.send_command("PING")
+        conn.read_response()
+    finally:
+        conn.disconnect()

@@ -38,5 +38,5 @@ class MemoryNodeStore(NodeStore):
                     del self._records[node_id]
             return [dict(record) for record in self._records.values()]
 
-    def ping(self) -> None:
+    def ping(self, timeout: float = 2.0) -> None:
         pass

@@ -436,6 +436,7 @@ TITLES = [
     r"Nodes \\((\\d+) alive, (\\d+) dead\\)",
     r"Locks \\((\\d+) held\\)",
     r"Queues \\((\\d+) channels\\)",
+    r"Backends \\((\\d+) answer, (\\d+) failed(?:; circuits open: .+)?\\)",
 ]
 
 
@@ -468,7 +469,7 @@ real = sections(out.getvalue())
 
 console = next(b["code"] for b in doc_blocks if "cluster_status" in b["code"])
 documented = sections(console.split("\\n", 1)[1])
-assert len(real) == len(documented) == 4, (real, documented)
+assert len(real) == len(documented) == 5, (real, documented)
 for (r_title, r_header, r_rows), (d_title, d_header, d_rows) in zip(real, documented):
     pattern = next(t for t in TITLES if re.fullmatch(t, d_title))
     assert re.fullmatch(pattern, r_title), (r_title, d_title)

@@ -30,9 +30,15 @@ def test_health_is_open_and_reports_every_backend(client):
     checks = body["apps"][app.name]
     assert set(checks) == {"locks", "pubsub", "event_queue", "cache", "nodes"}
     assert checks["cache"]["backend"] == "default" and checks["cache"]["ok"]
-    assert checks["locks"] == {"backend": "local", "ok": True, **_lat(checks["locks"])}
+    assert checks["locks"] == {
+        "backend": "local",
+        "ok": True,
+        "circuit": "closed",
+        **_lat(checks["locks"]),
+    }
     assert all(check["ok"] for check in checks.values())
-    assert body["database"]["ok"]
+    assert body["databases"]["default"]["ok"]
+    assert body["databases"]["default"]["used_by"][0] == "mega_cluster"
 
 
 def _lat(check):

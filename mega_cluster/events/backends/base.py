@@ -125,6 +125,17 @@ class EventBackend(Backend):
 
     blocking: ClassVar[bool] = True
     notifies: ClassVar[bool] = False
+    circuit_name: ClassVar[str] = "event_queue"
+    #: The calls of publishers and operators (a consumer's own calls retry and
+    #: back off by themselves).
+    guarded: ClassVar[tuple[str, ...]] = (
+        "enqueue",
+        "stats",
+        "dead_letters",
+        "events",
+        "retry_dead",
+        "discard_dead",
+    )
     leases: ClassVar[bool] = True
 
     def __init__(self, app: Any, options: Any) -> None:

@@ -62,6 +62,14 @@ class LockBackend(Backend):
     """
 
     supports_notification: ClassVar[bool] = False
+    circuit_name: ClassVar[str] = "locks"
+    guarded: ClassVar[tuple[str, ...]] = (
+        "acquire",
+        "release",
+        "extend",
+        "force_release",
+        "list_locks",
+    )
 
     def acquire(
         self, key: str, token: str, ttl: float, wait: float, holder: str

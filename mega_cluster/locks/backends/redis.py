@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ... import redis_client
+from ...backends import PING_TIMEOUT
 from ...exceptions import BackendUnavailable
 from ...redis_client import DirectConnections
 from .base import WAITER_LEASE, WAITER_REFRESH, LockBackend, LockInfo
@@ -408,12 +409,12 @@ class RedisLockBackend(LockBackend):
         ]
         return sorted(out, key=lambda info: info.key)
 
-    def ping(self) -> None:
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
         import redis
 
         try:
-            self._client().ping()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            redis_client.ping(self._client(), timeout)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise BackendUnavailable(
                 f"Redis lock backend of app {self.app.name!r} is unreachable: {exc}"
             ) from exc

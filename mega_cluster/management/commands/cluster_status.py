@@ -8,12 +8,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ... import health
 from ...exceptions import AppNotFound
 from ...nodes.status import snapshot
 from ...registry import registry
 
 NODE_COLUMNS = ("node_id", "role", "status", "heartbeat_age", "host", "pid", "uptime")
 LOCK_COLUMNS = ("key", "holder", "fence", "age", "ttl_left", "waiters")
+BACKEND_COLUMNS = ("check", "backend", "ok", "latency_ms", "error", "circuit")
 QUEUE_COLUMNS = (
     "channel",
     "pending",
@@ -71,6 +73,14 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         now = time.time()
         snapshots = [snapshot(app) for app in apps]
+        # Every backend pinged at once, as the health view does, with the state of
+        # this process's circuits (an open one: calls to it fail fast).
+        _ok, databases, checks = health.report(apps)
+        for snap in snapshots:
+            snap["backends"] = [
+                {"check": key, **result} for key, result in checks[snap["app"]].items()
+            ]
+            snap["databases"] = databases
         for snap in snapshots:
             for node in snap["nodes"]:
                 node["uptime"] = round(max(0.0, now - node["started_at"]), 3)
@@ -102,6 +112,15 @@ class Command(BaseCommand):
         out.write(table(LOCK_COLUMNS, snap["locks"]))
         out.write(f"Queues ({len(snap['queues'])} channels)")
         out.write(table(QUEUE_COLUMNS, snap["queues"]))
+        backends = snap["backends"]
+        down = [row["check"] for row in backends if not row["ok"]]
+        opened = [row["check"] for row in backends if row.get("circuit") == "open"]
+        out.write(
+            f"Backends ({len(backends) - len(down)} answer, {len(down)} failed"
+            + (f"; circuits open: {', '.join(opened)}" if opened else "")
+            + ")"
+        )
+        out.write(table(BACKEND_COLUMNS, backends))
         for warning in snap["warnings"]:
             out.write(self.style.WARNING(f"WARNING: {warning}"))
         if snap["clash"]:

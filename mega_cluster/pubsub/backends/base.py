@@ -33,7 +33,7 @@ import random
 from collections.abc import Callable
 from typing import ClassVar
 
-from ...backends import Backend
+from ...backends import PING_TIMEOUT, Backend
 from ...exceptions import BackendUnavailable, ConfigurationError
 
 logger = logging.getLogger("mega_cluster.pubsub")
@@ -53,6 +53,8 @@ class PubSubBackend(Backend):
     #: True when the backend calls ``on_read_done()`` after the messages of each
     #: read it delivers (all of them in one step of the loop).
     reads_in_batches: ClassVar[bool] = False
+    circuit_name: ClassVar[str] = "pubsub"
+    guarded: ClassVar[tuple[str, ...]] = ("publish", "publish_sync")
 
     on_message: Callable[[str, bytes], None]
     on_gap: Callable[[], None]
@@ -116,6 +118,7 @@ class PubSubBackend(Backend):
             except BaseException:  # cancelled or already failed
                 pass
         await self._drop()
+        self.circuit.reset()  # its probe ends with the connection
 
     async def _run(self) -> None:
         """Listen; on a lost connection reconnect with exponential backoff."""
@@ -206,8 +209,10 @@ class PubSubBackend(Backend):
         then dropped by the server."""
         return None
 
-    def ping(self) -> None:
-        """Raise ``BackendUnavailable`` while the listener is known disconnected."""
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
+        """Raise ``BackendUnavailable`` while the listener is known disconnected
+        (and, on a backend with a server, when the server does not answer within
+        ``timeout`` seconds)."""
         if self._task is not None and not self.connected:
             raise self.unavailable(ConnectionError("listener disconnected"))
 

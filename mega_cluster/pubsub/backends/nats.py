@@ -16,6 +16,7 @@ import time
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from ...backends import PING_TIMEOUT
 from .base import PubSubBackend
 
 logger = logging.getLogger("mega_cluster.pubsub")
@@ -265,15 +266,15 @@ class NatsPubSubBackend(PubSubBackend):
                 max_payload,
             )
 
-    def ping(self) -> None:
-        super().ping()
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
+        super().ping(timeout)
         if self._task is not None:
             return
         # not started: a plain socket, so a health check never needs an event loop
         url = urlsplit(self.options["URL"])
         try:
             with socket.create_connection(
-                (url.hostname or "127.0.0.1", url.port or 4222), timeout=3
+                (url.hostname or "127.0.0.1", url.port or 4222), timeout=timeout
             ) as conn:
                 greeting = conn.recv(8)
         except OSError as exc:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ... import redis_client
+from ...backends import PING_TIMEOUT
 from .base import PubSubBackend
 
 logger = logging.getLogger("mega_cluster.pubsub")
@@ -308,10 +309,18 @@ class RedisPubSubBackend(PubSubBackend):
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
 
-    def ping(self) -> None:
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
+        super().ping(timeout)
         import redis
 
-        client = redis_client.sync_client(self.options, **self._client_kwargs())
+        client = redis_client.sync_client(
+            self.options,
+            **{
+                **self._client_kwargs(),
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+            },
+        )
         try:
             client.ping()
         except redis.RedisError as exc:

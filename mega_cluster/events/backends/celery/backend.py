@@ -51,6 +51,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ....backends import PING_TIMEOUT
 from ....exceptions import BackendUnavailable, EventNotFound
 from ...context import ConsumerConfig
 from ..base import (
@@ -233,10 +234,21 @@ class CeleryEventBackend(EventBackend):
     def prune(self, retention: float) -> int:
         return self.store.prune(retention)
 
+    # health -----------------------------------------------------------------------
+
+    def databases(self) -> list[str]:
+        return [self.store.alias]
+
+    def ping(self, timeout: float = PING_TIMEOUT) -> None:
+        """The store (``SELECT 1``), then the broker (one connection attempt)."""
+        self.store.ping(timeout)
+        self.broker.ping(timeout)
+
     # lifecycle --------------------------------------------------------------------
 
     def stop(self) -> None:
         self.store.rows.stop()
+        self.store.circuit.reset()  # the store's own circuit: its probe ends here
         # After the consumer stopped (EventQueue.stop): its last successes.
         try:
             self.book.flush()

@@ -78,6 +78,30 @@ class Broker:
         task.register(celery_app)
         return celery_app
 
+    def ping(self, timeout: float) -> None:
+        """One connection attempt to the broker with ``timeout`` as its connect and
+        socket timeouts; ``BackendUnavailable`` when it fails."""
+        celery_app = self.celery
+        options = dict(celery_app.conf.broker_transport_options or {})
+        url = str(celery_app.conf.broker_url or "")
+        if url.startswith(("redis", "rediss", "sentinel")):
+            options.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+        elif url.startswith(("amqp", "pyamqp")):
+            options.update(read_timeout=timeout, write_timeout=timeout)
+        conn = celery_app.connection_for_write(
+            connect_timeout=timeout, transport_options=options
+        )
+        try:
+            conn.connect()  # one attempt, no retries
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"Celery broker of the event queue of app {self.app_name!r} is "
+                f"unreachable: {type(exc).__name__}"
+            ) from exc
+        finally:
+            with contextlib.suppress(Exception):
+                conn.release()
+
     def queue_name(self, channel: str) -> str:
         return f"{self.queue_prefix}{channel}"
 

@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import connections
 from django.utils import timezone
@@ -39,6 +39,8 @@ _ROW_COLUMNS = (
 class CeleryStore(DatabaseEventBackend):
     """Events' rows, attempts, dedupe, stats and dead letters, as on the
     ``database`` backend (so they behave alike), for a broker-delivered queue."""
+
+    circuit_name: ClassVar[str] = "event_queue:store"
 
     def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
         super().__init__(app, options)
