@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -42,7 +43,14 @@ class LockAdmin(OperationsAdmin):
             row["release_url"] = (
                 reverse("admin:mega_cluster_clusterlock_force_release")
                 + "?"
-                + urlencode({"app": app.name, "key": row["key"]})
+                + urlencode(
+                    {
+                        "app": app.name,
+                        "key": row["key"],
+                        "holder": row["holder"],
+                        "fence": row["fence"],
+                    }
+                )
             )
         return self.render(
             request,
@@ -59,22 +67,29 @@ class LockAdmin(OperationsAdmin):
         )
 
     def force_release_view(self, request: HttpRequest) -> HttpResponse:
+        """Confirm, then free the one lease the operator saw.
+
+        The confirmation form carries the holder and fence of the lease it showed;
+        the POST frees the key only while that same lease holds it (the backend
+        checks the fence in the same step as the release), so a lock that changed
+        hands in between is left alone and the page says so.
+        """
         self.require(request, "force_release_lock")
         app = self.cluster_app(request)
-        key = request.POST.get("key") if request.method == "POST" else None
-        key = key or request.GET.get("key", "")
+        data = request.POST if request.method == "POST" else request.GET
+        key = data.get("key", "")
         back = (
             reverse("admin:mega_cluster_clusterlock_changelist")
             + "?"
             + urlencode({"app": app.name})
         )
         held = next((r for r in lock_rows(app) if r["key"] == key), None)
-        if held is None:
-            self.message_user(
-                request, f"Lock {key!r} is not held (any more).", messages.WARNING
-            )
-            return HttpResponseRedirect(back)
         if request.method != "POST":
+            if held is None:
+                self.message_user(
+                    request, f"Lock {key!r} is not held (any more).", messages.WARNING
+                )
+                return HttpResponseRedirect(back)
             return self.render(
                 request,
                 "lock_force_release.html",
@@ -82,24 +97,62 @@ class LockAdmin(OperationsAdmin):
                 cluster_app=app,
                 crumbs=[("Force release", None)],
                 lock=held,
+                changed=_seen(data) not in (None, (held["holder"], held["fence"])),
                 back=back,
             )
-        released = app.lock_manager.force_release(key)
-        if released:
-            self.log(
+        seen = _seen(data)
+        if seen is None:
+            self.message_user(
                 request,
-                key,
-                f"Force-released lock {key!r} of cluster app {app.name!r} held by "
-                f"node {held['holder']} (fence {held['fence']}).",
+                f"Lock {key!r}: the confirmation did not say which lease to release "
+                "(holder and fence); nothing was released. Confirm again.",
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(back)
+        holder, fence = seen
+        if held is None:
+            self.message_user(
+                request,
+                f"Lock {key!r} is not held any more; nothing was released.",
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(back)
+        if (held["holder"], held["fence"]) != seen or not (
+            app.lock_manager.force_release(key, fence=fence)
+        ):
+            now = next((r for r in lock_rows(app) if r["key"] == key), None)
+            state = (
+                "is not held any more"
+                if now is None
+                else f"is now held by node {now['holder']} (fence {now['fence']})"
             )
             self.message_user(
                 request,
-                f"Lock {key!r} released; holder {held['holder']} loses it at its "
-                "next renewal.",
-                messages.SUCCESS,
+                f"Lock {key!r} changed hands since you confirmed releasing the lease "
+                f"of node {holder} (fence {fence}): it {state}. Nothing was "
+                "released.",
+                messages.WARNING,
             )
-        else:
-            self.message_user(
-                request, f"Lock {key!r} was already free.", messages.WARNING
-            )
+            return HttpResponseRedirect(back)
+        self.log(
+            request,
+            key,
+            f"Force-released lock {key!r} of cluster app {app.name!r} held by "
+            f"node {holder} (fence {fence}).",
+        )
+        self.message_user(
+            request,
+            f"Lock {key!r} released; holder {holder} loses it at its next renewal.",
+            messages.SUCCESS,
+        )
         return HttpResponseRedirect(back)
+
+
+def _seen(data: Any) -> tuple[str, int] | None:
+    """The (holder, fence) a request names, or None when it names none."""
+    holder = data.get("holder")
+    try:
+        fence = int(data.get("fence", ""))
+    except ValueError:
+        return None
+    return (holder, fence) if holder else None

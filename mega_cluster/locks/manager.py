@@ -169,18 +169,26 @@ class LockManager:
         """
         return LockContext(self, key, ttl, wait)
 
-    def force_release(self, key: str) -> bool:
+    def force_release(self, key: str, *, fence: int | None = None) -> bool:
         """Free ``key`` whoever holds it (operators, admin); True if it was held.
 
-        The holder's next renewal or release finds its lease gone and marks its
-        lock ``lost``.
+        With ``fence`` (from ``list_locks()``), only that lease is freed: if the
+        key was released and taken again since (another fence) or is free,
+        nothing changes and False is returned, so an operator never frees a
+        lease they did not see. The holder's next renewal or release finds its
+        lease gone and marks its lock ``lost``.
         """
-        released = self.backend.force_release(self._key(key))
+        if fence is not None and (
+            isinstance(fence, bool) or not isinstance(fence, int)
+        ):
+            raise TypeError(f"fence must be an int (from list_locks()), got {fence!r}")
+        released = self.backend.force_release(self._key(key), fence)
         if released:
             logger.warning(
-                "lock %r of app %s force-released from node %s",
+                "lock %r of app %s (fence %s) force-released from node %s",
                 key,
                 self.app.name,
+                "any" if fence is None else fence,
                 self.app.node_id,
             )
         return released
@@ -237,8 +245,8 @@ class LockManager:
             raise LockLost(lock.lost_message())
         return result
 
-    async def aforce_release(self, key: str) -> bool:
-        return await _in_thread(self.force_release)(key)
+    async def aforce_release(self, key: str, *, fence: int | None = None) -> bool:
+        return await _in_thread(self.force_release)(key, fence=fence)
 
     async def alist_locks(self) -> list[LockInfo]:
         return await _in_thread(self.list_locks)()

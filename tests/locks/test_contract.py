@@ -309,6 +309,24 @@ def test_force_release_frees_a_key_and_the_holder_learns_it(manager, other):
     taken.release()
 
 
+def test_force_release_with_a_fence_frees_only_that_lease(manager, other):
+    """force_release(key, fence=...) frees the key only while the lease with that
+    fence holds it: once the key changed hands (a new fence) or is free, nothing
+    changes and it returns False."""
+    first = manager.acquire("fenced", ttl=5)
+    seen = first.fence
+    first.release()
+    second = manager.acquire("fenced", ttl=5)
+    assert second.fence > seen
+    assert other.force_release("fenced", fence=seen) is False
+    assert second.extend() is True and not second.lost  # still held
+    assert other.force_release("fenced", fence=second.fence) is True
+    assert second.extend() is False and second.lost
+    assert other.force_release("fenced", fence=second.fence) is False  # free now
+    with pytest.raises(TypeError, match="fence must be an int"):
+        other.force_release("fenced", fence="1")
+
+
 def test_list_locks_describes_held_locks(manager, other):
     """list_locks gives key, holder node id, fence, times and waiter count."""
     lock = manager.acquire("listed", ttl=5)

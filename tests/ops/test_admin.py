@@ -129,7 +129,9 @@ def test_force_release_confirms_then_releases_and_logs(cluster):
     assert "Are you sure?" in confirm.content.decode()
     assert confirm.context["lock"]["holder"] == cluster.node_id
     assert "stuck" in held_keys(cluster)
-    response = operator.post(release_url(cluster, "stuck"), {"key": "stuck"})
+    form = {"key": "stuck", "holder": cluster.node_id, "fence": lock.fence}
+    assert f'name="fence" value="{lock.fence}"' in confirm.content.decode()
+    response = operator.post(release_url(cluster, "stuck"), form)
     assert response.status_code == 302
     assert "stuck" not in held_keys(cluster)
     assert lock.extend() is False  # the holder finds its lease gone
@@ -139,6 +141,33 @@ def test_force_release_confirms_then_releases_and_logs(cluster):
     assert f"fence {lock.fence}" in entry.change_message
 
 
+def test_force_release_frees_only_the_confirmed_lease(cluster):
+    """The lock changes hands between the confirmation and the POST: the POST
+    carries the holder and fence the operator confirmed, so nothing is released
+    and the page says who holds it now; nothing is logged as released."""
+    operator, _ = staff_client(*VIEW_PERMS, "force_release_lock")
+    first = cluster.lock_manager.acquire("moving", ttl=60)
+    confirm = operator.get(release_url(cluster, "moving"))
+    seen = confirm.context["lock"]
+    assert seen["fence"] == first.fence
+    first.release()
+    second = cluster.lock_manager.acquire("moving", ttl=60)
+    try:
+        form = {"key": "moving", "holder": seen["holder"], "fence": seen["fence"]}
+        response = operator.post(release_url(cluster, "moving"), form, follow=True)
+        assert "moving" in held_keys(cluster)
+        assert second.extend() is True and not second.lost
+        text = response.content.decode()
+        assert "changed hands" in text and "Nothing was released" in text
+        assert f"fence {second.fence}" in text
+        assert not LogEntry.objects.exists()
+        # a POST that names no lease releases nothing either
+        operator.post(release_url(cluster, "moving"), {"key": "moving"})
+        assert "moving" in held_keys(cluster)
+    finally:
+        second.release()
+
+
 def test_force_release_is_csrf_protected(cluster):
     """A POST without the CSRF token is refused and the lock stays held."""
     _, user = staff_client(*VIEW_PERMS, "force_release_lock")
@@ -146,7 +175,8 @@ def test_force_release_is_csrf_protected(cluster):
     strict.force_login(user)
     lock = cluster.lock_manager.acquire("guarded", ttl=60)
     try:
-        response = strict.post(release_url(cluster, "guarded"), {"key": "guarded"})
+        form = {"key": "guarded", "holder": cluster.node_id, "fence": lock.fence}
+        response = strict.post(release_url(cluster, "guarded"), form)
         assert response.status_code == 403
         assert "guarded" in held_keys(cluster)
     finally:

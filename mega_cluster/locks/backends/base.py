@@ -96,8 +96,14 @@ class LockBackend(Backend):
         """
         raise NotImplementedError
 
-    def force_release(self, key: str) -> bool:
-        """Free ``key`` whoever holds it (operators only); True if it was held."""
+    def force_release(self, key: str, fence: int | None = None) -> bool:
+        """Free ``key`` whoever holds it (operators only); True if it was held.
+
+        With ``fence``, only the lease granted with that fence is freed: when the
+        key is free or held under another fence (the lease the operator saw ended
+        and the key changed hands since), nothing changes and False is returned.
+        Fences are unique per key, so the fence names one lease.
+        """
         raise NotImplementedError
 
     def list_locks(self) -> list[LockInfo]:

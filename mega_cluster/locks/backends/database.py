@@ -261,7 +261,7 @@ class DatabaseLockBackend(LockBackend):
         self._models()[1].filter(waiter=waiter).delete()
         self._notify()  # the next waiter may be first now
 
-    def _release(self, key: str, token: str) -> int:
+    def _release(self, key: str, token: str, fence: int | None = None) -> int:
         if token and connections[self.alias].vendor == "postgresql":
             return self._release_and_notify(key, token)
         now = db_time.now(self.alias)
@@ -270,6 +270,8 @@ class DatabaseLockBackend(LockBackend):
             rows = rows.filter(token=token)
         else:
             rows = rows.filter(expires_at__gte=now)
+        if fence is not None:
+            rows = rows.filter(fence=fence)
         released = rows.update(token="", holder="", expires_at=now)
         if released:
             self._notify()
@@ -422,8 +424,8 @@ class DatabaseLockBackend(LockBackend):
     def extend(self, key: str, token: str, ttl: float) -> bool:
         return bool(self._run(self._extend, key, token, ttl))
 
-    def force_release(self, key: str) -> bool:
-        released = bool(self._run(self._release, key, ""))
+    def force_release(self, key: str, fence: int | None = None) -> bool:
+        released = bool(self._run(self._release, key, "", fence))
         if released:
             _wake()
         return released

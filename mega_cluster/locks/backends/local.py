@@ -153,11 +153,13 @@ class LocalLockBackend(LockBackend):
             entry.deadline = now + ttl
             return True
 
-    def force_release(self, key: str) -> bool:
+    def force_release(self, key: str, fence: int | None = None) -> bool:
         ident = (self.app.name, key)
         with _store.mutex:
             entry = _store.entries.get(ident)
             if entry is None or not entry.held(time.monotonic()):
+                return False
+            if fence is not None and entry.fence != fence:
                 return False
             self._hand_off(ident, entry)
             return True

@@ -127,13 +127,14 @@ return 0
 """
 )
 
-# KEYS: lock   ARGV: token ('' = whoever holds it)
+# KEYS: lock   ARGV: token ('' = whoever holds it)[, fence the lease must have]
 _RELEASE = (
     _KEYS
     + _HEAD
     + """
 local holder = redis.call('HGET', lock, 'token')
 if not holder or (ARGV[1] ~= '' and holder ~= ARGV[1]) then return 0 end
+if ARGV[2] and redis.call('HGET', lock, 'fence') ~= ARGV[2] then return 0 end
 redis.call('DEL', lock)
 redis.call('SREM', base .. 'index', key)
 wake_head()
@@ -390,8 +391,9 @@ class RedisLockBackend(LockBackend):
         args = [token, max(1, int(ttl * 1000))]
         return bool(self._call("extend", [f"{self._base}L:{key}"], args))
 
-    def force_release(self, key: str) -> bool:
-        return self.release(key, "")
+    def force_release(self, key: str, fence: int | None = None) -> bool:
+        args: list[Any] = [""] if fence is None else ["", str(int(fence))]
+        return bool(self._call("release", [f"{self._base}L:{key}"], args))
 
     def list_locks(self) -> list[LockInfo]:
         b = self._base
