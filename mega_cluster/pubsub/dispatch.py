@@ -64,7 +64,10 @@ class Dispatcher:
         self.subs: dict[str, tuple[Subscription, ...]] = {}
         self._subs_lock = threading.Lock()
         #: debounced calls waiting for their deadline: (sub id, key) -> call.
-        self.pending: dict[tuple[int, Hashable], tuple[float, Subscription, Any]] = {}
+        #: (due, subscription, envelope, latest due: max_wait after the first)
+        self.pending: dict[
+            tuple[int, Hashable], tuple[float, Subscription, Any, float]
+        ] = {}
         # the buffer: appended on the loop, taken by the dispatcher thread (deque
         # operations are atomic); BUFFER_SIZE is our own check
         self._inbox: collections.deque[bytes] = collections.deque()
@@ -313,12 +316,22 @@ class Dispatcher:
         else:
             key = json.dumps(env.payload, sort_keys=True, separators=(",", ":"))
         # trailing edge: every new message moves the deadline and replaces the payload
-        self.pending[(sub.id, key)] = (time.monotonic() + sub.debounce, sub, env)
+        # ... but never past max_wait after the burst's first message (a steady
+        # stream of equal messages would otherwise never fire)
+        now = time.monotonic()
+        pending = self.pending.get((sub.id, key))
+        latest = pending[3] if pending is not None else now + sub.max_wait
+        self.pending[(sub.id, key)] = (
+            min(now + sub.debounce, latest),
+            sub,
+            env,
+            latest,
+        )
 
     def _next_deadline(self) -> float | None:
         if not self.pending:
             return None
-        first = min(deadline for deadline, _, _ in self.pending.values())
+        first = min(item[0] for item in self.pending.values())
         return max(0.0, first - time.monotonic())
 
     def _fire_due(self) -> None:
@@ -327,7 +340,7 @@ class Dispatcher:
             (item for item in self.pending.items() if item[1][0] <= now),
             key=lambda item: item[1][0],
         )
-        for key, (_, sub, env) in due:
+        for key, (_, sub, env, _) in due:
             del self.pending[key]
             if sub.active:
                 self._call(sub, env)
@@ -382,7 +395,7 @@ class Dispatcher:
         """Run every debounced call now, as if each window had closed; how many ran."""
         pending, self.pending = self.pending, {}
         ordered = sorted(pending.values(), key=lambda item: item[0])
-        for _, sub, env in ordered:
+        for _, sub, env, _ in ordered:
             if sub.active:
                 self._call(sub, env)
         return len(ordered)

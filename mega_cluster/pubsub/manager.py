@@ -205,6 +205,7 @@ class PubSubManager:
         debounce: float = 0,
         debounce_key: Callable[[Any], Hashable] | None = None,
         on_gap: Callable[[], Any] | None = None,
+        max_wait: float | None = None,
     ) -> Callable[[], bool]:
         """Run ``handler(payload)`` for every message on ``channel``.
 
@@ -213,10 +214,15 @@ class PubSubManager:
         trailing edge: equal payloads (compared as canonical JSON, so key order does
         not matter) arriving within ``debounce`` of each other become one call; with
         ``debounce_key`` messages with the same key coalesce and the latest wins.
+        ``max_wait`` (seconds, default ``10 * debounce``) bounds the delay: a burst
+        that keeps coming is still handled at least once per ``max_wait`` after
+        its first message.
         ``on_gap()`` is called when messages may have been lost (reconnect after
         an outage, buffer overflow). Returns a callable that unsubscribes.
         """
-        sub = new_subscription(channel, handler, debounce, debounce_key, on_gap)
+        sub = new_subscription(
+            channel, handler, debounce, debounce_key, on_gap, max_wait
+        )
         return self.subscribe_internal(sub)
 
     # internal API (sync messages) ---------------------------------------------------
@@ -251,9 +257,12 @@ class PubSubManager:
         debounce: float = 0,
         debounce_key: Callable[[Any], Hashable] | None = None,
         on_gap: Callable[[], Any] | None = None,
+        max_wait: float | None = None,
     ) -> Callable[[], bool]:
         """Async twin of :meth:`subscribe`."""
-        sub = new_subscription(channel, handler, debounce, debounce_key, on_gap)
+        sub = new_subscription(
+            channel, handler, debounce, debounce_key, on_gap, max_wait
+        )
         return await self._subscribe_async(sub)
 
     async def _subscribe_async(self, sub: Subscription) -> Callable[[], bool]:

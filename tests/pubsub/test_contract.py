@@ -245,6 +245,36 @@ def test_debounce_key_latest_wins(make_node):
     ]
 
 
+def test_debounce_max_wait_fires_during_a_steady_stream(make_node):
+    """Equal payloads every 0.1 s with debounce=0.2 would postpone the call for as
+    long as the stream lasts; max_wait=0.5 makes it fire at least once per 0.5 s
+    after the burst began, while the stream still flows (and once after it)."""
+    a, b = make_node("a"), make_node("b")
+    seen = Recorder()
+    b.pubsub_manager.subscribe("steady", seen, debounce=0.2, max_wait=0.5)
+    started = time.monotonic()
+    while time.monotonic() - started < 2.0:
+        a.pubsub_manager.publish("steady", {"same": True})
+        time.sleep(0.1)
+    during = len(seen.items)
+    assert during >= 2, f"{during} call(s) while the stream lasted 2 s"
+    seen.wait(during + 1, timeout=3)  # the trailing call
+    assert all(item == {"same": True} for item in seen.items)
+
+
+def test_debounce_max_wait_defaults_to_ten_debounces(make_node):
+    """Without max_wait a steady stream still fires: by default a debounced call
+    waits at most 10 x debounce (1 s here) after its burst began."""
+    a, b = make_node("a"), make_node("b")
+    seen = Recorder()
+    b.pubsub_manager.subscribe("steady", seen, debounce=0.1)
+    started = time.monotonic()
+    while time.monotonic() - started < 2.5:
+        a.pubsub_manager.publish("steady", 1)
+        time.sleep(0.05)
+    assert len(seen.items) >= 1, "no call while the stream lasted 2.5 s"
+
+
 def test_raising_handler_is_isolated(make_node, caplog):
     """A handler that raises is logged with the channel, the receiving node and the
     message id, and neither blocks other handlers nor the listener."""

@@ -117,6 +117,12 @@ def test_bad_subscribe_arguments(nodes):
         manager.subscribe("news", print, debounce=-1)
     with pytest.raises(TypeError, match="debounce_key must be callable"):
         manager.subscribe("news", print, debounce=1, debounce_key="id")
+    with pytest.raises(ValueError, match="max_wait must be >= debounce"):
+        manager.subscribe("news", print, debounce=1, max_wait=0.5)
+    with pytest.raises(ValueError, match="max_wait must be a finite number"):
+        manager.subscribe("news", print, debounce=1, max_wait=float("nan"))
+    with pytest.raises(TypeError, match="max_wait must be a number"):
+        manager.subscribe("news", print, debounce=1, max_wait="1")
 
 
 def test_envelope_fields():
