@@ -123,15 +123,22 @@ class Cache:
         """
         self.namespace.reset()
 
-    def mget(self, keys: Iterable[str]) -> list[Any]:
-        """The values of ``keys`` in order, ``None`` for a miss (one round trip)."""
+    def mget(self, keys: Iterable[str], default: Any = None) -> list[Any]:
+        """The values of ``keys`` in order, ``default`` for a miss (one round trip).
+
+        As with :meth:`get`, a cached ``None`` and a miss look alike under the
+        default ``default=None``; pass a sentinel to tell them apart::
+
+            MISS = object()
+            values = cache.mget(keys, default=MISS)
+        """
         keys = [validate_name(k, "cache key") for k in keys]
         if not keys:
             return []
         ns = self.namespace
         near = ns.near
         if near is None:
-            return [None if v is MISSING else v for v in ns.fetch(keys)[1]]
+            return [default if v is MISSING else v for v in ns.fetch(keys)[1]]
         epoch = ns.near_epoch()
         local = {k: v for k in keys if (v := near.get(k)) is not MISSING}
         missing = [k for k in keys if k not in local]
@@ -143,7 +150,7 @@ class Cache:
             for k, v in found.items():
                 ns.near_put(k, v, None, epoch)
             local.update(found)
-        return [local.get(k) for k in keys]
+        return [local.get(k, default) for k in keys]
 
     def mset(
         self,
@@ -255,8 +262,8 @@ class Cache:
     async def areset(self) -> None:
         await in_thread(self.reset)()
 
-    async def amget(self, keys: Iterable[str]) -> list[Any]:
-        return await in_thread(self.mget)(list(keys))
+    async def amget(self, keys: Iterable[str], default: Any = None) -> list[Any]:
+        return await in_thread(self.mget)(list(keys), default)
 
     async def amset(
         self,

@@ -9,15 +9,23 @@ random int) is stored under ``<app>:<prefix>@gen`` and read in the same round tr
 as the entries, so a reset on any node (a new generation) is seen by every node at
 its next read. With a near cache, every write is announced on the pub/sub channel
 ``cache:<store>:<prefix>`` and the other nodes drop the keys it names.
+
+Writers without a near layer announce too, when near caches exist anywhere: a
+namespace with a near cache keeps the marker ``<app>:<prefix>@near`` in the store
+while it is used (``NEAR_MARKER_TTL``, written before its first near read), and
+every writer reads the marker in the round trip that reads the generation before a
+write (``reset`` reads it on its own).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..exceptions import BackendUnavailable
 from .common import check_ttl, new_token, wire_name
 from .flight import SingleFlight
 from .near import MISSING, NearCache
@@ -27,6 +35,10 @@ if TYPE_CHECKING:
     from .stores import Store
 
 logger = logging.getLogger("mega_cluster.cache")
+
+#: Lifetime in the store of a namespace's near-cache marker (seconds); a near
+#: cache re-writes it every half of that while it is used.
+NEAR_MARKER_TTL = 600.0
 
 
 class Namespace:
@@ -52,6 +64,11 @@ class Namespace:
         self.key_prefix = f"{app.name}:{prefix}"
         # "@" cannot appear in a name, so no data key can collide with it.
         self.gen_key = f"{self.key_prefix}@gen"
+        self.near_key = f"{self.key_prefix}@near"
+        #: Whether the marker said, at this process's last write, that near caches
+        #: exist (on any node).
+        self.near_elsewhere = False
+        self._marker_due = 0.0
         #: the last generation this process read or wrote (None: not read yet).
         self.gen: int | None = None
         self.channel = wire_name("cache", store.alias, prefix)
@@ -81,8 +98,10 @@ class Namespace:
         return token if theirs is None else theirs
 
     def generation(self) -> int:
-        """The current generation, read from the store (one round trip)."""
-        gen = self.store.fetch(self.gen_key, [])[0]
+        """The current generation, read from the store (one round trip, which
+        also reads the near-cache marker: writers call this before writing)."""
+        gen, (marker,) = self.store.fetch(self.gen_key, [self.near_key])
+        self.near_elsewhere = marker is not MISSING
         if gen is None:
             gen = self._new_generation()
         self.gen = gen
@@ -91,6 +110,8 @@ class Namespace:
     def reset(self) -> None:
         """Start a new generation: every key of the namespace is forgotten."""
         token = new_token()
+        if self.near is None:  # no generation read before: read the marker
+            self.near_elsewhere = self.store.fetch(self.near_key, [])[0] is not None
         self.store.set(self.gen_key, token, None)
         self.gen = token
         self.changed(None)
@@ -144,6 +165,8 @@ class Namespace:
         return self._unsubscribe
 
     def _ensure_subscribed(self) -> None:
+        if self.near is not None and time.monotonic() >= self._marker_due:
+            self._mark_near()
         if self._unsubscribe is None:
             near = self.near
             self._unsubscribe = self.app.pubsub_manager.subscribe(
@@ -152,6 +175,18 @@ class Namespace:
                 # Messages may have been lost (outage, overflow): trust nothing.
                 on_gap=near.clear if near is not None else None,
             )
+
+    def _mark_near(self) -> None:
+        """Tell every writer of the namespace that near caches exist (before this
+        node's first near read, so no later write misses it)."""
+        try:
+            self.store.set(self.near_key, 1, NEAR_MARKER_TTL)
+        except BackendUnavailable as exc:
+            # Near hits go on; the marker is written once the store answers again.
+            logger.warning("cache %s: cannot write its near marker: %s", self.name, exc)
+            self._marker_due = time.monotonic() + 1.0
+            return
+        self._marker_due = time.monotonic() + NEAR_MARKER_TTL / 2
 
     def _on_invalidation(self, message: Any) -> None:
         if self.near is None:
@@ -167,6 +202,10 @@ class Namespace:
     def changed(self, keys: list[str] | None) -> None:
         """Tell the other nodes' near caches (``None`` = the whole namespace)."""
         if self.near is None:
+            # A writer without a near layer: only when near caches exist elsewhere.
+            if self.near_elsewhere:
+                note = {"reset": True} if keys is None else {"keys": keys}
+                self.app.pubsub_manager.publish(self.channel, note, skip_self=True)
             return
         if keys is None:
             self.near.clear()
@@ -220,6 +259,7 @@ class Namespace:
         """In a forked child: the parent's subscription and computations are not
         ours."""
         self._unsubscribe = None
+        self._marker_due = 0.0
         self.flights = SingleFlight()
         if self.near is not None:
             self.near.after_fork()

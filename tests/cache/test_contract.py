@@ -163,6 +163,22 @@ def test_apps_and_prefixes_are_isolated(
     assert mine.store_key("k").startswith(f"{unique_name}:c@")
 
 
+@pytest.mark.parametrize("near", [False, True], ids=["plain", "near"])
+def test_mget_default_tells_a_cached_none_from_a_miss(make_cache, near: bool):
+    """mget(keys, default=SENTINEL) gives the sentinel for a miss only: a cached
+    None (and every other falsy value) comes back as itself, with or without the
+    near cache, whose hits and misses take another path."""
+    cache = make_cache(near_cache=near)
+    cache.mset({"none": None, "zero": 0, "one": 1})
+    keys = ["none", "absent", "zero", "one"]
+    assert cache.mget(keys, default=MISS) == [None, MISS, 0, 1]
+    # again: with a near cache the found ones are now served locally
+    assert cache.mget(keys, default=MISS) == [None, MISS, 0, 1]
+    assert cache.mget(keys) == [None, None, 0, 1]  # default stays None
+    assert asyncio.run(cache.amget(keys, default=MISS)) == [None, MISS, 0, 1]
+    assert asyncio.run(cache.amget(keys, MISS)) == [None, MISS, 0, 1]
+
+
 def test_mget_mset_mdel(cache: Cache):
     """mset takes a mapping or pairs; mget keeps order with None for misses; mdel."""
     cache.mset({"a": 1, "b": None})

@@ -103,3 +103,45 @@ def test_a_set_on_node_1_is_seen_by_node_2_within_100_ms(procs, unique_name, nod
     assert took <= BOUND, f"node 2 saw the reset after {took * 1000:.0f} ms"
     node2.tell("quit")
     assert node2.proc.wait(timeout=20) == 0
+
+
+@pytest.fixture
+def plain1(unique_name: str) -> Iterator[Cache]:
+    """Node 1's cache of the same namespace, without a near layer of its own."""
+    app = make_app(
+        unique_name,
+        {
+            "CACHE": {"DEFAULT_STORE": "django_redis"},
+            "PUBSUB": {"BACKEND": "redis", "OPTIONS": {"URL": settings.REDIS_URL}},
+        },
+    )
+    yield app.cache_manager.create_cache("near")
+    app.stop()
+
+
+def test_a_writer_without_a_near_layer_invalidates_node_2(procs, unique_name, plain1):
+    """Node 1 writes through a plain Cache (no near layer) on the namespace whose
+    near cache node 2 uses: set, mset, delete, incr and reset each reach node 2
+    (watched for 5 s, far below the 30 s near_ttl a lost invalidation would take),
+    because node 2's near layer keeps the namespace's marker in the store and
+    node 1 reads it in the round trip of each write."""
+    plain1.set("k", "v0")
+    node2 = spawn_node2(procs, unique_name)
+    assert node2.read() == "ready"
+    assert node2.ask("get k") == '"v0"'
+    plain1.store.set(plain1.store_key("k"), "sneaky", None)  # no invalidation sent
+    assert node2.ask("get k") == '"v0"', "node 2 did not use its near cache"
+
+    def seen(change, key: str, expected) -> None:
+        assert node2.ask(f"watch {key} {json.dumps(expected)}") == "watching"
+        change()
+        assert node2.read() != "timeout", f"node 2 kept a stale {key!r}"
+
+    seen(lambda: plain1.set("k", "v1"), "k", "v1")
+    seen(lambda: plain1.mset({"k": "v2", "j": 1}), "k", "v2")
+    seen(lambda: plain1.delete("k"), "k", "<miss>")
+    assert node2.ask("get j") == "1"  # now in node 2's near cache
+    seen(lambda: plain1.incr("j"), "j", 2)
+    seen(plain1.reset, "j", "<miss>")
+    node2.tell("quit")
+    assert node2.proc.wait(timeout=20) == 0
