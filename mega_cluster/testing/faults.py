@@ -43,6 +43,7 @@ BACKEND_METHODS["cache"] = (
     "ttl",
 )
 PRIMITIVES = ("pubsub", *BACKEND_METHODS)
+_ABSENT = object()
 
 
 def _backends(node: ClusterApp, primitive: str) -> list[Any]:
@@ -81,18 +82,27 @@ def unavailable(
             for node in nodes:
                 wire.set_down(node, False)
         return
-    patched: list[tuple[Any, str]] = []
+    patched: list[tuple[Any, str, Any]] = []
     try:
         for node in nodes:
             for backend in _backends(node, primitive):
                 for name in BACKEND_METHODS[primitive]:
-                    if hasattr(backend, name) and name not in vars(backend):
-                        setattr(backend, name, _raiser(node, primitive, name))
-                        patched.append((backend, name))
+                    if not hasattr(backend, name) or any(
+                        b is backend and n == name for b, n, _ in patched
+                    ):
+                        continue
+                    # The instance may already shadow the method (its circuit's
+                    # wrapper, mega_cluster.circuit.guard): put it back afterwards.
+                    previous = vars(backend).get(name, _ABSENT)
+                    setattr(backend, name, _raiser(node, primitive, name))
+                    patched.append((backend, name, previous))
         yield
     finally:
-        for backend, name in patched:
-            delattr(backend, name)
+        for backend, name, previous in reversed(patched):
+            if previous is _ABSENT:
+                delattr(backend, name)
+            else:
+                setattr(backend, name, previous)
 
 
 def _raiser(node: ClusterApp, primitive: str, method: str) -> Callable[..., Any]:
