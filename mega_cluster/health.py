@@ -36,6 +36,8 @@ DEADLINE = 2.0
 #: Share of the deadline given to the pings' socket timeouts: they fail on their
 #: own, with their real error, a little before the report is due.
 PING_SHARE = 0.8
+#: The checks whose backend may use a database alias of its own.
+DATABASE_USERS = ("locks", "event_queue", "nodes")
 
 
 @dataclass(frozen=True)
@@ -56,32 +58,56 @@ def _backend_name(app: ClusterApp, section: str) -> str:
     return backend.alias or backend.path
 
 
-def app_checks(app: ClusterApp) -> list[Check]:
-    """The checks of ``app``'s backends (not its databases: :func:`databases`)."""
-    checks = []
+def _owners(app: ClusterApp) -> list[tuple[str, str, Any]]:
+    """``(check key, backend name, backend or store)`` of ``app``; an object that
+    cannot be built (a configuration error) comes as the exception, so the check
+    reports it instead of failing the whole view."""
+    found: list[tuple[str, str, Any]] = []
+
+    def add(key: str, name: Callable[[], str], build: Callable[[], Any]) -> None:
+        try:
+            found.append((key, name(), build()))
+        except Exception as exc:
+            found.append((key, "", exc))
+
     for key, section, attr in (
         ("locks", "LOCKS", "lock_manager"),
         ("pubsub", "PUBSUB", "pubsub_manager"),
         ("event_queue", "EVENT_QUEUE", "event_queue"),
     ):
-        backend = app.component(attr).backend
-        checks.append(
-            Check(
-                app.name,
-                key,
-                _backend_name(app, section),
-                backend.ping,
-                backend.circuit,
-            )
+        add(
+            key,
+            lambda section=section: _backend_name(app, section),
+            lambda attr=attr: app.component(attr).backend,
         )
-    manager = app.cache_manager
-    default = app.settings.cache["DEFAULT_STORE"]
-    stores = {default: manager.store(default), **manager.stores()}
-    for alias, store in stores.items():
-        key = "cache" if alias == default else f"cache:{alias}"
-        checks.append(Check(app.name, key, alias, store.ping, store.circuit))
-    store = app.node_registry.store
-    checks.append(Check(app.name, "nodes", store.name, store.ping, store.circuit))
+    try:
+        manager = app.cache_manager
+        default = app.settings.cache["DEFAULT_STORE"]
+        add("cache", lambda: default, lambda: manager.store(default))
+        for alias, store in manager.stores().items():
+            if alias != default:
+                add(f"cache:{alias}", lambda alias=alias: alias, lambda s=store: s)
+    except Exception as exc:
+        found.append(("cache", "", exc))
+    add("nodes", lambda: app.node_registry.store.name, lambda: app.node_registry.store)
+    return found
+
+
+def _failing(exc: BaseException) -> Callable[[float], None]:
+    def ping(timeout: float) -> None:
+        raise exc
+
+    return ping
+
+
+def app_checks(app: ClusterApp) -> list[Check]:
+    """The checks of ``app``'s backends (not its databases: :func:`databases`)."""
+    checks = []
+    for key, name, owner in _owners(app):
+        if isinstance(owner, BaseException):
+            checks.append(Check(app.name, key, name, _failing(owner)))
+        else:
+            checks.append(Check(app.name, key, name, owner.ping, owner.circuit))
     return checks
 
 
@@ -89,11 +115,9 @@ def databases(apps: list[ClusterApp]) -> dict[str, list[str]]:
     """Database alias -> what of mega_cluster uses it (``default`` always)."""
     used: dict[str, list[str]] = {"default": ["mega_cluster"]}
     for app in apps:
-        for what, owner in (
-            ("locks", app.lock_manager.backend),
-            ("event_queue", app.event_queue.backend),
-            ("nodes", app.node_registry.store),
-        ):
+        for what, _name, owner in _owners(app):
+            if isinstance(owner, BaseException) or what not in DATABASE_USERS:
+                continue
             for alias in owner.databases():
                 users = used.setdefault(alias, [])
                 label = f"{app.name}.{what}"
