@@ -107,7 +107,8 @@ def app_checks(app: ClusterApp) -> list[Check]:
         if isinstance(owner, BaseException):
             checks.append(Check(app.name, key, name, _failing(owner)))
         else:
-            checks.append(Check(app.name, key, name, owner.ping, owner.circuit))
+            circuit = getattr(owner, "circuit", None)
+            checks.append(Check(app.name, key, name, owner.ping, circuit))
     return checks
 
 
