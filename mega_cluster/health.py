@@ -17,6 +17,7 @@ counts towards opening it and an answer closes it.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -77,8 +78,8 @@ def _owners(app: ClusterApp) -> list[tuple[str, str, Any]]:
     ):
         add(
             key,
-            lambda section=section: _backend_name(app, section),
-            lambda attr=attr: app.component(attr).backend,
+            functools.partial(_backend_name, app, section),
+            functools.partial(_backend_of, app, attr),
         )
     try:
         manager = app.cache_manager
@@ -86,11 +87,23 @@ def _owners(app: ClusterApp) -> list[tuple[str, str, Any]]:
         add("cache", lambda: default, lambda: manager.store(default))
         for alias, store in manager.stores().items():
             if alias != default:
-                add(f"cache:{alias}", lambda alias=alias: alias, lambda s=store: s)
+                add(
+                    f"cache:{alias}",
+                    functools.partial(str, alias),
+                    functools.partial(_same, store),
+                )
     except Exception as exc:
         found.append(("cache", "", exc))
     add("nodes", lambda: app.node_registry.store.name, lambda: app.node_registry.store)
     return found
+
+
+def _backend_of(app: ClusterApp, attr: str) -> Any:
+    return app.component(attr).backend
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _failing(exc: BaseException) -> Callable[[float], None]:

@@ -181,10 +181,10 @@ class ClusterCollector:
             labels=["app", "circuit"],
         )
         for circuit in circuits():
-            state = circuit.as_dict()
+            info = circuit.as_dict()
             labels = [circuit.app, circuit.name]
-            circuit_open.add_metric(labels, 1 if state["state"] == "open" else 0)
-            circuit_opened.add_metric(labels, state["opened_count"])
+            circuit_open.add_metric(labels, 1 if info["state"] == "open" else 0)
+            circuit_opened.add_metric(labels, info["opened_count"])
         errors = GaugeMetricFamily(
             "mega_cluster_scrape_errors",
             "1 when a source could not be read at this scrape.",
