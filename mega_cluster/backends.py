@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from .circuit import Circuit, guard
 from .circuit import settings_of as circuit_settings
 from .conf import missing_modules
-from .exceptions import ConfigurationError
+from .exceptions import BackendUnavailable, ConfigurationError
 
 if TYPE_CHECKING:
     from .registry import ClusterApp
@@ -89,8 +89,10 @@ class Backend:
 
     def databases(self) -> list[str]:
         """The Django database aliases this backend reads and writes (the health
-        view pings each); empty for backends without one."""
-        return []
+        view pings each). Default: its ``alias`` attribute, the ``DATABASE`` a
+        database-backed backend was configured with; empty without one."""
+        alias = getattr(self, "alias", None)
+        return [alias] if isinstance(alias, str) else []
 
     def ping(self, timeout: float = PING_TIMEOUT) -> None:
         """Raise ``BackendUnavailable`` when the server cannot be reached.
@@ -98,8 +100,26 @@ class Backend:
         Returns or raises within about ``timeout`` seconds even when the server
         hangs (a frozen process accepts connections and never answers): the
         check uses connections with that socket timeout, never the backend's
-        longer-lived ones. Process-local backends always answer.
+        longer-lived ones. Process-local backends always answer. Default:
+        ``SELECT 1`` on each of :meth:`databases` (a Django connection has no
+        socket timeout of ours: the caller's deadline bounds the wait).
         """
+        for alias in self.databases():
+            select_one(alias, f"{type(self).__name__} of app {self.app.name!r}")
+
+
+def select_one(alias: str, what: str) -> None:
+    """``SELECT 1`` on database ``alias``; ``BackendUnavailable`` naming ``what``
+    (driver error as ``__cause__``) when it fails."""
+    from django.db import DatabaseError, connections
+
+    try:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as exc:
+        raise BackendUnavailable(
+            f"{what} cannot reach database {alias!r}: {exc}"
+        ) from exc
 
 
 B = TypeVar("B", bound=Backend)

@@ -46,6 +46,9 @@ PROBE_EVERY = 1.0
 #: Socket timeout of a background probe (seconds).
 PROBE_TIMEOUT = 2.0
 
+#: Set on an exception once a circuit counted it (nested guards count it once).
+COUNTED = "mega_cluster_circuit_counted"
+
 _all: weakref.WeakSet[Circuit] = weakref.WeakSet()
 _all_lock = threading.Lock()
 
@@ -142,10 +145,10 @@ class Circuit:
                 )
 
     def failure(self, exc: BaseException) -> None:
-        if isinstance(exc, CircuitOpen) or getattr(exc, "_mc_counted", False):
+        if isinstance(exc, CircuitOpen) or getattr(exc, COUNTED, False):
             return
         try:
-            exc._mc_counted = True  # type: ignore[attr-defined]  # nested guards
+            setattr(exc, COUNTED, True)  # an outer guard of the same call skips it
         except AttributeError:  # pragma: no cover - exceptions take attributes
             pass
         if self.threshold <= 0:
@@ -244,7 +247,8 @@ class Circuit:
             self.opened_at = None
             self._trial = False
 
-    def _after_fork(self) -> None:
+    def after_fork(self) -> None:
+        """In a forked child: closed, no probe (the parent's thread is not here)."""
         # The parent's probe thread does not exist here; start over closed.
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -258,7 +262,7 @@ def _after_fork_in_child() -> None:
     global _all_lock
     _all_lock = threading.Lock()
     for circuit in list(_all):
-        circuit._after_fork()
+        circuit.after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

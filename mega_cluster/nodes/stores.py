@@ -64,10 +64,6 @@ class NodeStore:
     def forget_connections(self) -> None:
         """Drop (never close) connections inherited from a parent process."""
 
-    def ping(self) -> None:
-        """Raise ``BackendUnavailable`` when the store cannot be reached."""
-        raise NotImplementedError
-
 
 class RedisNodeStore(NodeStore):
     """One Redis hash per app: node id -> JSON record."""

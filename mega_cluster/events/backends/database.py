@@ -24,8 +24,7 @@ from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import Count, Min, Sum
 from django.utils import timezone
 
-from ...backends import PING_TIMEOUT
-from ...exceptions import BackendUnavailable, EventNotFound
+from ...exceptions import EventNotFound
 from .base import (
     STAT_KEYS,
     ClaimedEvent,
@@ -433,21 +432,6 @@ class DatabaseEventBackend(EventBackend):
         deleted, _ = self._objects().filter(id=event_id, status="dead").delete()
         if not deleted:
             raise EventNotFound(f"No dead letter with id {event_id!r}.")
-
-    def databases(self) -> list[str]:
-        return [self.alias]
-
-    def ping(self, timeout: float = PING_TIMEOUT) -> None:
-        # No socket timeout of our own on a Django connection: the health view's
-        # deadline bounds the wait (docs/health-metrics.md).
-        try:
-            with connections[self.alias].cursor() as cursor:
-                cursor.execute("SELECT 1")
-        except DatabaseError as exc:
-            raise BackendUnavailable(
-                f"event store (database {self.alias!r}) of app {self.app.name!r} is "
-                f"unreachable: {exc}"
-            ) from exc
 
     # notifications ----------------------------------------------------------------
 

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, TypeVar
 
 from django.db import (
@@ -34,7 +33,6 @@ from django.db import (
 from django.db.models import Count, Exists, F, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from ...backends import PING_TIMEOUT
 from ...exceptions import BackendUnavailable
 from . import database_sql, db_time
 from .base import WAITER_LEASE, WAITER_REFRESH, LockBackend, LockInfo
@@ -270,8 +268,7 @@ class DatabaseLockBackend(LockBackend):
             rows = rows.filter(token=token)
         else:
             rows = rows.filter(expires_at__gte=now)
-        if fence is not None:
-            rows = rows.filter(fence=fence)
+        rows = rows if fence is None else rows.filter(fence=fence)
         released = rows.update(token="", holder="", expires_at=now)
         if released:
             self._notify()
@@ -432,29 +429,6 @@ class DatabaseLockBackend(LockBackend):
 
     def list_locks(self) -> list[LockInfo]:
         return self._run(self._list)
-
-    def databases(self) -> list[str]:
-        return [self.alias]
-
-    def ping(self, timeout: float = PING_TIMEOUT) -> None:
-        def select_one() -> None:
-            with connections[self.alias].cursor() as cursor:
-                cursor.execute("SELECT 1")
-
-        # On the backend's own thread (its connection), waited for at most timeout.
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix=f"mc-locks-{self.app.name}"
-                )
-            executor = self._executor
-        try:
-            executor.submit(self._guarded, select_one).result(timeout=timeout)
-        except FuturesTimeout as exc:
-            raise BackendUnavailable(
-                f"Database lock backend of app {self.app.name!r}: database "
-                f"{self.alias!r} did not answer within {timeout:g}s"
-            ) from exc
 
     def stop(self) -> None:
         self._stopping.set()
