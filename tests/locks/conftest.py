@@ -76,6 +76,10 @@ def make_manager(
         section = locks_settings(backend_kind, backend_url)
         app = make_app(name or unique_name, {"LOCKS": {**section, **locks}})
         apps.append(app)
+        if backend_kind == "redis-cluster":
+            # Open the cluster client's connection here, not inside a test's
+            # sub-second lease (a full run on 2 cores lapsed one once).
+            app.lock_manager.list_locks()
         return app.lock_manager
 
     yield build
