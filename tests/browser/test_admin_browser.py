@@ -150,10 +150,16 @@ def test_operations_console_in_a_browser(browser, procs, unique_name, tmp_path):
         assert LOCK_KEY in html and holder_node in html
         pages.shot("admin-locks")
         pages.click(f'tr[data-key="{LOCK_KEY}"] a.mc-force-release')
-        assert "Are you sure?" in browser.page_source
+        wait_for(lambda: "Are you sure?" in browser.page_source, 20, "the confirmation")
         pages.shot("admin-lock-confirm")
         pages.click("#mc-confirm")
-        wait_for(lambda: "released" in browser.page_source, 10, "the success message")
+        # The confirmation page itself says "released": wait for the message that
+        # only the changelist shows after the POST.
+        wait_for(
+            lambda: "loses it at its next renewal" in browser.page_source,
+            20,
+            "the success message",
+        )
         assert f'data-key="{LOCK_KEY}"' not in browser.page_source
         assert LOCK_KEY not in {i.key for i in app.lock_manager.list_locks()}
         assert holder.stdout.readline().strip() == "lost"
@@ -163,12 +169,21 @@ def test_operations_console_in_a_browser(browser, procs, unique_name, tmp_path):
         assert event_id in html
         pages.shot("admin-queues")
         pages.click(f'tr[data-event="{event_id}"] a')
-        assert "SMTP server refused the connection" in browser.page_source
+        wait_for(
+            lambda: "SMTP server refused the connection" in browser.page_source,
+            20,
+            "the event's detail",
+        )
         pages.shot("admin-event")
         flag.unlink()
         pages.click("#mc-retry")
         pages.click("#mc-confirm")
-        wait_for(lambda: "queued again" in browser.page_source, 10, "the message")
+        # The confirmation page says "queued again" too: wait for the message.
+        wait_for(
+            lambda: f"Event {event_id} queued again" in browser.page_source,
+            20,
+            "the message",
+        )
         wait_for(
             lambda: app.event_queue.stats("emails")["emails"]["succeeded"] == 1,
             30,
