@@ -17,6 +17,9 @@ class MegaClusterConfig(AppConfig):
         from .registry import registry
 
         autostart.install()
+        from .tasks import consume
+
+        consume.install()  # task queues are consumed as their channels
 
         setting_changed.connect(_on_setting_changed)
         from .conf import get_settings

@@ -33,6 +33,7 @@ from .attempts import (
     finish_attempt,
     log_dead,
     log_start,
+    report_spent,
     store_writer,
     upkeep_interval,
 )
@@ -305,6 +306,7 @@ class Consumer:
                     error,
                 )
                 log_dead(event, error)
+                await self._io(report_spent, attempt, error)
                 return
             log_start(event)
             outcome = await self.runner.arun(attempt)

@@ -40,6 +40,9 @@ class Subscription:
     idle: Callable[[], Any] | None
     timeout: float | None
     max_retries: int | None
+    #: ``on_spent(ctx, error)``: the event is dead-lettered without running, its
+    #: lost attempts having spent the budget (called in an I/O thread).
+    on_spent: Callable[[EventContext, str], Any] | None = None
 
     @property
     def is_async(self) -> bool:

@@ -39,6 +39,12 @@ __all__ = ["EventContext", "EventQueue", "Subscription"]
 
 logger = logging.getLogger("mega_cluster.events")
 
+#: ``hook(queue)`` callables run by :meth:`EventQueue.start` before consuming
+#: begins: built-in subscribers (``mega_cluster.tasks`` subscribes its task queues'
+#: channels) add their subscriptions there, on every node, as plugins do in
+#: ``before_load()``.
+start_hooks: list[Callable[[EventQueue], None]] = []
+
 
 def _seconds(name: str, value: Any, *, allow_zero: bool) -> float | None:
     return validate_optional_seconds(value, name, allow_zero=allow_zero)
@@ -86,6 +92,7 @@ class EventQueue:
         idle: Callable[[], Any] | None = None,
         timeout: float | None = None,
         max_retries: int | None = None,
+        on_spent: Callable[[EventContext, str], Any] | None = None,
     ) -> None:
         """Consume ``channel`` on this node with ``process(payload, ctx)``.
 
@@ -95,6 +102,8 @@ class EventQueue:
         async, cheap) is asked before each pull; while it returns False no new event
         is taken. ``timeout`` applies to events published without one;
         ``max_retries`` raises the retry budget of events published with fewer.
+        ``on_spent(ctx, error)`` is called when an event is dead-lettered
+        without running because lost attempts (dead workers) spent its budget.
         Consuming begins when the app is started, or at once if it already is.
         Raises ``AlreadySubscribed`` if this node already consumes ``channel``.
         """
@@ -112,6 +121,7 @@ class EventQueue:
             max_retries=None
             if max_retries is None
             else _count("max_retries", max_retries),
+            on_spent=on_spent,
         )
         with self._lock:
             if channel in self._subscriptions:
@@ -326,6 +336,8 @@ class EventQueue:
                 return
             self.backend.start()
             self._started = True
+            for hook in list(start_hooks):
+                hook(self)
             if self.consume:
                 config = self.consumer_config()
                 consumer = self.backend.make_consumer(config) or Consumer(

@@ -5,6 +5,7 @@ from .locks import LockLease, LockWaiter
 from .nodes import DatabaseIdentity, Node
 from .ops import ClusterLock, ClusterQueue
 from .plugins import PluginState
+from .tasks import TaskRun
 
 __all__ = [
     "ClusterLock",
@@ -16,4 +17,5 @@ __all__ = [
     "Node",
     "PluginState",
     "QueuedEvent",
+    "TaskRun",
 ]

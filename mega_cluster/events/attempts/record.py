@@ -230,6 +230,17 @@ class Attempt:
         return f"attempt {event.attempt - 1} was lost (worker died, lease lapsed)"
 
 
+def report_spent(attempt: Attempt, error: str) -> None:
+    """Tell the subscription that the event was dead-lettered without running."""
+    on_spent = attempt.sub.on_spent
+    if on_spent is None:
+        return
+    try:
+        on_spent(attempt.ctx, error)
+    except Exception:
+        logger.exception("on_spent of channel %s failed", attempt.event.channel)
+
+
 def finish_attempt(
     store: OutcomeStore,
     app_name: str,

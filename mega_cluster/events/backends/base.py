@@ -203,6 +203,18 @@ class EventBackend(Backend):
         """Mark the attempt successful; ignored when this node lost the lease."""
         raise NotImplementedError
 
+    def hold(self, event_id: str, attempt: int, *, lease: float) -> bool:
+        """Whether attempt ``attempt`` of the event still holds it: the event is
+        running that attempt and its lease has not lapsed. When it holds, the lease
+        is extended by ``lease`` seconds, so no other node can take the event before
+        the attempt records its outcome.
+
+        Database backends run this on :meth:`transaction_alias`'s connection: inside
+        an ``atomic()`` block it is part of the caller's transaction (a write made
+        in the block is fenced by the lease). Used by ``mega_cluster.tasks``.
+        """
+        raise NotImplementedError
+
     def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
         """Record a failed attempt; the event becomes claimable at ``available_at``."""
         raise NotImplementedError

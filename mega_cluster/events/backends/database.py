@@ -270,6 +270,11 @@ class DatabaseEventBackend(EventBackend):
                 [time.time() + lease, event.id, event.attempt],
             )
 
+    def hold(self, event_id: str, attempt: int, *, lease: float) -> bool:
+        now, guard = time.time(), f"{self._guard()} AND lease_expires_at >= %s"
+        sql = f"UPDATE {self.table} SET lease_expires_at = %s {guard} RETURNING id"
+        return bool(self._execute(sql, [now + lease, event_id, attempt, now]))
+
     def complete(self, event: ClaimedEvent) -> None:
         self._execute(
             f"UPDATE {self.table} SET status = 'succeeded', finished_at = %s, "

@@ -133,6 +133,15 @@ class MemoryEventBackend(EventBackend):
             ]
         return min(times, default=None)
 
+    def hold(self, event_id: str, attempt: int, *, lease: float) -> bool:
+        with self._lock:
+            rec = self._records.get(event_id)
+            return (
+                rec is not None
+                and rec.status == "running"
+                and (rec.attempts == attempt)
+            )
+
     def _running(self, event: ClaimedEvent) -> _Record | None:
         rec = self._records.get(event.id)
         if rec is None or rec.status != "running" or rec.attempts != event.attempt:

@@ -231,6 +231,17 @@ class CeleryEventBackend(EventBackend):
     def discard_dead(self, event_id: str) -> None:
         self.store.discard_dead(event_id)
 
+    def hold(self, event_id: str, attempt: int, *, lease: float) -> bool:
+        if self.store.hold(event_id, attempt, lease=lease):
+            return True
+        # A lean first attempt has no row (and no lease) until it needs one: it
+        # holds its event while it runs here and nobody else made a row for it.
+        return (
+            attempt == 1
+            and self.book.holds(event_id)
+            and not self.store.has_row(event_id)
+        )
+
     def prune(self, retention: float) -> int:
         return self.store.prune(retention)
 

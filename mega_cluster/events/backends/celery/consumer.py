@@ -27,6 +27,7 @@ from ...attempts import (
     keep_trying,
     log_dead,
     log_start,
+    report_spent,
     store_writer,
     upkeep_interval,
 )
@@ -387,6 +388,7 @@ class CeleryConsumer:
         if error is not None:
             self._write(event.id, event.channel, self.store.bury, event, error)
             log_dead(event, error)
+            report_spent(attempt, error)
             return
         ctx = attempt.ctx
         # A timeout frees the slot; this thread (the message, the lease) stays

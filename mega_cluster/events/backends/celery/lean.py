@@ -74,6 +74,15 @@ class LeanBook:
         with self._lock:
             self._running.pop(event_id, None)
 
+    def holds(self, event_id: str) -> bool:
+        """Whether lean event ``event_id`` runs here, not finished, without a row."""
+        with self._lock:
+            entry = self._running.get(event_id)
+        if entry is None:
+            return False
+        with entry.lock:
+            return not entry.rowed and not entry.done
+
     def rowless(self) -> dict[str, int]:
         """``{channel: lean events running here without a row}``."""
         counts: dict[str, int] = {}

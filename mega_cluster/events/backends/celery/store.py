@@ -80,6 +80,9 @@ class CeleryStore(DatabaseEventBackend):
         """Delete a pending event whose message could not be sent."""
         self._objects().filter(id=event_id).delete()
 
+    def has_row(self, event_id: str) -> bool:
+        return self._objects().filter(id=event_id).exists()
+
     def dead_channel(self, event_id: str) -> str | None:
         """The channel of dead letter ``event_id`` (None: no such dead letter)."""
         return (

@@ -1,0 +1,90 @@
+"""Which task backends a node consumes: every ``mega_cluster.tasks`` backend of
+``TASKS`` whose cluster app is the event queue's subscribes its queues' channels
+when the queue starts (on every node, like a plugin's ``before_load()``), and
+``runworker --queues`` maps task queue names to those channels."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+if TYPE_CHECKING:
+    from ..events import EventQueue
+
+logger = logging.getLogger("mega_cluster.tasks")
+
+BACKEND_PATH = "mega_cluster.tasks.ClusterTaskBackend"
+
+
+def cluster_backends() -> list[Any]:
+    """The ``TASKS`` backends that are ``mega_cluster.tasks`` backends (none on
+    Django < 6.0, which has no ``django.tasks``)."""
+    configured = getattr(settings, "TASKS", None) or {}
+    found = []
+    for alias, params in configured.items():
+        path = params.get("BACKEND", "") if isinstance(params, dict) else ""
+        if not path.startswith("mega_cluster."):
+            continue
+        try:
+            from django.tasks import task_backends
+
+            from .backend import ClusterTaskBackend
+
+            cls = import_string(path)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and issubclass(cls, ClusterTaskBackend):
+            found.append(task_backends[alias])
+    return found
+
+
+def _app_name(backend: Any) -> str | None:
+    from ..registry import registry
+
+    try:
+        return registry.get(backend.settings.app).name
+    except Exception:
+        return backend.settings.app
+
+
+def subscribe_tasks(queue: EventQueue) -> None:
+    """Subscribe the channels of the task backends of ``queue``'s app."""
+    from .runner import TaskHandler
+
+    subscribed = queue.subscriptions()
+    for backend in cluster_backends():
+        if backend.settings.problems or _app_name(backend) != queue.app.name:
+            continue
+        handler = TaskHandler(backend.alias, queue)
+        for channel in backend.channels():
+            if channel in subscribed:
+                continue
+            queue.subscribe(
+                channel,
+                process=handler,
+                concurrency=backend.settings.concurrency,
+                on_spent=handler.on_spent,
+            )
+
+
+def queue_channels(queue_names: list[str]) -> list[str]:
+    """``runworker --queues``: the channels of these task queues in every
+    ``mega_cluster.tasks`` backend that has them."""
+    channels: list[str] = []
+    for backend in cluster_backends():
+        for name in queue_names:
+            if name in backend.queues:
+                channel = backend.channel(name)
+                if channel not in channels:
+                    channels.append(channel)
+    return channels
+
+
+def install() -> None:
+    from ..events import queue
+
+    if subscribe_tasks not in queue.start_hooks:
+        queue.start_hooks.append(subscribe_tasks)

@@ -1,0 +1,96 @@
+"""Task functions of the tasks contract suite (imported with ``TASKS`` set, see
+``conftest.py``): module-level, as ``django.tasks`` requires."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from django.db import connections
+from django.tasks import task
+
+
+@task
+def noop_task(*args, **kwargs):
+    return None
+
+
+@task
+async def noop_task_async(*args, **kwargs):
+    await asyncio.sleep(0)
+    return None
+
+
+@task
+def calculate_meaning_of_life():
+    return 42
+
+
+@task
+async def add_async(a, b):
+    await asyncio.sleep(0)
+    return a + b
+
+
+@task
+def echo(*args, **kwargs):
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@task
+def failing_task_value_error():
+    raise ValueError("This Task failed due to ValueError")
+
+
+@task
+def failing_task_system_exit():
+    raise SystemExit("This Task failed due to SystemExit")
+
+
+@task
+def complex_return_value():
+    return {1, 2, 3}  # not JSON
+
+
+@task(takes_context=True)
+def get_task_id(context):
+    return context.task_result.id
+
+
+@task(takes_context=True, max_retries=2)
+def flaky(context, fail_times):
+    """Fails its first ``fail_times`` attempts; returns the attempt that worked."""
+    if context.attempt <= fail_times:
+        raise RuntimeError(f"attempt {context.attempt} fails")
+    return context.attempt
+
+
+@task(max_retries=1)
+def always_fails():
+    raise RuntimeError("always")
+
+
+@task(takes_context=True, max_retries=1)
+def expire_own_lease(context, path):
+    """Lets its event's lease lapse under itself (as a frozen worker's would), then
+    returns; attempt 2 and later just succeed. Appends each attempt to ``path``."""
+    attempt = context.attempt
+    with Path(path).open("a") as f:
+        f.write(json.dumps({"attempt": attempt, "pid": os.getpid()}) + "\n")
+    if attempt == 1:
+        alias = os.environ.get("MC_TASKS_TEST_ALIAS", "default")
+        with connections[alias].cursor() as cursor:
+            cursor.execute(
+                "UPDATE mega_cluster_event SET lease_expires_at = 0 WHERE id = %s",
+                [context.task_result.id],
+            )
+    return attempt
+
+
+@task(takes_context=True)
+def record_run(context, path):
+    with Path(path).open("a") as f:
+        f.write(context.task_result.id + "\n")
+    return "ran"
