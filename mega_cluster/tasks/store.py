@@ -130,4 +130,3 @@ def fail_lost(alias: str, task_id: str, error: dict[str, str]) -> bool:
         row.finished_at = timezone.now()
         row.save(update_fields=["status", "errors", "finished_at"])
         return True
-
