@@ -3,7 +3,7 @@
 One command::
 
     ./dev bench queue [--events 2000] [--concurrency 8] [--samples 200]
-        [--repeat 3] [--systems plain,celery,celery-failures,database,memory]
+        [--repeat 3] [--systems plain,celery,celery-failures,database,memory,...]
         [--topology split,same]
 
 Each system is measured the same way, in fresh processes, in two topologies:
@@ -29,7 +29,10 @@ broker with the same worker settings (embedded worker built the same way; events
 kept in PostgreSQL: a row per event); the same with ``BOOKKEEPING = "failures"``
 (rows only for events that fail, wait or run long; successes counted); our
 ``database`` backend on PostgreSQL (LISTEN/NOTIFY wake-ups); our ``memory`` backend as the
-floor of our own overhead. Ratios are against plain Celery+Redis.
+floor of our own overhead. Ratios are against plain Celery+Redis. ``database-idempotent``
+and ``memory-idempotent`` run the same handler with ``idempotent=True`` (each event
+recorded in the inbox on PostgreSQL); a line after each table gives the inbox's cost
+per event against the plain handler of the same backend.
 
 Needs Redis on ``MC_REDIS_URL`` (default redis://127.0.0.1:6379/0, every key
 prefixed ``mcbenchq<pid>`` and deleted at the end) and PostgreSQL on
@@ -219,6 +222,9 @@ def plain_celery(concurrency: int, consume: bool) -> Any:
 def ours(backend: str, concurrency: int, consume: bool) -> Any:
     from mega_cluster.testing import make_app
 
+    # "<backend>-idempotent": the handler runs through the inbox (same database)
+    idempotent = backend.endswith("-idempotent")
+    backend = backend.removesuffix("-idempotent")
     section: dict[str, Any] = {"BACKEND": backend}
     if backend.startswith("celery"):
         section["BACKEND"] = "celery"
@@ -231,6 +237,7 @@ def ours(backend: str, concurrency: int, consume: bool) -> Any:
             "bench",
             process=lambda payload, ctx: COUNTER.hit(payload),
             concurrency=concurrency,
+            idempotent=idempotent,
         )
     app.start()
     STOPS.append(app.stop)
@@ -342,7 +349,10 @@ SYSTEMS = {
     "celery": "mega_cluster celery (Redis broker, PostgreSQL store)",
     "celery-failures": "mega_cluster celery, BOOKKEEPING=failures",
     "database": "mega_cluster database (PostgreSQL)",
+    "database-idempotent": "mega_cluster database, idempotent=True handler",
     "memory": "mega_cluster memory (one process)",
+    "memory-idempotent": "mega_cluster memory, idempotent=True handler (inbox "
+    "on PostgreSQL)",
 }
 
 
@@ -400,7 +410,7 @@ def main() -> None:
         for rep in range(args.repeat):
             for topology in topologies:
                 for name in chosen:
-                    if topology == "split" and name == "memory":
+                    if topology == "split" and name.startswith("memory"):
                         continue  # in-process only
                     runs.setdefault((topology, name), []).append(
                         run(name, topology, args)
@@ -453,6 +463,29 @@ def main() -> None:
                 f"{statistics.median(r['publish_rate'] for r in results):,.0f} | "
                 f"{statistics.median(latencies):.2f} | {p99:.2f} |"
             )
+        _inbox_costs(runs, topology, chosen)
+
+
+def _inbox_costs(
+    runs: dict[tuple[str, str], list[dict[str, Any]]], topology: str, chosen: list[str]
+) -> None:
+    """The inbox's cost per event: an idempotent handler's system against the same
+    system with a plain handler (median time per event, end to end)."""
+    for name in chosen:
+        base = name.removesuffix("-idempotent")
+        if name == base or base not in chosen:
+            continue
+        pair = [runs.get((topology, n)) or [] for n in (base, name)]
+        rates = [[r["rate"] for r in results if "rate" in r] for results in pair]
+        if not all(rates):
+            continue
+        plain, idem = (statistics.median(r) for r in rates)
+        print(
+            f"\n{SYSTEMS[name]}: {1000 / idem:.3f} ms per event against "
+            f"{1000 / plain:.3f} ms with a plain handler: the inbox costs "
+            f"{1000 / idem - 1000 / plain:+.3f} ms per event ({idem / plain:.2f}x "
+            "the throughput)"
+        )
 
 
 def _migrate() -> None:

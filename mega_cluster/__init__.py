@@ -19,6 +19,7 @@ from .exceptions import (
     MegaClusterError,
     MessageEncodeError,
 )
+from .inbox.marks import idempotent
 from .plugins.base import Plugin
 from .registry import ClusterApp, get_app
 
@@ -40,4 +41,5 @@ __all__ = [
     "MessageEncodeError",
     "Plugin",
     "get_app",
+    "idempotent",
 ]

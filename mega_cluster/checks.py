@@ -169,6 +169,23 @@ def _cache_messages(app: conf.AppSettings, debug: bool) -> list[CheckMessage]:
     return []
 
 
+def _inbox_messages(app: conf.AppSettings) -> list[CheckMessage]:
+    alias = app.sections["INBOX"]["DATABASE"]
+    databases: dict[str, Any] = getattr(settings, "DATABASES", {}) or {}
+    if alias in databases:
+        return []
+    return [
+        Error(
+            f"MEGA_CLUSTER app {app.name!r} INBOX DATABASE {alias!r} is not a "
+            "DATABASES alias (the inbox of idempotent handlers lives there).",
+            hint=f'Set MEGA_CLUSTER["INBOX"]["DATABASE"] to one of '
+            f"{', '.join(databases) or '(none defined)'}: the database your "
+            "idempotent handlers write to.",
+            id="mega_cluster.E017",
+        )
+    ]
+
+
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Every problem with ``MEGA_CLUSTER``: shape, backends, dependencies, options."""
@@ -186,6 +203,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         messages += _backend_messages(app, debug)
         messages += _url_messages(app)
         messages += _cache_messages(app, debug)
+        messages += _inbox_messages(app)
         messages += check_shared_caches(app, debug)
         messages += check_node_timing(app)
         messages += check_celery_timing(app)

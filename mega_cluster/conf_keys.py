@@ -41,6 +41,15 @@ def _string(value: Any) -> str:
     return value
 
 
+def _positive_seconds_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    seconds = _number("float", minimum=0)(value)
+    if not seconds:
+        raise OptionError(f"expected a number of seconds > 0 or None, got {value!r}")
+    return seconds
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise OptionError(f"expected True or False, got {value!r}")
@@ -71,6 +80,11 @@ SECTION_KEYS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "DEFAULT_STORE": (_string, "default"),
         "TTL": (_number("float", minimum=0, allow_none=True), None),
         "WRAP_TIMEOUT": (_number("float", minimum=0), 10.0),
+    },
+    # the inbox of idempotent handlers (mega_cluster.inbox, docs/events.md)
+    "INBOX": {
+        "DATABASE": (_string, "default"),
+        "RETENTION": (_positive_seconds_or_none, 7 * 86400.0),
     },
 }
 

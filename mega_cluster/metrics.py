@@ -20,6 +20,7 @@ Counters and histograms (process-local, labelled ``app`` and, where it applies,
 ``mega_cluster_event_attempts``        event handler attempts started
 ``mega_cluster_event_failures``        attempts that raised or timed out
 ``mega_cluster_event_dead_letters``    events dead-lettered on this node
+``mega_cluster_inbox_skipped``         redeliveries an idempotent handler skipped
 =====================================  ============================================
 
 Gauges computed at each scrape from the managers' operations API (cluster-wide):
@@ -75,6 +76,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "event_attempts": ("counter", "Event handler attempts.", ("app", "channel")),
     "event_failures": ("counter", "Failed event attempts.", ("app", "channel")),
     "event_dead_letters": ("counter", "Events dead-lettered.", ("app", "channel")),
+    "inbox_skipped": (
+        "counter",
+        "Skipped duplicates: redeliveries whose effect had already committed.",
+        ("app", "consumer"),
+    ),
 }
 
 REGISTRY: Any = None

@@ -15,6 +15,7 @@ from django.utils.http import urlencode
 
 from ..events.backends.base import EVENT_STATES, DeadLetter, EventInfo
 from ..exceptions import EventNotFound
+from ..inbox import get_inbox
 from ..nodes.status import queue_rows
 from .base import OperationsAdmin, PageList
 
@@ -105,6 +106,14 @@ class QueueAdmin(OperationsAdmin):
             rows = []
             errors.append(f"stats: {type(exc).__name__}: {exc}")
         try:
+            inbox = [
+                {"consumer": name, **counts}
+                for name, counts in get_inbox(app).stats().items()
+            ]
+        except Exception as exc:
+            inbox = []
+            errors.append(f"inbox: {type(exc).__name__}: {exc}")
+        try:
             events = self._list(app, channel, status)
         except Exception as exc:
             events = []
@@ -164,6 +173,7 @@ class QueueAdmin(OperationsAdmin):
             cluster_app=app,
             cl=PageList(opts=self.opts, result_count=len(event_rows), has_filters=True),
             rows=rows,
+            inbox=inbox,
             events=event_rows,
             listing=listing,
             channel=channel,

@@ -10,7 +10,10 @@ import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..inbox import IdempotentProcess
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +46,9 @@ class Subscription:
     #: ``on_spent(ctx, error)``: the event is dead-lettered without running, its
     #: lost attempts having spent the budget (called in an I/O thread).
     on_spent: Callable[[EventContext, str], Any] | None = None
+    #: ``idempotent=True``: ``process`` is this wrapper, which runs the handler
+    #: through the app's inbox (mega_cluster.inbox).
+    inbox: IdempotentProcess | None = None
 
     @property
     def is_async(self) -> bool:

@@ -14,6 +14,8 @@ from django.db import connections, transaction
 
 from ..backends import load_backend
 from ..exceptions import AlreadySubscribed
+from ..inbox import IdempotentProcess, get_inbox, is_idempotent
+from ..inbox.handlers import check_flag
 from ..validation import (
     encode_json,
     validate_count,
@@ -93,6 +95,7 @@ class EventQueue:
         timeout: float | None = None,
         max_retries: int | None = None,
         on_spent: Callable[[EventContext, str], Any] | None = None,
+        idempotent: bool = False,
     ) -> None:
         """Consume ``channel`` on this node with ``process(payload, ctx)``.
 
@@ -105,6 +108,9 @@ class EventQueue:
         ``on_spent(ctx, error)`` is called when an event is dead-lettered
         without running because lost attempts (dead workers) spent its budget.
         Consuming begins when the app is started, or at once if it already is.
+        ``idempotent=True`` (or ``process`` marked ``@idempotent``): a sync
+        ``process`` runs inside a transaction on ``INBOX["DATABASE"]`` that also
+        records the event id, and a redelivery whose effect committed is skipped.
         Raises ``AlreadySubscribed`` if this node already consumes ``channel``.
         """
         validate_name(channel, "event channel name")
@@ -112,9 +118,16 @@ class EventQueue:
             raise TypeError(f"process must be callable, got {process!r}.")
         if idle is not None and not callable(idle):
             raise TypeError(f"idle must be callable or None, got {idle!r}.")
+        check_flag(idempotent, "idempotent")
+        inbox = None
+        if idempotent or is_idempotent(process):
+            inbox = IdempotentProcess(
+                get_inbox(self.app), channel, process, on_spent=on_spent
+            )
         sub = Subscription(
             channel=channel,
-            process=process,
+            process=process if inbox is None else inbox,
+            inbox=inbox,
             concurrency=_count("concurrency", concurrency),
             idle=idle,
             timeout=_seconds("timeout", timeout, allow_zero=False),

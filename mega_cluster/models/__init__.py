@@ -1,6 +1,7 @@
 """Database models of mega_cluster, one module per primitive."""
 
 from .events import EventTally, QueuedEvent
+from .inbox import InboxEntry, InboxTally
 from .locks import LockLease, LockWaiter
 from .nodes import DatabaseIdentity, Node
 from .ops import ClusterLock, ClusterQueue
@@ -12,6 +13,8 @@ __all__ = [
     "ClusterQueue",
     "DatabaseIdentity",
     "EventTally",
+    "InboxEntry",
+    "InboxTally",
     "LockLease",
     "LockWaiter",
     "Node",

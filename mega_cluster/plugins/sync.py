@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..inbox.marks import is_idempotent
 from .hooks import call_hook
 
 if TYPE_CHECKING:
@@ -20,6 +21,11 @@ def subscribe_plugins(app: ClusterApp) -> None:
             plugin.sync_channel,
             _PluginHook(plugin, "handle_sync_message"),
             _PluginHook(plugin, "handle_sync_gap"),
+            # @idempotent on handle_sync_message: through the inbox, consumer
+            # "sync:plugin:<name>:handle_sync_message"
+            "handle_sync_message"
+            if is_idempotent(plugin.handle_sync_message)
+            else False,
         )
 
 

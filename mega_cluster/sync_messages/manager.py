@@ -15,6 +15,7 @@ from django.db import transaction as db_transaction
 from django.utils.connection import ConnectionDoesNotExist
 
 from ..calls import call_sync
+from ..inbox import IdempotentReceiver, receiver_once
 from ..pubsub import envelope
 from ..pubsub.manager import INTERNAL_PREFIX, Subscription
 from ..validation import check_frame, validate_name
@@ -35,6 +36,8 @@ Transaction = bool | str | None
 class _Receiver:
     handler: Callable[[Any], Any]
     on_gap: Callable[[], Any] | None
+    #: an idempotent handler: run through the app's inbox with the message id
+    once: IdempotentReceiver | None = None
 
 
 class SyncMessageManager:
@@ -170,15 +173,21 @@ class SyncMessageManager:
         handler: Callable[[Any], Any],
         *,
         on_gap: Callable[[], Any] | None = None,
+        idempotent: bool | str = False,
     ) -> Callable[[], bool]:
         """Run ``handler(message)`` for sync messages other nodes send on ``channel``.
 
         ``on_gap()`` runs when this node may have missed some: a sender's sequence
         number jumped, the connection to the broker was lost and restored, or the
-        local buffer overflowed. Returns a callable that unsubscribes.
+        local buffer overflowed. ``idempotent=True`` (or a handler marked
+        ``@idempotent``): a sync ``handler`` runs inside a transaction on
+        ``INBOX["DATABASE"]`` that records the message id, and a message delivered
+        again after its effect committed is skipped; a string names the inbox
+        consumer instead of the handler's dotted name. Returns a callable that
+        unsubscribes.
         """
         validate_name(channel)
-        return self.subscribe_internal(channel, handler, on_gap)
+        return self.subscribe_internal(channel, handler, on_gap, idempotent)
 
     async def asubscribe(
         self,
@@ -186,15 +195,19 @@ class SyncMessageManager:
         handler: Callable[[Any], Any],
         *,
         on_gap: Callable[[], Any] | None = None,
+        idempotent: bool | str = False,
     ) -> Callable[[], bool]:
         """Async twin of :meth:`subscribe`."""
-        return await sync_to_async(self.subscribe)(channel, handler, on_gap=on_gap)
+        return await sync_to_async(self.subscribe)(
+            channel, handler, on_gap=on_gap, idempotent=idempotent
+        )
 
     def subscribe_internal(
         self,
         channel: str,
         handler: Callable[[Any], Any],
         on_gap: Callable[[], Any] | None = None,
+        idempotent: bool | str = False,
     ) -> Callable[[], bool]:
         """:meth:`subscribe` without the channel name check, for mega_cluster's own
         channels (see :meth:`publish_internal`); not user API."""
@@ -202,12 +215,13 @@ class SyncMessageManager:
             raise TypeError(f"handler must be callable, got {handler!r}")
         if on_gap is not None and not callable(on_gap):
             raise TypeError(f"on_gap must be callable, got {on_gap!r}")
+        once = receiver_once(self.app, channel, handler, idempotent)
         with self._lock:
             current = self._receivers.get(channel, ())
             for receiver in current:
                 if receiver.handler == handler:
                     return partial(self._remove, channel, receiver)
-            receiver = _Receiver(handler, on_gap)
+            receiver = _Receiver(handler, on_gap, once)
             self._receivers[channel] = (*current, receiver)
             if channel not in self._wire_unsubscribe:
                 sub = Subscription(
@@ -266,7 +280,10 @@ class SyncMessageManager:
             )
         for receiver in self._receivers.get(channel, ()):
             try:
-                call_sync(receiver.handler, env.payload)
+                if receiver.once is None:
+                    call_sync(receiver.handler, env.payload)
+                else:
+                    receiver.once(env.id, env.payload)
             except Exception:
                 logger.exception(
                     "sync message handler %r failed on channel %s (node %s, message "

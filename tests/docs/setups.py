@@ -240,7 +240,7 @@ assert "orders" in schema_cache  # published to the other nodes only
     "docs/events.md": PageSetup(
         files=FIXTURES,
         prelude="""
-from docs_fixtures.models import Report
+from docs_fixtures.models import Invoice, Report
 
 report = Report.objects.create()
 """,
@@ -291,6 +291,30 @@ wait_until(
     "the retried event to run",
 )
 node.stop()
+
+# The idempotent handler: its effect once per event id, however often it runs.
+from decimal import Decimal
+
+from mega_cluster.events import EventContext
+from mega_cluster.inbox import get_inbox
+
+invoice = Invoice.objects.create(total=0)
+payment = {"invoice": invoice.pk, "amount": "12.50"}
+node = make_app(
+    get_app().name, {"EVENT_QUEUE": {"BACKEND": "database", "POLL_INTERVAL": 0.05}}
+)
+node.event_queue.subscribe("payments", process=add_payment, max_retries=5)
+node.start()
+event_id = node.event_queue.publish("payments", payment)
+wait_until(
+    lambda: q.stats("payments")["payments"]["succeeded"] == 1, 10, "the payment"
+)
+sub = node.event_queue.subscriptions()["payments"]
+sub.process(payment, EventContext(id=event_id, channel="payments", attempt=2))
+invoice.refresh_from_db()
+assert invoice.total == Decimal("12.50"), invoice.total
+assert get_inbox(node).stats() == {"event:payments": {"recorded": 1, "skipped": 1}}
+node.stop()
 """,
     ),
     "docs/sync-messages.md": PageSetup(
@@ -326,6 +350,30 @@ Source.objects.create(name="billing")
 b.handle_sync_gap()
 assert sorted(s.name for s in b.sources.values()) == ["billing", "erp"]
 stop()
+# Idempotent handlers: a message sent twice with one id has its effect once.
+from mega_cluster.inbox import get_inbox
+from mega_cluster.pubsub import envelope
+from mega_cluster.sync_messages.manager import WIRE_PREFIX
+
+audit_a, audit_b = start_nodes(AuditPlugin, "docs-audit")
+wire = WIRE_PREFIX + audit_a.sync_channel
+data = envelope.build(
+    app="docs-audit", node="node-a", channel=wire, seq=1,
+    to=envelope.TO_OTHERS, payload_json='{"created":"audited"}',
+)
+backend = audit_a.app.pubsub_manager.backend
+for _ in range(2):
+    backend.publish_sync(backend.wire_channel(wire), data)
+consumer = "sync:plugin:audit:handle_sync_message"
+wait_until(
+    lambda: get_inbox(audit_b.app).stats().get(consumer, {}).get("skipped") == 1,
+    5,
+    "the duplicate to be skipped",
+)
+assert Source.objects.filter(name="audited").count() == 1
+assert stop_recording()
+audit_a.app.stop()
+audit_b.app.stop()
 a.app.stop()
 b.app.stop()
 """,

@@ -224,10 +224,16 @@ class Attempt:
         attempt is not run; logged here), else None."""
         event = self.event
         if event.lost:
-            log_lost(event, self.max_retries)
+            log_lost(event, self.max_retries, idempotent=self.sub.inbox is not None)
         if event.attempt <= self.max_retries + 1:
             return None
-        return f"attempt {event.attempt - 1} was lost (worker died, lease lapsed)"
+        error = f"attempt {event.attempt - 1} was lost (worker died, lease lapsed)"
+        if self.sub.inbox is not None:
+            # idempotent: run it once more; its inbox skips the handler when the
+            # effect committed, else fails with this error (a dead letter)
+            self.sub.inbox.last_chance(event.id, error)
+            return None
+        return error
 
 
 def report_spent(attempt: Attempt, error: str) -> None:
@@ -317,7 +323,9 @@ def log_start(event: ClaimedEvent) -> None:
     )
 
 
-def log_lost(event: ClaimedEvent, max_retries: int) -> None:
+def log_lost(
+    event: ClaimedEvent, max_retries: int, *, idempotent: bool = False
+) -> None:
     """Logged by the node that takes an event whose previous attempt was lost (its
     worker died or was killed before recording an outcome): that attempt counts."""
     logger.warning(
@@ -328,6 +336,9 @@ def log_lost(event: ClaimedEvent, max_retries: int) -> None:
         event.attempt - 1,
         f"running attempt {event.attempt} of {max_retries + 1}"
         if event.attempt <= max_retries + 1
+        else "no attempt left: skipped if its idempotent handler's effect committed, "
+        "else dead-lettered"
+        if idempotent
         else "no attempt left: dead-lettered",
         extra={"event_id": event.id, "channel": event.channel},
     )

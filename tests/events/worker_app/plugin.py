@@ -39,6 +39,15 @@ class EventsWorkerPlugin(Plugin):
             concurrency=int(os.environ.get("MC_EVENTS_CONCURRENCY", "4")),
             max_retries=3,
         )
+        if os.environ.get("MC_INBOX_TABLE"):  # tests/cluster/test_inbox_kills.py
+            from .ledger import ledger
+
+            self.event_queue.subscribe(
+                "ledger",
+                process=ledger,
+                concurrency=4,
+                max_retries=int(os.environ.get("MC_INBOX_RETRIES", "0")),
+            )
 
     def load(self) -> None:
         fd = os.open(
