@@ -100,9 +100,10 @@ def _url_messages(app: conf.AppSettings) -> list[CheckMessage]:
                 schemes = _broker_schemes()
             if schemes is None:
                 continue
-            for url in filter(
-                None, (u.strip() for u in value.replace(";", ",").split(","))
-            ):
+            # sentinel://host:port,host:port/SERVICE (redis_client's shape) is one URL
+            ours = value.startswith("sentinel://") and ";" not in value
+            urls = [value] if ours else value.replace(";", ",").split(",")
+            for url in filter(None, (u.strip() for u in urls)):
                 scheme, sep, _ = url.partition("://")
                 if sep and scheme.split("+")[0].lower() in schemes:
                     continue
@@ -209,6 +210,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         messages += check_celery_timing(app)
         messages += check_listen_through_pooler(app)
     return messages
+
+
+@register(Tags.caches)
+def check_redis_clusters(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E015: a one-server Redis client (a ``CACHES`` entry, a Redis LOCKS or PUBSUB
+    section without ``CLUSTER``) pointed at a Redis Cluster node. Asks each server
+    once (``INFO cluster``, 1 s timeout); a server that does not answer is skipped."""
+    from .redis_client.checks import check_cluster_clients
+
+    parsed = conf.parse(getattr(settings, conf.SETTING_NAME, None))
+    return check_cluster_clients(list(parsed.apps.values()))
 
 
 @register(Tags.compatibility)

@@ -239,7 +239,7 @@ class Cache:
 
     def store_key(self, key: str) -> str:
         """The key ``key`` has in the store now (before the store's own KEY_PREFIX):
-        ``<app>:<prefix>@<generation>:<key>``."""
+        ``{<app>:<prefix>}@<generation>:<key>``."""
         validate_name(key, "cache key")
         ns = self.namespace
         return ns.wire(ns.generation(), key)

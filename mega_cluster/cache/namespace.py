@@ -4,14 +4,15 @@ coherence of the per-process near cache.
 Shared by :class:`~mega_cluster.cache.Cache` (the user API) and
 :mod:`~mega_cluster.cache.wrap` (single flight); internal, not user API.
 
-Keys are ``<app>:<prefix>@<generation>:<key>`` on the wire. The generation (a
-random int) is stored under ``<app>:<prefix>@gen`` and read in the same round trip
-as the entries, so a reset on any node (a new generation) is seen by every node at
+Keys are ``{<app>:<prefix>}@<generation>:<key>`` on the wire. The generation (a
+random int) is stored under ``{<app>:<prefix>}@gen`` and read in the same round trip
+as the entries (the braces are a Redis Cluster hash tag: every key of a namespace
+is in one slot, so that read is one ``MGET`` on one node there too), so a reset on any node (a new generation) is seen by every node at
 its next read. With a near cache, every write is announced on the pub/sub channel
 ``cache:<store>:<prefix>`` and the other nodes drop the keys it names.
 
 Writers without a near layer announce too, when near caches exist anywhere: a
-namespace with a near cache keeps the marker ``<app>:<prefix>@near`` in the store
+namespace with a near cache keeps the marker ``{<app>:<prefix>}@near`` in the store
 while it is used (``NEAR_MARKER_TTL``, written before its first near read), and
 every writer reads the marker in the round trip that reads the generation before a
 write (``reset`` reads it on its own).
@@ -61,7 +62,8 @@ class Namespace:
         self.near = near
         #: computations of ``wrap`` under way in this process, per key.
         self.flights = SingleFlight()
-        self.key_prefix = f"{app.name}:{prefix}"
+        # braces: a Redis Cluster hash tag (names cannot hold braces, NAME_RE)
+        self.key_prefix = f"{{{app.name}:{prefix}}}"
         # "@" cannot appear in a name, so no data key can collide with it.
         self.gen_key = f"{self.key_prefix}@gen"
         self.near_key = f"{self.key_prefix}@near"

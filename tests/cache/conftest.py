@@ -1,4 +1,8 @@
-"""The cache contract runs once per store: locmem, Django's Redis backend, django-redis."""
+"""The cache contract runs once per store: locmem, Django's Redis backend, django-redis,
+and on the run's private topologies: django-redis's Sentinel client
+(``redis-sentinel``) and mega_cluster's RedisClusterCache on the 3-primary Redis
+Cluster (``redis-cluster``), each with the app's locks and pub/sub on the same
+topology."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 
 from mega_cluster.cache import Cache
 from mega_cluster.registry import ClusterApp
@@ -16,21 +21,68 @@ STORES = [
     pytest.param("default", id="locmem"),
     pytest.param("redis", id="django-redis-backend", marks=pytest.mark.redis),
     pytest.param("django_redis", id="django-redis", marks=pytest.mark.redis),
+    pytest.param("redis-sentinel", id="redis-sentinel", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", id="redis-cluster", marks=pytest.mark.redis),
 ]
+
+
+def redis_options(store: str) -> dict[str, Any]:
+    """The Redis OPTIONS of locks and pub/sub beside ``store``: the topology's."""
+    if store == "redis-sentinel":
+        return {"URL": settings.MC_SENTINEL_URL}
+    if store == "redis-cluster":
+        return {"URL": settings.MC_CLUSTER_URL, "CLUSTER": True}
+    return {"URL": settings.REDIS_URL}
 
 
 def app_settings(store: str, **cache: Any) -> dict[str, Any]:
     """One cluster app's settings: caches on ``store``, Redis locks and pub/sub."""
+    options = redis_options(store)
     return {
         "CACHE": {"DEFAULT_STORE": store, **cache},
-        "LOCKS": {"BACKEND": "redis", "OPTIONS": {"URL": settings.REDIS_URL}},
-        "PUBSUB": {"BACKEND": "redis", "OPTIONS": {"URL": settings.REDIS_URL}},
+        "LOCKS": {"BACKEND": "redis", "OPTIONS": options},
+        "PUBSUB": {"BACKEND": "redis", "OPTIONS": options},
     }
 
 
+def topology_caches(store: str, topology: Any) -> dict[str, Any]:
+    """CACHES with an alias ``store`` on ``topology`` (Sentinel or Cluster)."""
+    if store == "redis-sentinel":
+        entry = {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://{topology.service}/0",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+                "SENTINELS": topology.addresses,
+            },
+        }
+    else:
+        entry = {
+            "BACKEND": "mega_cluster.cache.redis_cluster.RedisClusterCache",
+            "LOCATION": topology.url,
+        }
+    return {**settings.CACHES, store: {**entry, "KEY_PREFIX": settings.KEY_PREFIX}}
+
+
 @pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest) -> str:
-    return request.param
+def store(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "redis-sentinel":
+        topology = request.getfixturevalue("sentinel_topology")
+        with override_settings(
+            CACHES=topology_caches(request.param, topology),
+            MC_SENTINEL_URL=topology.url,
+        ):
+            yield request.param
+    elif request.param == "redis-cluster":
+        topology = request.getfixturevalue("cluster_topology")
+        with override_settings(
+            CACHES=topology_caches(request.param, topology),
+            MC_CLUSTER_URL=topology.url,
+        ):
+            yield request.param
+    else:
+        yield request.param
 
 
 @pytest.fixture
@@ -69,10 +121,11 @@ def cache(make_cache: Callable[..., Cache]) -> Cache:
 
 
 @pytest.fixture
-def redis_client() -> Iterator[Any]:
-    """A raw client of the shared Redis, to look at what the stores hold."""
-    import redis
+def redis_client(store: str) -> Iterator[Any]:
+    """A raw client of the Redis under ``store`` (the shared one, the Sentinel
+    primary or the Cluster), to look at what the stores hold."""
+    from mega_cluster import redis_client as clients
 
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = clients.sync_client(redis_options(store))
     yield client
     client.close()

@@ -13,6 +13,7 @@ import pytest
 from django.core.cache import caches
 
 from mega_cluster.cache import FOREVER, Cache
+from mega_cluster.cache.redis_cluster import RedisClusterCacheClient as ClusterClient
 from mega_cluster.exceptions import InvalidName
 from mega_cluster.registry import ClusterApp
 
@@ -160,7 +161,8 @@ def test_apps_and_prefixes_are_isolated(
     assert theirs.get("k", MISS) is MISS
     assert stranger.get("k", MISS) is MISS
     assert sibling.get("k") == "mine"
-    assert mine.store_key("k").startswith(f"{unique_name}:c@")
+    # in braces: a Redis Cluster hash tag (one slot per namespace)
+    assert mine.store_key("k").startswith(f"{{{unique_name}:c}}@")
 
 
 @pytest.mark.parametrize("near", [False, True], ids=["plain", "near"])
@@ -226,6 +228,26 @@ def test_batch_operations_make_one_many_key_store_call(
 
         monkeypatch.setattr(redis.Redis, "execute_command", one_command)
         monkeypatch.setattr(redis.client.Pipeline, "execute", one_pipeline)
+        # a Redis Cluster client sends on its nodes' connections itself
+        import redis.cluster
+
+        cluster_command = redis.cluster.RedisCluster.execute_command
+        cluster_pipeline = redis.cluster.ClusterPipeline.execute
+
+        def one_cluster_command(self: Any, *args: Any, **kw: Any) -> Any:
+            trips.append(str(args[0]))
+            return cluster_command(self, *args, **kw)
+
+        def one_cluster_pipeline(self: Any, *args: Any, **kw: Any) -> Any:
+            trips.append("PIPELINE")
+            return cluster_pipeline(self, *args, **kw)
+
+        monkeypatch.setattr(
+            redis.cluster.RedisCluster, "execute_command", one_cluster_command
+        )
+        monkeypatch.setattr(
+            redis.cluster.ClusterPipeline, "execute", one_cluster_pipeline
+        )
     keys = [f"k{i}" for i in range(20)]
 
     cache.mset({k: i for i, k in enumerate(keys)})
@@ -240,7 +262,11 @@ def test_batch_operations_make_one_many_key_store_call(
     trips.clear()
     cache.mdel(keys)
     assert calls == ["fetch", "delete_many"]
-    assert trips == (["MGET", "DEL"] if store.shared else [])
+    # redis-py sends a cluster's many-key DEL as a pipeline (one node: one slot)
+    delete = (
+        "PIPELINE" if getattr(store.backend, "_class", None) is ClusterClient else "DEL"
+    )
+    assert trips == (["MGET", delete] if store.shared else [])
 
 
 def test_incr_is_an_atomic_counter(cache: Cache):

@@ -23,6 +23,9 @@ CELERY_MODES: dict[str, dict[str, Any]] = {
     "celery": {},
     # A row only for events that need one (docs/events.md).
     "celery-failures": {"BOOKKEEPING": "failures"},
+    # A Redis broker behind Sentinel (the run's private topology), given in the
+    # documented sentinel:// shape (redis_client) that the broker translates.
+    "celery-sentinel": {},
 }
 
 BACKENDS = [
@@ -48,14 +51,27 @@ BACKENDS = [
             marks=[pytest.mark.celery, pytest.mark.rabbitmq, *ON_POSTGRES],
         )
         for mode in CELERY_MODES
+        if mode != "celery-sentinel"
+    ),
+    pytest.param(
+        ("celery-sentinel", "postgres"),
+        id="celery-sentinel",
+        marks=[pytest.mark.celery, pytest.mark.redis, *ON_POSTGRES],
     ),
 ]
+
+#: The ``sentinel://`` URL of the run's Sentinel topology, set by the ``apps``
+#: fixture for the celery-sentinel parameter.
+SENTINEL_BROKER: dict[str, str] = {}
 
 
 def celery_options(database: str, mode: str = "celery") -> dict[str, Any]:
     """A real RabbitMQ broker; queues carry the app name (so the run id) and expire
     ten minutes after their last use, so the shared broker keeps no leftovers.
-    ``mode``: a key of :data:`CELERY_MODES`."""
+    ``mode``: a key of :data:`CELERY_MODES` (``celery-sentinel``: Redis behind the
+    run's Sentinel topology instead)."""
+    if mode == "celery-sentinel":
+        return {"BROKER_URL": SENTINEL_BROKER["url"], "DATABASE": database}
     return {
         "BROKER_URL": settings.AMQP_URL,
         "DATABASE": database,
@@ -102,6 +118,8 @@ class Apps:
 @pytest.fixture(params=BACKENDS)
 def apps(request: pytest.FixtureRequest, unique_name: str) -> Iterator[Apps]:
     backend, database = request.param
+    if backend == "celery-sentinel":
+        SENTINEL_BROKER["url"] = request.getfixturevalue("sentinel_topology").url
     group = Apps(backend, database, unique_name)
     try:
         yield group

@@ -17,6 +17,7 @@ BACKENDS = [
     pytest.param("memory", id="memory"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
     pytest.param("redis-sentinel", id="redis-sentinel", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", id="redis-cluster", marks=pytest.mark.redis),
     pytest.param("nats", id="nats", marks=pytest.mark.nats),
     pytest.param("channels", id="channels", marks=pytest.mark.redis),
 ]
@@ -31,6 +32,10 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     elif request.param == "redis-sentinel":
         topology = request.getfixturevalue("sentinel_topology")
         with override_settings(MC_SENTINEL_URL=topology.url):
+            yield request.param
+    elif request.param == "redis-cluster":
+        topology = request.getfixturevalue("cluster_topology")
+        with override_settings(MC_CLUSTER_URL=topology.url):
             yield request.param
     else:
         yield request.param

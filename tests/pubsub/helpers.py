@@ -31,6 +31,11 @@ def pubsub_settings(backend: str, **extra: Any) -> dict[str, Any]:
         "channels": {},
         # the run's private Sentinel topology (the contract's backend fixture)
         "redis-sentinel": {"URL": getattr(settings, "MC_SENTINEL_URL", "")},
+        # the run's private Redis Cluster: sharded pub/sub
+        "redis-cluster": {
+            "URL": getattr(settings, "MC_CLUSTER_URL", ""),
+            "CLUSTER": True,
+        },
     }[backend]
     name = "redis" if backend.startswith("redis") else backend
     return {"BACKEND": name, "OPTIONS": options, **extra}

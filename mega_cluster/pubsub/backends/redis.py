@@ -8,6 +8,9 @@ The subscriber connection is opened and subscribed by redis-py, but its replies
 are read here, a whole socket read at a time (:func:`parse`): redis-py's
 ``get_message()``, with several awaits, a retry wrapper and observability hooks
 per message, cost 40-60 µs of CPU per message where this costs 3-5 µs.
+
+On a Redis Cluster (``OPTIONS["CLUSTER"] = True``) it uses sharded pub/sub
+(``SSUBSCRIBE``/``SPUBLISH``, Redis >= 7): :mod:`.redis_shards`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, ClassVar
 
 from ... import redis_client
 from ...backends import PING_TIMEOUT
+from . import redis_shards
 from .base import PubSubBackend
 
 logger = logging.getLogger("mega_cluster.pubsub")
@@ -41,7 +45,9 @@ _INCOMPLETE = Incomplete()
 # a published message as RESP2 array / RESP3 push: type, channel, data
 _MESSAGE2 = b"*3\r\n$7\r\nmessage\r\n$"
 _MESSAGE3 = b">3\r\n$7\r\nmessage\r\n$"
-_HEAD = len(_MESSAGE2) - 1
+# the same for sharded pub/sub (a Redis Cluster)
+_SMESSAGE2 = b"*3\r\n$8\r\nsmessage\r\n$"
+_SMESSAGE3 = b">3\r\n$8\r\nsmessage\r\n$"
 
 
 class ErrorReply(bytes):
@@ -91,10 +97,12 @@ def parse(buf: bytes, pos: int) -> tuple[Any, int]:
 
 
 class RedisPubSubBackend(PubSubBackend):
-    """Pub/sub on one Redis server or a Sentinel-managed primary.
+    """Pub/sub on one Redis server, a Sentinel-managed primary or a Redis Cluster.
 
     ``OPTIONS``: where Redis is, as :mod:`mega_cluster.redis_client` reads it
-    (``URL``, ``SENTINELS`` + ``SERVICE_NAME`` or ``CACHE``); ``PING_INTERVAL``.
+    (``URL``, ``SENTINELS`` + ``SERVICE_NAME``, ``CACHE``, or ``CLUSTER = True``
+    with the ``URL`` of a node: sharded pub/sub, :mod:`.redis_shards`);
+    ``PING_INTERVAL``.
     """
 
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("redis", "redis"),)
@@ -104,22 +112,32 @@ class RedisPubSubBackend(PubSubBackend):
     def __init__(self, app, options) -> None:  # type: ignore[no-untyped-def]
         super().__init__(app, options)
         self._client: Any = None
+        self._node: Any = None  # cluster: the client of the slot's owner
         self._pubsub: Any = None
         self._direct: Any = None
         self._names: dict[bytes, str] = {}
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._last_seen = 0.0
         self.ping_interval = float(self.options.get("PING_INTERVAL", PING_INTERVAL))
+        self.cluster = bool(self.options.get("CLUSTER"))
+        if self.cluster:
+            self._kinds = (redis_shards.MESSAGE, redis_shards.SUBSCRIBED)
+            self._prefixes = (_SMESSAGE2, _SMESSAGE3)
+            self._publish_command = "SPUBLISH"
+        else:
+            self._kinds = (b"message", b"subscribe")
+            self._prefixes = (_MESSAGE2, _MESSAGE3)
+            self._publish_command = "PUBLISH"
+        self._connect_channel = self.wire_channel("__connect__")
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
-        problems = redis_client.check_options(options, cls.__name__)
-        if not problems and options.get("CLUSTER"):
-            problems.append(
-                f"{cls.__name__} does not run on a Redis Cluster (OPTIONS['CLUSTER'])"
-                ": point it at one Redis server or a Sentinel-managed primary."
-            )
-        return problems
+        return redis_client.check_options(options, cls.__name__)
+
+    def wire_channel(self, channel: str) -> str:
+        if self.options.get("CLUSTER"):
+            return redis_shards.wire_channel(self.app.name, channel)
+        return super().wire_channel(channel)
 
     def _client_kwargs(self) -> dict[str, Any]:
         from redis.backoff import NoBackoff
@@ -132,16 +150,24 @@ class RedisPubSubBackend(PubSubBackend):
         from redis.asyncio.retry import Retry as AsyncRetry
         from redis.backoff import NoBackoff
 
-        self._client = redis_client.async_client(
-            self.options, retry=AsyncRetry(NoBackoff(), 0), socket_connect_timeout=5
-        )
-        self._pubsub = self._client.pubsub()
-        await self._client.ping()
-        if self.channels:
-            await self._pubsub.subscribe(*self.channels)
+        kwargs = {"retry": AsyncRetry(NoBackoff(), 0), "socket_connect_timeout": 5}
+        if self.cluster:
+            self._client, self._node = await redis_shards.open_clients(
+                self.options, self._connect_channel, **kwargs
+            )
+            subscriber = self._node
         else:
-            # connect the subscriber connection now so _read() can block on it
-            await self._pubsub.subscribe(f"mc:{self.app.name}:__connect__")
+            self._client = subscriber = redis_client.async_client(
+                self.options, **kwargs
+            )
+        self._pubsub = subscriber.pubsub()
+        await subscriber.ping()
+        # with no channel yet, one keeps the subscriber connection open for _read()
+        channels = self.channels or {self._connect_channel}
+        if self.cluster:
+            await self._pubsub.ssubscribe(*channels)
+        else:
+            await self._pubsub.subscribe(*channels)
 
     async def _read(self) -> None:
         pubsub = self._pubsub
@@ -176,6 +202,8 @@ class RedisPubSubBackend(PubSubBackend):
         # unsubscribe never read their replies): every reply is read here
         names = self._names
         read_done = self.on_read_done
+        first_prefix, second_prefix = self._prefixes
+        head = len(first_prefix) - 1
         buf = b""
         pos = 0
         while True:
@@ -187,9 +215,11 @@ class RedisPubSubBackend(PubSubBackend):
             pos = 0
             end = len(buf)
             while pos < end:
-                if buf.startswith(_MESSAGE2, pos) or buf.startswith(_MESSAGE3, pos):
+                if buf.startswith(first_prefix, pos) or buf.startswith(
+                    second_prefix, pos
+                ):
                     # the hot path, inlined: two bulk strings
-                    start = pos + _HEAD
+                    start = pos + head
                     stop = buf.find(b"\r\n", start)
                     if stop < 0:
                         break
@@ -226,10 +256,18 @@ class RedisPubSubBackend(PubSubBackend):
         if type(reply) is not list or not reply or not isinstance(reply[0], bytes):
             return  # PONG (RESP3) or a reply we never asked for
         kind = reply[0].lower()
-        if kind == b"message" and len(reply) == 3:
+        message, subscribed = self._kinds
+        if kind == message and len(reply) == 3:
             on_message(reply[1].decode(), reply[2])
-        elif kind == b"subscribe" and len(reply) == 3:
+        elif kind == subscribed and len(reply) == 3:
             self._confirm(reply[1].decode())
+        elif kind == redis_shards.UNSUBSCRIBED and redis_shards.server_unsubscribed(
+            reply, self.channels, self._connect_channel
+        ):
+            # the channel's slot left this node (failover, resharding)
+            raise ConnectionError(
+                f"Redis Cluster moved the slot of {reply[1].decode()!r}"
+            )
 
     async def _get_messages(self, pubsub: Any, on_message: Any) -> None:
         while True:
@@ -238,10 +276,10 @@ class RedisPubSubBackend(PubSubBackend):
             if message is None:
                 continue
             kind = message["type"]
-            if kind == "message":
+            if kind in ("message", "smessage"):
                 on_message(message["channel"].decode(), message["data"])
                 self.on_read_done()
-            elif kind == "subscribe":
+            elif kind in ("subscribe", "ssubscribe"):
                 self._confirm(message["channel"].decode())
 
     def _confirm(self, wire_channel: str) -> None:
@@ -251,13 +289,13 @@ class RedisPubSubBackend(PubSubBackend):
             waiter.set_result(None)
 
     async def _drop(self) -> None:
-        pubsub, client = self._pubsub, self._client
-        self._pubsub = self._client = None
+        pubsub, client, node = self._pubsub, self._client, self._node
+        self._pubsub = self._client = self._node = None
         for waiter in self._confirmed.values():
             if not waiter.done():
                 waiter.cancel()
         self._confirmed.clear()
-        for closing in (pubsub, client):
+        for closing in (pubsub, node, client):
             if closing is not None:
                 try:
                     await closing.aclose()
@@ -273,7 +311,10 @@ class RedisPubSubBackend(PubSubBackend):
             return
         waiter = asyncio.get_running_loop().create_future()
         self._confirmed[wire_channel] = waiter
-        await self._pubsub.subscribe(wire_channel)
+        if self.cluster:
+            await self._pubsub.ssubscribe(wire_channel)
+        else:
+            await self._pubsub.subscribe(wire_channel)
         try:
             await asyncio.wait_for(asyncio.shield(waiter), SUBSCRIBE_TIMEOUT)
         except asyncio.CancelledError:
@@ -284,7 +325,10 @@ class RedisPubSubBackend(PubSubBackend):
     async def unsubscribe(self, wire_channel: str) -> None:
         self.channels.discard(wire_channel)
         if self.connected and self._pubsub is not None:
-            await self._pubsub.unsubscribe(wire_channel)
+            if self.cluster:
+                await self._pubsub.sunsubscribe(wire_channel)
+            else:
+                await self._pubsub.unsubscribe(wire_channel)
 
     async def publish(self, wire_channel: str, data: bytes) -> None:
         import redis
@@ -292,7 +336,9 @@ class RedisPubSubBackend(PubSubBackend):
         if self._client is None:
             raise self.unavailable(ConnectionError("not connected"))
         try:
-            await self._client.publish(wire_channel, data)
+            await self._client.execute_command(
+                self._publish_command, wire_channel, data
+            )
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
 
@@ -305,7 +351,7 @@ class RedisPubSubBackend(PubSubBackend):
             # never re-sent: a PUBLISH whose reply was lost may have been delivered
             direct = self._direct = redis_client.DirectConnections(client, resend=False)
         try:
-            direct.execute("PUBLISH", wire_channel, data)
+            direct.execute(self._publish_command, wire_channel, data)
         except redis.RedisError as exc:
             raise self.unavailable(exc) from exc
 

@@ -23,8 +23,12 @@ class Broker:
     """Messages of one cluster app's event queue on its Celery broker.
 
     Options: ``APP`` (dotted path to the project's Celery app) or ``BROKER_URL``
-    (a Celery app is built with :data:`CELERY_SETTINGS`), ``QUEUE_PREFIX`` (default
-    ``mc.<app name>.``), ``QUEUE_ARGUMENTS``, ``TRANSPORT_OPTIONS``.
+    (a Celery app is built with :data:`CELERY_SETTINGS`) or, for a Redis broker
+    behind Sentinel, the settings shape of :mod:`mega_cluster.redis_client`
+    (``BROKER_URL = "sentinel://host:port,…/SERVICE/DB"``, or ``SENTINELS`` +
+    ``SERVICE_NAME`` + ``PASSWORD``…, see :func:`sentinel_broker`),
+    ``QUEUE_PREFIX`` (default ``mc.<app name>.``), ``QUEUE_ARGUMENTS``,
+    ``TRANSPORT_OPTIONS``.
     """
 
     def __init__(self, app_name: str, options: Mapping[str, Any]) -> None:
@@ -37,11 +41,22 @@ class Broker:
 
     @staticmethod
     def check_options(options: Mapping[str, Any]) -> list[str]:
-        if not options.get("APP") and not options.get("BROKER_URL"):
+        where = [k for k in ("APP", "BROKER_URL", "SENTINELS") if options.get(k)]
+        if not where:
             return [
                 "CeleryEventBackend needs OPTIONS['APP'] (dotted path to your Celery "
-                "app) or OPTIONS['BROKER_URL']."
+                "app), OPTIONS['BROKER_URL'] or OPTIONS['SENTINELS'] with "
+                "OPTIONS['SERVICE_NAME']."
             ]
+        if "SENTINELS" in where and len(where) > 1:
+            return [
+                f"CeleryEventBackend: set only one of OPTIONS {where}, they all say "
+                "where the broker is."
+            ]
+        try:
+            sentinel_broker(options)
+        except ValueError as exc:
+            return [f"CeleryEventBackend: OPTIONS Sentinel settings: {exc}."]
         return []
 
     @property
@@ -64,16 +79,17 @@ class Broker:
         else:
             from celery import Celery
 
+            url = self.options.get("BROKER_URL")
+            transport = dict(self.options.get("TRANSPORT_OPTIONS") or {})
+            sentinel = sentinel_broker(self.options)
+            if sentinel is not None:
+                url, translated = sentinel
+                transport = {**translated, **transport}
             celery_app = Celery(
-                f"mega_cluster-{self.app_name}",
-                broker=self.options["BROKER_URL"],
-                set_as_current=False,
+                f"mega_cluster-{self.app_name}", broker=url, set_as_current=False
             )
             celery_app.conf.update(
-                **CELERY_SETTINGS,
-                broker_transport_options=dict(
-                    self.options.get("TRANSPORT_OPTIONS") or {}
-                ),
+                **CELERY_SETTINGS, broker_transport_options=transport
             )
         task.register(celery_app)
         return celery_app
@@ -198,6 +214,52 @@ class Broker:
                 exc,
             )
         return depths
+
+
+def sentinel_broker(options: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """kombu's spelling of the Sentinel settings in ``options``: its broker URL
+    (``sentinel://[user:password@]host:port/DB`` per sentinel, joined by ``;``)
+    and transport options (``master_name``, ``sentinel_kwargs`` with the
+    sentinels' credentials and timeouts); ``None`` when the broker is not given
+    in our Sentinel shape (a kombu ``sentinel://…;sentinel://…`` URL with
+    ``TRANSPORT_OPTIONS["master_name"]`` is used as it is). Raises
+    ``ValueError`` for malformed settings."""
+    from urllib.parse import quote
+
+    from ....redis_client import sentinel_spec
+
+    transport = options.get("TRANSPORT_OPTIONS") or {}
+    url = options.get("BROKER_URL")
+    if url is not None and not isinstance(url, str):
+        raise ValueError(f"BROKER_URL must be a string, got {url!r}")
+    if (url and ";" in url) or "master_name" in transport:
+        return None  # kombu's own Sentinel spelling
+    spec = sentinel_spec({"URL": url} if url else options)
+    if spec is None:
+        return None
+    userinfo = ""
+    if spec.password is not None or spec.username is not None:
+        userinfo = f"{quote(spec.username or '', safe='')}"
+        if spec.password is not None:
+            userinfo += f":{quote(spec.password, safe='')}"
+        userinfo += "@"
+    broker = ";".join(
+        f"sentinel://{userinfo}{host}:{port}/{spec.db}" for host, port in spec.sentinels
+    )
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": SENTINEL_TIMEOUT,
+        "socket_connect_timeout": SENTINEL_TIMEOUT,
+    }
+    if spec.sentinel_password is not None:
+        sentinel_kwargs["password"] = spec.sentinel_password
+    if spec.sentinel_username is not None:
+        sentinel_kwargs["username"] = spec.sentinel_username
+    return broker, {"master_name": spec.service, "sentinel_kwargs": sentinel_kwargs}
+
+
+#: Connect and read timeout of the connections to the sentinels (seconds): they
+#: answer "where is the primary" at once, a silent one is skipped for the next.
+SENTINEL_TIMEOUT = 5.0
 
 
 def _not_found(exc: BaseException) -> bool:
