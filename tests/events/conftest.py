@@ -53,6 +53,11 @@ BACKENDS = [
         for mode in CELERY_MODES
         if mode != "celery-sentinel"
     ),
+]
+
+#: The event-queue contract also runs on a Redis broker behind Sentinel.
+CONTRACT_BACKENDS = [
+    *BACKENDS,
     pytest.param(
         ("celery-sentinel", "postgres"),
         id="celery-sentinel",
@@ -115,8 +120,8 @@ class Apps:
             app.stop()
 
 
-@pytest.fixture(params=BACKENDS)
-def apps(request: pytest.FixtureRequest, unique_name: str) -> Iterator[Apps]:
+def apps_of(request: pytest.FixtureRequest, unique_name: str) -> Iterator[Apps]:
+    """The ``apps`` fixture's body, for the backend in ``request.param``."""
     backend, database = request.param
     if backend == "celery-sentinel":
         SENTINEL_BROKER["url"] = request.getfixturevalue("sentinel_topology").url
@@ -125,6 +130,11 @@ def apps(request: pytest.FixtureRequest, unique_name: str) -> Iterator[Apps]:
         yield group
     finally:
         group.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+def apps(request: pytest.FixtureRequest, unique_name: str) -> Iterator[Apps]:
+    yield from apps_of(request, unique_name)
 
 
 @pytest.fixture

@@ -1,11 +1,12 @@
 """The event-queue contract, run on every backend (memory, database on SQLite and
-PostgreSQL)."""
+PostgreSQL, celery on RabbitMQ and on Redis behind Sentinel)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +19,14 @@ from mega_cluster.exceptions import (
     MessageEncodeError,
 )
 
-from .conftest import wait_until
+from .conftest import CONTRACT_BACKENDS, Apps, apps_of, wait_until
+
+
+@pytest.fixture(params=CONTRACT_BACKENDS)
+def apps(request: pytest.FixtureRequest, unique_name: str) -> Iterator[Apps]:
+    """The contract runs on every backend of the events suite and on a Redis broker
+    behind Sentinel (celery-sentinel)."""
+    yield from apps_of(request, unique_name)
 
 
 class Recorder:
