@@ -11,7 +11,9 @@ Settings (the ``OPTIONS`` of a Redis lock or pub/sub backend; docs/deployment.md
   ``SENTINEL_PASSWORD``, ``SENTINEL_USERNAME``: the same, spelled out;
 * or ``CACHE``: the alias of a Redis entry of ``CACHES`` (django-redis, including
   its Sentinel client, or Django's ``RedisCache``), whose client is reused;
-* ``CLUSTER = True`` with a ``redis://`` URL of any node: a Redis Cluster client.
+* ``CLUSTER = True`` with a ``redis://`` URL of any node: a Redis Cluster client;
+  the URL may name several nodes, ``redis://[auth@]host:port,host:port/0``, asked
+  in turn when the client (re)learns the cluster's layout.
 
 A Sentinel client connects each new connection to the primary that the sentinels
 name at that moment: after a failover, connections to the old primary fail (the
@@ -185,7 +187,35 @@ def check_options(options: Mapping[str, Any], owner: str) -> list[str]:
             f"{owner}: OPTIONS['CLUSTER'] = True needs OPTIONS['URL'] = "
             "redis://host:port of a cluster node (not Sentinel, not CACHE)."
         ]
+    if cluster:
+        try:
+            cluster_nodes(str(url))
+        except ValueError as exc:
+            return [f"{owner}: OPTIONS['URL'] {url!r}: {exc}."]
+    elif url and spec is None and "," in url.partition("://")[2].partition("/")[0]:
+        return [
+            f"{owner}: OPTIONS['URL'] {url!r} names several servers: set "
+            "OPTIONS['CLUSTER'] = True for a Redis Cluster, or use sentinel:// "
+            "for Sentinel."
+        ]
     return []
+
+
+def cluster_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """A cluster ``URL`` naming one node or several (``host:port,host:port`` in its
+    network location): the URL of the first, and the ``(host, port)`` of the
+    others; ``ValueError`` when one is not ``host:port``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    if not first:
+        raise ValueError("names no node (host:port after //)")
+    return (
+        urlunsplit(parts._replace(netloc=f"{userinfo}{at}{first}")),
+        [_address(other) for other in others],
+    )
 
 
 def _cache_client(alias: str) -> Any:
@@ -245,9 +275,11 @@ def sync_client(options: Mapping[str, Any], **kwargs: Any) -> Any:
         )
         return sentinel.master_for(spec.service)
     if options.get("CLUSTER"):
-        from redis.cluster import RedisCluster
+        from redis.cluster import ClusterNode, RedisCluster
 
-        return RedisCluster.from_url(options["URL"], **kwargs)
+        first, others = cluster_nodes(options["URL"])
+        nodes = [ClusterNode(host, port) for host, port in others]
+        return RedisCluster.from_url(first, startup_nodes=nodes or None, **kwargs)
     return redis.Redis.from_url(options["URL"], **kwargs)
 
 
@@ -272,9 +304,11 @@ def async_client(options: Mapping[str, Any], **kwargs: Any) -> Any:
         )
         return sentinel.master_for(spec.service)
     if options.get("CLUSTER"):
-        from redis.asyncio.cluster import RedisCluster
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-        return RedisCluster.from_url(options["URL"], **kwargs)
+        first, others = cluster_nodes(options["URL"])
+        nodes = [ClusterNode(host, port) for host, port in others]
+        return RedisCluster.from_url(first, startup_nodes=nodes or None, **kwargs)
     return aioredis.Redis.from_url(options["URL"], **kwargs)
 
 

@@ -37,6 +37,8 @@ def test_a_sentinel_url_names_sentinels_service_db_and_both_passwords():
         ({"URL": "redis://x", "CACHE": "redis"}, "set only one"),
         ({"URL": "redis://x", "CLUSTER": "yes"}, "True or False"),
         ({"CACHE": "redis", "CLUSTER": True}, "CLUSTER'] = True needs"),
+        ({"URL": "redis://h1:7000,h2:7000/0"}, "names several servers"),
+        ({"URL": "redis://h1:7000,h2/0", "CLUSTER": True}, "is not host:port"),
     ],
 )
 def test_bad_redis_settings_are_named(options, message):
@@ -51,6 +53,7 @@ def test_good_redis_settings_pass():
         {"SENTINELS": [("h1", 26379), "h2:26379"], "SERVICE_NAME": "svc", "DB": 2},
         {"CACHE": "redis"},
         {"URL": "redis://h:7000", "CLUSTER": True},
+        {"URL": "redis://:pw@h1:7000,h2:7001/0", "CLUSTER": True},
     ):
         assert redis_client.check_options(options, "Owner") == [], options
 
@@ -166,3 +169,9 @@ def test_a_django_redis_sentinel_cache_alias_reaches_the_primary_sync_and_async(
             assert asyncio.run(port()) == primary
         finally:
             caches["sentinel"].close()
+
+
+def test_a_cluster_url_names_its_first_node_and_the_others():
+    first, others = redis_client.cluster_nodes("redis://u:p@h1:7000,h2:7001,h3:7002/0")
+    assert first == "redis://u:p@h1:7000/0"
+    assert others == [("h2", 7001), ("h3", 7002)]

@@ -45,3 +45,30 @@ def test_channels_are_shard_channels_on_the_owner_of_the_apps_slot(
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_cluster_url_may_name_several_nodes_the_first_one_down(
+    cluster_topology, unique_name
+):
+    """The client learns the cluster from the first node of OPTIONS['URL'] that
+    answers: pub/sub, locks and the node registry work while the first is down."""
+    from tests.servers import free_port
+
+    nodes = ",".join(f"127.0.0.1:{n.port}" for n in cluster_topology.nodes[1:])
+    options = {"URL": f"redis://127.0.0.1:{free_port()},{nodes}/0", "CLUSTER": True}
+    app = make_app(
+        unique_name,
+        {
+            "PUBSUB": {"BACKEND": "redis", "OPTIONS": options},
+            "LOCKS": {"BACKEND": "redis", "OPTIONS": options},
+        },
+    )
+    try:
+        seen = Recorder()
+        app.pubsub_manager.subscribe("news", seen)
+        app.pubsub_manager.publish("news", 1, skip_self=False)
+        assert wait_for(lambda: seen.items == [1], timeout=10), seen.items
+        with app.lock_manager.lock("k") as handle:
+            assert handle.fence > 0
+    finally:
+        app.stop()

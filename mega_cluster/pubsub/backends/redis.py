@@ -113,6 +113,7 @@ class RedisPubSubBackend(PubSubBackend):
         super().__init__(app, options)
         self._client: Any = None
         self._node: Any = None  # cluster: the client of the slot's owner
+        self._known: list[tuple[str, int]] = []  # cluster: nodes seen so far
         self._pubsub: Any = None
         self._direct: Any = None
         self._names: dict[bytes, str] = {}
@@ -152,8 +153,8 @@ class RedisPubSubBackend(PubSubBackend):
 
         kwargs = {"retry": AsyncRetry(NoBackoff(), 0), "socket_connect_timeout": 5}
         if self.cluster:
-            self._client, self._node = await redis_shards.open_clients(
-                self.options, self._connect_channel, **kwargs
+            self._client, self._node, self._known = await redis_shards.open_clients(
+                self.options, self._connect_channel, self._known, **kwargs
             )
             subscriber = self._node
         else:

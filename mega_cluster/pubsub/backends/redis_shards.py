@@ -42,24 +42,36 @@ def node_url(url: str, host: str, port: int) -> str:
 
 
 async def open_clients(
-    options: Mapping[str, Any], slot_key: str, **kwargs: Any
-) -> tuple[Any, Any]:
-    """``(cluster, node)``: a cluster client (for ``SPUBLISH``, routed by slot)
-    and a one-server client of the primary that owns ``slot_key``'s slot now
-    (for the subscriber connection). Close both."""
+    options: Mapping[str, Any],
+    slot_key: str,
+    known: list[tuple[str, int]],
+    **kwargs: Any,
+) -> tuple[Any, Any, list[tuple[str, int]]]:
+    """``(cluster, node, nodes)``: a cluster client (for ``SPUBLISH``, routed by
+    slot), a one-server client of the primary that owns ``slot_key``'s slot now
+    (for the subscriber connection), and every node the cluster named. The
+    cluster is learnt from the nodes of ``OPTIONS["URL"]`` and ``known`` (those
+    seen before: a reconnect still finds the cluster when the URL's node is
+    gone). Close both clients."""
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-    cluster = redis_client.async_client(options, **kwargs)
+    first, others = redis_client.cluster_nodes(options["URL"])
+    startup = [ClusterNode(h, p) for h, p in dict.fromkeys([*others, *known])]
+    cluster = RedisCluster.from_url(first, startup_nodes=startup or None, **kwargs)
     try:
         await cluster.initialize()  # reads the slot map
         owner = cluster.get_node_from_key(slot_key)
+        if owner is None:
+            raise ConnectionError(f"no node of the cluster serves {slot_key!r}")
         node = aioredis.Redis.from_url(
-            node_url(options["URL"], owner.host, owner.port), **kwargs
+            node_url(first, owner.host, int(owner.port)), **kwargs
         )
+        nodes = [(n.host, int(n.port)) for n in cluster.get_nodes()]
     except BaseException:
         await cluster.aclose()
         raise
-    return cluster, node
+    return cluster, node, nodes
 
 
 def server_unsubscribed(reply: list[Any], ours: set[str], connect: str) -> bool:
