@@ -174,3 +174,65 @@ def test_kill_9_of_the_primary_under_four_counting_processes(
         # handed out again by the promoted replica
         assert repeated > 0, "the lagging replica was promoted: fences repeat"
         assert max(f for _, f, _ in after) > 0
+
+
+def test_a_manual_failover_is_a_gap_never_a_silent_switch(unique_name):
+    """SENTINEL FAILOVER with the old primary alive: the sentinels demote it and
+    close its clients, so the subscriber does not stay on it (where publishes to the
+    new primary would never arrive): it reconnects to the new primary, calls the gap
+    hook, and the lock backend's next grant is made by the new primary."""
+    import redis
+
+    with redis_sentinel() as topology:
+        pubsub = {
+            "BACKEND": "redis",
+            "OPTIONS": {"URL": topology.url},
+            "RECONNECT_MAX_DELAY": 0.5,
+        }
+        locks = {"BACKEND": "redis", "OPTIONS": {"URL": topology.url}}
+        settings_ = {"PUBSUB": pubsub, "LOCKS": locks}
+        a = make_app(unique_name, settings_, node_id=f"{unique_name}-a")
+        b = make_app(unique_name, settings_, node_id=f"{unique_name}-b")
+        try:
+            seen, gaps = Recorder("seen"), Recorder("gaps")
+            b.pubsub_manager.subscribe("news", seen, on_gap=lambda: gaps("gap"))
+            a.pubsub_manager.publish("news", "before")
+            assert seen.wait(1, timeout=10) == ["before"]
+            with a.lock_manager.lock("k"):
+                pass
+            old = topology.master_port()
+            with redis.Redis(port=topology.sentinels[0].port, socket_timeout=5) as s:
+                s.execute_command("SENTINEL", "FAILOVER", topology.service)
+            new = topology.wait_promoted(old, timeout=60)
+            assert gaps.wait(1, timeout=30) == ["gap"]
+            wire = b.pubsub_manager.backend.wire_channel("news")
+
+            def subscribed_on(port: int) -> int:
+                with redis.Redis(port=port, socket_timeout=5) as client:
+                    return dict(client.pubsub_numsub(wire)).get(wire.encode(), 0)
+
+            _until(lambda: subscribed_on(new) == 1, 30, "the subscriber on the new")
+            assert subscribed_on(old) == 0
+
+            def published() -> bool:
+                try:
+                    a.pubsub_manager.publish("news", "after")
+                except BackendUnavailable:
+                    return False
+                return True
+
+            _until(published, 30, "a publish after the failover")
+            assert seen.wait_for_item("after", timeout=10)[-1] == "after"
+
+            def granted() -> bool:
+                try:
+                    with a.lock_manager.lock("k", wait=5):
+                        return True
+                except BackendUnavailable:
+                    return False
+
+            # the old primary (a replica now) would refuse it: READONLY
+            _until(granted, 30, "a grant after the failover")
+        finally:
+            a.stop()
+            b.stop()
