@@ -2,8 +2,9 @@
 consumes ``ledger`` and adds 1 to the payload's row of that table, an effect that
 a second run would repeat.
 
-``$MC_INBOX_HOLD`` seconds are spent inside the transaction and again after its
-commit (before the ack), so a random ``kill -9`` lands in either window. An event
+``$MC_INBOX_HOLD`` seconds are spent inside the transaction and
+``$MC_INBOX_HOLD_AFTER`` after its commit (before the ack), so a random ``kill -9``
+lands in either window. An event
 whose payload has ``"die": true`` kills its own worker right after its first
 attempt committed.
 """
@@ -19,8 +20,12 @@ from django.db import connection, transaction
 from mega_cluster import idempotent
 
 
-def _hold() -> None:
-    time.sleep(float(os.environ.get("MC_INBOX_HOLD", "0")))
+def _hold(name: str = "MC_INBOX_HOLD") -> None:
+    time.sleep(float(os.environ.get(name, "0")))
+
+
+def _hold_after() -> None:
+    _hold("MC_INBOX_HOLD_AFTER")
 
 
 def _die() -> None:
@@ -37,6 +42,6 @@ def ledger(payload, ctx) -> None:
             [str(payload["k"])],
         )
     _hold()
-    transaction.on_commit(_hold)  # committed, not acked yet
+    transaction.on_commit(_hold_after)  # committed, not acked yet
     if payload.get("die") and ctx.attempt == 1:
         transaction.on_commit(_die)

@@ -45,7 +45,7 @@ class EventsWorkerPlugin(Plugin):
             self.event_queue.subscribe(
                 "ledger",
                 process=ledger,
-                concurrency=4,
+                concurrency=int(os.environ.get("MC_INBOX_CONCURRENCY", "4")),
                 max_retries=int(os.environ.get("MC_INBOX_RETRIES", "0")),
             )
 
