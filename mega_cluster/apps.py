@@ -15,6 +15,7 @@ class MegaClusterConfig(AppConfig):
         # first get_app(); see mega_cluster.autostart) only.
         from . import autostart, checks  # noqa: F401 - checks registers the checks
         from .registry import registry
+        from .schedules import checks as schedule_checks  # noqa: F401 - registers
 
         autostart.install()
         from .tasks import consume

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from .schedules.jobs import JobError, parse_jobs
 from .validation import MAX_SECONDS
 
 
@@ -50,6 +51,17 @@ def _positive_seconds_or_none(value: Any) -> float | None:
     return seconds
 
 
+def _jobs(value: Any) -> Any:
+    try:
+        return parse_jobs(value)
+    except JobError as exc:
+        raise OptionError(str(exc)) from None
+
+
+def _optional_string(value: Any) -> str | None:
+    return None if value is None else _string(value)
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise OptionError(f"expected True or False, got {value!r}")
@@ -85,6 +97,13 @@ SECTION_KEYS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "INBOX": {
         "DATABASE": (_string, "default"),
         "RETENTION": (_positive_seconds_or_none, 7 * 86400.0),
+    },
+    "SCHEDULES": {
+        "JOBS": (_jobs, {}),
+        # None: the event queue's database (``default`` for other transports)
+        "DATABASE": (_optional_string, None),
+        "RETENTION": (_number("float", minimum=0), 7 * 86400.0),
+        "INTERVAL": (_number("float", minimum=0.05), 5.0),
     },
 }
 

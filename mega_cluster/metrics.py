@@ -21,6 +21,9 @@ Counters and histograms (process-local, labelled ``app`` and, where it applies,
 ``mega_cluster_event_failures``        attempts that raised or timed out
 ``mega_cluster_event_dead_letters``    events dead-lettered on this node
 ``mega_cluster_inbox_skipped``         redeliveries an idempotent handler skipped
+``mega_cluster_schedule_ticks``        periodic job ticks this node queued (``job``)
+``mega_cluster_schedule_ticks_missed`` times missed ticks were skipped (``job``)
+``mega_cluster_schedule_runs``         job runs ended here (``job``, ``outcome``)
 =====================================  ============================================
 
 Gauges computed at each scrape from the managers' operations API (cluster-wide):
@@ -80,6 +83,17 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "counter",
         "Skipped duplicates: redeliveries whose effect had already committed.",
         ("app", "consumer"),
+    ),
+    "schedule_ticks": ("counter", "Periodic job ticks queued.", ("app", "job")),
+    "schedule_ticks_missed": (
+        "counter",
+        "Times a periodic job's missed ticks were skipped.",
+        ("app", "job"),
+    ),
+    "schedule_runs": (
+        "counter",
+        "Periodic job runs ended, by outcome.",
+        ("app", "job", "outcome"),
     ),
 }
 

@@ -266,7 +266,7 @@ class Consumer:
                     self._launch(state, event)
                 continue
             try:
-                due = await self._io(self.backend.next_due, channel)
+                due = await self._io(self._due_in, channel)
             except Exception:
                 logger.exception(
                     "reading the next due event of channel %s failed", channel
@@ -274,9 +274,17 @@ class Consumer:
                 due = None
             timeout = self.poll if capped else None
             if due is not None:
-                wait = max(0.0, due - time.time()) + 0.001
+                wait = max(0.0, due) + 0.001
                 timeout = wait if timeout is None else min(timeout, wait)
             await self._sleep(state, timeout)
+
+    def _due_in(self, channel: str) -> float | None:
+        """Seconds until an event of ``channel`` is due, on the backend's clock
+        (the database server's for the database backend), or None."""
+        due = self.backend.next_due(channel)
+        if due is None:
+            return None
+        return due - getattr(self.backend, "now", time.time)()
 
     def _launch(self, state: _Channel, event: ClaimedEvent) -> None:
         running = _Running(attempt=Attempt.of(state.sub, event))

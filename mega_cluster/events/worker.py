@@ -46,6 +46,7 @@ class Worker:
         self.drain_timeout = drain_timeout
         self._stop = threading.Event()
         self._signals = 0
+        self._schedulers: list[Any] = []
 
     # signals ------------------------------------------------------------------------
 
@@ -73,7 +74,11 @@ class Worker:
             queue = app.event_queue
             queue.configure_worker(channels=self.channels, concurrency=self.concurrency)
             app.node_registry.role = self.role  # listed as a worker on Nodes
+            schedules = self._schedules(app)
             app.start()
+            if schedules is not None:
+                self._schedulers.append(schedules)
+                schedules.start()
             subscribed = sorted(queue.subscriptions())
             consumed = [
                 c for c in subscribed if self.channels is None or c in self.channels
@@ -123,7 +128,22 @@ class Worker:
             except Exception:
                 logger.exception("worker tick hook %r failed", hook)
 
+    def _schedules(self, app: ClusterApp) -> Any:
+        """The thread deciding ``app``'s periodic jobs, once they are subscribed
+        here (None when the app has none)."""
+        from ..schedules.scheduler import get_schedules
+        from ..schedules.worker import SchedulerThread
+
+        schedules = get_schedules(app)
+        if not schedules.jobs():
+            return None
+        schedules.subscribe()
+        return SchedulerThread(schedules)
+
     def stop(self) -> None:
+        for thread in self._schedulers:
+            thread.stop()
+        self._schedulers.clear()
         for app in self.apps:
             queue: Any = app.built_components().get("event_queue")
             if queue is not None:

@@ -6,6 +6,7 @@ from .locks import LockLease, LockWaiter
 from .nodes import DatabaseIdentity, Node
 from .ops import ClusterLock, ClusterQueue
 from .plugins import PluginState
+from .schedules import ScheduleRun, ScheduleState
 from .tasks import TaskRun
 
 __all__ = [
@@ -20,5 +21,7 @@ __all__ = [
     "Node",
     "PluginState",
     "QueuedEvent",
+    "ScheduleRun",
+    "ScheduleState",
     "TaskRun",
 ]

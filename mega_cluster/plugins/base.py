@@ -68,6 +68,9 @@ class Plugin:
     #: ``create_cache`` options per cache name (``self.cache`` is named after the
     #: plugin), seen by ``manage.py check``: ``{"schemas": {"shared": True}}``.
     caches: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: Periodic jobs by name, each ``{"method": "<method name>", "every": 60}`` or
+    #: ``"cron": ...`` with the options of ``@periodic`` (docs/schedules.md).
+    schedules: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, app: ClusterApp, app_config: AppConfig | None = None) -> None:
         self.app = app

@@ -31,6 +31,7 @@ from . import faults
 from .assertions import ClusterAssertions, NodeRef, node_id
 from .clock import Clock
 from .events import BACKEND_PATH, Attempt, ClusterEventBackend, EventRunner
+from .schedules import ScheduleDriver
 from .stores import MemoryNodeStore
 from .wire import Message, Wire, capturing_errors
 
@@ -97,6 +98,7 @@ class Cluster(ClusterAssertions):
         self.wire = Wire()
         self.events = EventRunner(MemoryEventStore(), self.clock)
         self.node_store = MemoryNodeStore()
+        self.schedules = ScheduleDriver(self.clock, lambda: self.nodes)
         self._loop_was_running = runtime.background_loop_running()
 
     def __repr__(self) -> str:
@@ -197,6 +199,7 @@ class Cluster(ClusterAssertions):
             node.node_registry.store = self.node_store
         self.nodes.append(node)
         capturing_errors(node.start, raise_errors=True)
+        self.schedules.attach(node)
         return node
 
     def node(self, node_id: str) -> ClusterApp:
@@ -315,6 +318,21 @@ class Cluster(ClusterAssertions):
     def advance(self, seconds: float) -> float:
         """Move the cluster's clock ``seconds`` forward; the new time."""
         return self.clock.advance(seconds)
+
+    def advance_schedules(
+        self, seconds: float, *, node: NodeRef | Sequence[NodeRef] | None = None
+    ) -> list[Attempt]:
+        """Move the clock ``seconds`` forward tick by tick: at each periodic-job
+        tick's time the tick is queued (once, as on real workers) and the due
+        events run (``node`` limits where). No tick is missed and nothing
+        sleeps; returns the attempts, oldest first."""
+        target = self.clock.time() + seconds
+        ran = self.run_events(node=node)
+        while (due := self.schedules.next_due()) is not None and due <= target:
+            self.clock.advance_to(due + 1e-6)  # a pass runs on each move
+            ran += self.run_events(node=node)
+        self.clock.advance_to(target)
+        return ran + self.run_events(node=node)
 
     @property
     def attempts(self) -> list[Attempt]:

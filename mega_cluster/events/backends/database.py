@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -34,6 +33,7 @@ from .base import (
     NewEvent,
 )
 from .listen import Listener
+from .server_clock import ServerClock
 
 logger = logging.getLogger("mega_cluster.events.database")
 
@@ -92,6 +92,8 @@ class DatabaseEventBackend(EventBackend):
         #: NOTIFY on publish (off for the Celery backend, whose broker delivers).
         self.send_notify = self.vendor == "postgresql"
         self._listener = Listener(self.alias, self.pg_channel, self.wake)
+        #: Leases and due times are compared on the server's clock (PostgreSQL).
+        self.now = ServerClock(self.alias)
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -141,7 +143,7 @@ class DatabaseEventBackend(EventBackend):
             event.max_retries,
             event.timeout,
             event.dedupe_key,
-            event.available_at,
+            self.now.from_local(event.available_at),
             created,
         ]
         if self.send_notify:
@@ -198,7 +200,7 @@ class DatabaseEventBackend(EventBackend):
         ``_COLUMNS`` and whether the event's previous attempt was lost (its lease
         lapsed). One statement on PostgreSQL; elsewhere (no ``UPDATE … FROM``
         column in ``RETURNING``) the lapsed ones, then the due ones."""
-        now = time.time()
+        now = self.now()
         claim = (
             f"UPDATE {self.table} SET status = 'running', attempts = attempts + 1, "
             "dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s "
@@ -267,7 +269,7 @@ class DatabaseEventBackend(EventBackend):
         for event in events:
             self._execute(
                 f"UPDATE {self.table} SET lease_expires_at = %s {self._guard()}",
-                [time.time() + lease, event.id, event.attempt],
+                [self.now() + lease, event.id, event.attempt],
             )
 
     def hold(self, event_id: str, attempt: int, *, lease: float) -> bool:
@@ -279,7 +281,7 @@ class DatabaseEventBackend(EventBackend):
         self._execute(
             f"UPDATE {self.table} SET status = 'succeeded', finished_at = %s, "
             f"lease_expires_at = NULL {self._guard()}",
-            [time.time(), event.id, event.attempt],
+            [self.now(), event.id, event.attempt],
         )
 
     def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
@@ -287,7 +289,12 @@ class DatabaseEventBackend(EventBackend):
             f"UPDATE {self.table} SET status = 'pending', available_at = %s, "
             "failures = failures + 1, last_error = %s, lease_expires_at = NULL, "
             f"claimed_by = '' {self._guard()}",
-            [available_at, error[:10_000], event.id, event.attempt],
+            [
+                self.now.from_local(available_at),
+                error[:10_000],
+                event.id,
+                event.attempt,
+            ],
         )
         self.wake(event.channel)
 
@@ -296,7 +303,7 @@ class DatabaseEventBackend(EventBackend):
             f"UPDATE {self.table} SET status = 'dead', finished_at = %s, "
             "failures = failures + 1, last_error = %s, lease_expires_at = NULL "
             f"{self._guard()}",
-            [time.time(), error[:10_000], event.id, event.attempt],
+            [self.now(), error[:10_000], event.id, event.attempt],
         )
 
     def release(self, event: ClaimedEvent) -> None:
@@ -348,7 +355,7 @@ class DatabaseEventBackend(EventBackend):
                     f"DELETE FROM {self.table} WHERE id IN (SELECT id FROM "
                     f"{self.table} WHERE app_name = %s AND status = 'succeeded' "
                     f"AND finished_at < %s LIMIT %s{lock}) RETURNING channel, failures",
-                    [self.app.name, time.time() - retention, PRUNE_BATCH],
+                    [self.app.name, self.now() - retention, PRUNE_BATCH],
                 )
                 per_channel: dict[str, list[int]] = {}
                 for name, failures in gone:
@@ -399,7 +406,7 @@ class DatabaseEventBackend(EventBackend):
 
     def oldest_pending(self, channel: str) -> float | None:
         due = self._objects().filter(
-            channel=channel, status="pending", available_at__lte=time.time()
+            channel=channel, status="pending", available_at__lte=self.now()
         )
         return due.aggregate(oldest=Min("available_at"))["oldest"]
 
@@ -425,7 +432,7 @@ class DatabaseEventBackend(EventBackend):
         updated = qs.update(
             status="pending",
             attempts=0,
-            available_at=time.time(),
+            available_at=self.now(),
             finished_at=None,
             claimed_by="",
         )
