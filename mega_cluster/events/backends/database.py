@@ -92,8 +92,7 @@ class DatabaseEventBackend(EventBackend):
         #: NOTIFY on publish (off for the Celery backend, whose broker delivers).
         self.send_notify = self.vendor == "postgresql"
         self._listener = Listener(self.alias, self.pg_channel, self.wake)
-        #: Leases and due times are compared on the server's clock (PostgreSQL).
-        self.now = ServerClock(self.alias)
+        self.now = ServerClock(self.alias)  # leases compared on the server's clock
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -273,7 +272,7 @@ class DatabaseEventBackend(EventBackend):
             )
 
     def hold(self, event_id: str, attempt: int, *, lease: float) -> bool:
-        now, guard = time.time(), f"{self._guard()} AND lease_expires_at >= %s"
+        now, guard = self.now(), f"{self._guard()} AND lease_expires_at >= %s"
         sql = f"UPDATE {self.table} SET lease_expires_at = %s {guard} RETURNING id"
         return bool(self._execute(sql, [now + lease, event_id, attempt, now]))
 
@@ -285,16 +284,12 @@ class DatabaseEventBackend(EventBackend):
         )
 
     def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
+        when, error = self.now.from_local(available_at), error[:10_000]
         self._execute(
             f"UPDATE {self.table} SET status = 'pending', available_at = %s, "
             "failures = failures + 1, last_error = %s, lease_expires_at = NULL, "
             f"claimed_by = '' {self._guard()}",
-            [
-                self.now.from_local(available_at),
-                error[:10_000],
-                event.id,
-                event.attempt,
-            ],
+            [when, error, event.id, event.attempt],
         )
         self.wake(event.channel)
 
