@@ -157,8 +157,8 @@ class Schedules:
             new = job.latest(now, last) or last
         else:
             cutoff = now - dt.timedelta(seconds=job.grace)
-            if job.next_after(last) <= cutoff:
-                old = job.latest(cutoff, last)
+            if job.next_after(last) < cutoff:  # late by more than the grace
+                old = job.latest(cutoff - dt.timedelta(microseconds=1), last)
                 assert old is not None
                 missed = 1 if job.missed == "skip" else 0
                 if job.missed == "latest":
