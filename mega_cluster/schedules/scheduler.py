@@ -293,6 +293,28 @@ class Schedules:
             )
         return result
 
+    def rows(self) -> list[dict[str, Any]]:
+        """:meth:`status` as JSON-ready rows (``cluster_status``)."""
+        rows = []
+        for status in self.status():
+            last = status.last_run
+            rows.append(
+                {
+                    "job": status.job.name,
+                    "schedule": status.job.schedule,
+                    "paused": status.paused,
+                    "next_run": status.next_run.isoformat()
+                    if status.next_run
+                    else None,
+                    "last_run": last.tick.isoformat() if last else None,
+                    "outcome": last.status if last else None,
+                    "error": (last.error.strip().splitlines()[-1:] or [None])[0]
+                    if last
+                    else None,
+                }
+            )
+        return rows
+
     def runs(self, name: str | None = None, limit: int = 50) -> list[Run]:
         """Recent runs (of one job), newest first."""
         if name is not None:

@@ -1,4 +1,5 @@
-"""``manage.py cluster_status``: nodes, locks and queues of the cluster apps."""
+"""``manage.py cluster_status``: nodes, locks, queues and periodic jobs of the
+cluster apps."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ...registry import registry
 
 NODE_COLUMNS = ("node_id", "role", "status", "heartbeat_age", "host", "pid", "uptime")
 LOCK_COLUMNS = ("key", "holder", "fence", "age", "ttl_left", "waiters")
+SCHEDULE_COLUMNS = ("job", "schedule", "next_run", "last_run", "outcome", "error")
 BACKEND_COLUMNS = ("check", "backend", "ok", "latency_ms", "error", "circuit")
 QUEUE_COLUMNS = (
     "channel",
@@ -73,6 +75,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         now = time.time()
         snapshots = [snapshot(app) for app in apps]
+        for app, snap in zip(apps, snapshots, strict=True):
+            snap["schedules"] = self._schedules(app, snap)
         # Every backend pinged at once, as the health view does, with the state of
         # this process's circuits (an open one: calls to it fail fast).
         _ok, databases, checks = health.report(apps)
@@ -102,6 +106,15 @@ class Command(BaseCommand):
                 )
             )
 
+    def _schedules(self, app: Any, snap: dict[str, Any]) -> list[dict[str, Any]]:
+        from ...schedules import get_schedules
+
+        try:
+            return get_schedules(app).rows()
+        except Exception as exc:
+            snap["errors"]["schedules"] = f"{type(exc).__name__}: {exc}"
+            return []
+
     def _print(self, snap: dict[str, Any]) -> None:
         out = self.stdout
         out.write(self.style.MIGRATE_HEADING(f"Cluster app {snap['app']}"))
@@ -112,6 +125,13 @@ class Command(BaseCommand):
         out.write(table(LOCK_COLUMNS, snap["locks"]))
         out.write(f"Queues ({len(snap['queues'])} channels)")
         out.write(table(QUEUE_COLUMNS, snap["queues"]))
+        if snap["schedules"]:  # only projects that declare periodic jobs
+            rows = [
+                {**row, "next_run": "paused" if row["paused"] else row["next_run"]}
+                for row in snap["schedules"]
+            ]
+            out.write(f"Schedules ({len(rows)} periodic jobs)")
+            out.write(table(SCHEDULE_COLUMNS, rows))
         backends = snap["backends"]
         down = [row["check"] for row in backends if not row["ok"]]
         opened = [row["check"] for row in backends if row.get("circuit") == "open"]
