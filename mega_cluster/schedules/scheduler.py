@@ -308,9 +308,7 @@ class Schedules:
                     else None,
                     "last_run": last.tick.isoformat() if last else None,
                     "outcome": last.status if last else None,
-                    "error": (last.error.strip().splitlines()[-1:] or [None])[0]
-                    if last
-                    else None,
+                    "error": _last_line(last.error) if last else None,
                 }
             )
         return rows
@@ -320,6 +318,11 @@ class Schedules:
         if name is not None:
             self.job(name)
         return self.store.runs(name, limit)
+
+
+def _last_line(text: str) -> str | None:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else None
 
 
 _schedules: weakref.WeakKeyDictionary[Any, Schedules] = weakref.WeakKeyDictionary()
