@@ -52,10 +52,13 @@ def _app_name(backend: Any) -> str | None:
 
 def subscribe_tasks(queue: EventQueue) -> None:
     """Subscribe the channels of the task backends of ``queue``'s app."""
-    from .runner import TaskHandler
+    backends = cluster_backends()
+    if not backends:  # none configured, or no django.tasks (Django < 6.0)
+        return
+    from .runner import TaskHandler  # imports django.tasks
 
     subscribed = queue.subscriptions()
-    for backend in cluster_backends():
+    for backend in backends:
         if backend.settings.problems or _app_name(backend) != queue.app.name:
             continue
         handler = TaskHandler(backend.alias, queue)

@@ -69,6 +69,7 @@ def test_kombus_own_sentinel_spelling_is_kept_as_it_is():
         ({"BROKER_URL": "sentinel://10.0.0.1:26379"}, "SERVICE_NAME"),
         ({"SENTINELS": ["10.0.0.1"], "SERVICE_NAME": "s"}, "host:port"),
         ({"SENTINELS": ["10.0.0.1:1"]}, "SERVICE_NAME"),
+        ({"BROKER_URL": "sentinel://10.0.0.1:1;sentinel://10.0.0.2:1"}, "master_name"),
         (
             {"SENTINELS": ["10.0.0.1:1"], "SERVICE_NAME": "s", "APP": "x.y"},
             "only one",

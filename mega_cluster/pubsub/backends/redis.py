@@ -282,6 +282,8 @@ class RedisPubSubBackend(PubSubBackend):
                 self.on_read_done()
             elif kind in ("subscribe", "ssubscribe"):
                 self._confirm(message["channel"].decode())
+            elif kind == "sunsubscribe":
+                self._handle_reply([b"sunsubscribe", message["channel"]], on_message)
 
     def _confirm(self, wire_channel: str) -> None:
         """The broker confirmed SUBSCRIBE to ``wire_channel``: wake its waiter."""

@@ -232,8 +232,16 @@ def sentinel_broker(options: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | 
     url = options.get("BROKER_URL")
     if url is not None and not isinstance(url, str):
         raise ValueError(f"BROKER_URL must be a string, got {url!r}")
-    if (url and ";" in url) or "master_name" in transport:
+    if "master_name" in transport:
         return None  # kombu's own Sentinel spelling
+    if url and ";" in url:
+        if url.startswith("sentinel://"):
+            raise ValueError(
+                f"BROKER_URL {url!r} is kombu's Sentinel spelling, which needs "
+                "TRANSPORT_OPTIONS['master_name']; or write "
+                "sentinel://host:port,host:port/SERVICE_NAME/db"
+            )
+        return None  # kombu's failover list of brokers
     spec = sentinel_spec({"URL": url} if url else options)
     if spec is None:
         return None
