@@ -17,6 +17,8 @@ from ..events.backends.base import EVENT_STATES, DeadLetter, EventInfo
 from ..exceptions import EventNotFound
 from ..inbox import get_inbox
 from ..nodes.status import queue_rows
+from ..tasks import operations
+from . import task_runs
 from .base import OperationsAdmin, PageList
 
 #: events read for the list and to find one by id
@@ -70,6 +72,12 @@ class QueueAdmin(OperationsAdmin):
             + urlencode({"app": app.name})
         )
 
+    def action_url(self, app: Any, event_id: str, action: str) -> str:
+        return self._url("action", app, event_id=event_id, action=action)
+
+    def filter_url(self, app: Any, **params: Any) -> str:
+        return self._filter_url(app, **params)
+
     def _filter_url(self, app: Any, **params: Any) -> str:
         query = {"app": app.name, **{k: v for k, v in params.items() if v}}
         return (
@@ -94,6 +102,12 @@ class QueueAdmin(OperationsAdmin):
         if not listing:
             status = "dead"
         errors = []
+        task = request.GET.get("task") or None
+        try:
+            tasks = task_runs.context(self, app, task)
+        except Exception as exc:
+            tasks = {}
+            errors.append(f"task runs: {type(exc).__name__}: {exc}")
         nodes: list[dict[str, Any]] | None
         try:
             nodes = [n.as_dict() for n in app.node_registry.list_nodes()]
@@ -182,6 +196,7 @@ class QueueAdmin(OperationsAdmin):
             status_choices=status_choices,
             errors=errors,
             backend=type(app.event_queue.backend).__name__,
+            **tasks,
         )
 
     def _find(self, app: Any, event_id: str) -> Any:
@@ -225,6 +240,8 @@ class QueueAdmin(OperationsAdmin):
             raise Http404(f"Unknown action {action!r}.") from None
         self.require(request, codename)
         app = self.cluster_app(request)
+        if operations.recent_one(app, event_id) is not None:
+            return task_runs.action(self, request, app, event_id, action)
         back = self._url("changelist", app)
         try:
             letter = self._find(app, event_id)

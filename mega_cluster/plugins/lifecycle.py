@@ -9,6 +9,7 @@ ones. ``stop_plugins``: ``before_stop()`` in reverse order. Hooks:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .enabling import subscribe_enabled
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
     from ..registry import ClusterApp
 
 logger = logging.getLogger("mega_cluster.plugins")
+
+#: ``hook(app)`` callables run at the end of :func:`start_plugins` (before the
+#: managers start): ``mega_cluster.tasks`` builds the event queue there when a
+#: task backend runs on the app, so its task queues are consumed.
+start_hooks: list[Callable[[ClusterApp], None]] = []
 
 
 def start_plugins(app: ClusterApp) -> None:
@@ -40,6 +46,8 @@ def start_plugins(app: ClusterApp) -> None:
     for plugin in enabled:
         if not states[plugin.name].installed:
             install_once(plugin)
+    for hook in list(start_hooks):
+        hook(app)
 
 
 def stop_plugins(app: ClusterApp) -> None:

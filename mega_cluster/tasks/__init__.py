@@ -29,7 +29,18 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The backend needs django.tasks (Django 6.0+): imported on first use only.
     if name in ("ClusterTaskBackend", "ClusterTask"):
-        from . import backend
+        try:
+            from . import backend
+        except ModuleNotFoundError as exc:
+            if exc.name != "django.tasks":
+                raise
+            from django import get_version
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(
+                f"mega_cluster.tasks.{name} needs django.tasks (Django 6.0 or "
+                f"newer); this is Django {get_version()}."
+            ) from exc
 
         return getattr(backend, name)
     if name == "TaskAttemptLost":

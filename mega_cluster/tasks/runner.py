@@ -111,12 +111,19 @@ class TaskHandler:
     def on_spent(self, ctx: EventContext, error: str) -> None:
         """The event was dead-lettered without running: its lost attempts spent
         the budget. The row gets its final failure (unless it is final already)."""
-        lost = TaskAttemptLost(error)
-        fail_lost(
+        row = fail_lost(
             self.queue.backend.transaction_alias(),
             ctx.id,
             {
                 "exception_class_path": "mega_cluster.tasks.TaskAttemptLost",
-                "traceback": f"{type(lost).__module__}.TaskAttemptLost: {error}\n",
+                "traceback": f"mega_cluster.tasks.TaskAttemptLost: {error}\n",
             },
         )
+        if row is None:
+            return
+        logger.error("task %s failed: %s", ctx.id, error)
+        try:
+            result = to_result(row)
+        except ValueError:  # the task cannot be imported here: no signal
+            return
+        task_finished.send(sender=type(task_backends[self.alias]), task_result=result)

@@ -118,15 +118,16 @@ class Fence:
             return row
 
 
-def fail_lost(alias: str, task_id: str, error: dict[str, str]) -> bool:
+def fail_lost(alias: str, task_id: str, error: dict[str, str]) -> TaskRun | None:
     """Record a final failure for a task whose last attempt was lost (the event
-    was dead-lettered without running again); nothing when the row is final."""
+    was dead-lettered without running again); None when the row is final (or
+    gone), else the row."""
     with transaction.atomic(using=alias):
         row = rows(alias).select_for_update().filter(id=task_id).first()
         if row is None or row.status in FINAL:
-            return False
+            return None
         row.status = "FAILED"
         row.errors = [*row.errors, error]
         row.finished_at = timezone.now()
         row.save(update_fields=["status", "errors", "finished_at"])
-        return True
+        return row

@@ -14,7 +14,8 @@ provides it:
 - ``before``: code run before the one sample containing the key (state a sample
   needs, e.g. dead letters to retry);
 - ``after``: run once all samples ran, to check what they did or to exercise
-  the classes they defined against the embedded backends.
+  the classes they defined against the embedded backends;
+- ``requires``: a module without which the page's samples are skipped.
 
 ``before`` and ``after`` run on a copy of the samples' namespace (``ns`` is the
 real one), with ``doc_blocks`` (the page's non-python blocks: ``lang``,
@@ -33,6 +34,8 @@ class PageSetup:
     prelude: str = ""
     before: dict[str, str] = field(default_factory=dict)
     after: str = ""
+    #: A module the page's samples need (skipped without it: django.tasks on 5.2).
+    requires: str = ""
 
 
 FIXTURE_MODELS = """
@@ -52,6 +55,19 @@ class Source(models.Model):
     name = models.CharField(max_length=50)
 """
 FIXTURES = {"docs_fixtures/models.py": FIXTURE_MODELS}
+
+# docs/tasks.md: the page's TASKS as the project's settings (its task modules are
+# imported with it), and mail kept in memory.
+TASKS_SETTINGS = """
+TASKS = {
+    "default": {
+        "BACKEND": "mega_cluster.tasks.ClusterTaskBackend",
+        "QUEUES": ["default", "emails"],
+        "OPTIONS": {"MAX_RETRIES": 0, "CONCURRENCY": 4},
+    }
+}
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+"""
 
 # Two nodes of one cluster in this process, running ``plugin_class``.
 TWO_NODES = """
@@ -315,6 +331,49 @@ invoice.refresh_from_db()
 assert invoice.total == Decimal("12.50"), invoice.total
 assert get_inbox(node).stats() == {"event:payments": {"recorded": 1, "skipped": 1}}
 node.stop()
+""",
+    ),
+    "docs/tasks.md": PageSetup(
+        requires="django.tasks",
+        settings=TASKS_SETTINGS,
+        before={
+            # A worker node of the page's cluster app runs the page's tasks.
+            'send_welcome.enqueue("ada@example.com")': """
+from mega_cluster import get_app
+from mega_cluster.testing import make_app
+
+worker = make_app(
+    get_app().name, {"EVENT_QUEUE": {"BACKEND": "database", "POLL_INTERVAL": 0.05}}
+)
+worker.start()
+ns["_tasks_worker"] = worker
+""",
+        },
+        after="""
+from django.conf import settings
+from django.core import mail
+from django.tasks.checks import check_tasks
+
+from mega_cluster.models import TaskRun
+from mega_cluster.testing import wait_until
+
+assert TASKS == settings.TASKS, "the page's TASKS is the one the samples ran with"
+assert list(check_tasks()) == []
+runs = TaskRun.objects.all()
+try:
+    wait_until(
+        lambda: runs.filter(status="SUCCESSFUL").count() == 3,
+        30,
+        f"tasks: {list(runs.values_list('status', 'args', 'errors'))}",
+    )
+finally:
+    ns["_tasks_worker"].stop()
+assert sorted(m.to[0] for m in mail.outbox) == [
+    "ada@example.com", "carol@example.com", "dave@example.com"
+]
+(later,) = runs.filter(status="READY")  # run_after: in ten minutes
+assert later.args == ["bob@example.com"] and later.run_after is not None
+assert send_welcome.get_result(result.id).return_value == {"sent_to": "ada@example.com"}
 """,
     ),
     "docs/sync-messages.md": PageSetup(

@@ -20,6 +20,7 @@ command's own parser, ``./dev`` sub-commands and pip extras exist. The
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import os
@@ -130,6 +131,8 @@ SAMPLE_PAGES = [p for p in PAGES if python_blocks(p)]
 @pytest.mark.parametrize("page", SAMPLE_PAGES, ids=[page_id(p) for p in SAMPLE_PAGES])
 def test_page_samples_run(page: Path, tmp_path: Path, unique_name: str):
     setup = SETUPS.get(page_id(page), PageSetup())
+    if setup.requires and importlib.util.find_spec(setup.requires) is None:
+        pytest.skip(f"{page_id(page)} needs {setup.requires}")
     samples = python_blocks(page)
     for block in samples:
         if not block.signature:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 from django.db import connections
+from django.dispatch import receiver
 from django.tasks import task
+from django.tasks.signals import task_finished
 
 
 @task
@@ -94,3 +97,32 @@ def record_run(context, path):
     with Path(path).open("a") as f:
         f.write(context.task_result.id + "\n")
     return "ran"
+
+
+def _log(line: str) -> None:
+    path = os.environ.get("MC_TASKS_LOG")
+    if path:
+        # One short O_APPEND write per line: whole lines from many processes.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+@task(takes_context=True)
+def chaos(context, index):
+    """A task of the kill -9 test: logs its start and end, sleeps in between."""
+    result = context.task_result
+    _log(f"start {result.id} {context.attempt} {os.getpid()}")
+    time.sleep(float(os.environ.get("MC_TASKS_SLEEP", "0.1")))
+    _log(f"done {result.id} {context.attempt} {os.getpid()}")
+    return index
+
+
+@receiver(task_finished)
+def _log_finished(sender, task_result, **kwargs):
+    _log(
+        f"finished {task_result.id} {task_result.attempts} {os.getpid()} "
+        f"{task_result.status}"
+    )

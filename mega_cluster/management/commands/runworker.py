@@ -69,6 +69,12 @@ class Command(BaseCommand):
             "(default: every subscribed channel).",
         )
         parser.add_argument(
+            "--queues",
+            default=None,
+            help="Comma-separated django.tasks queue names to consume (the channels "
+            "of the mega_cluster.tasks backends' queues; with --channels, both).",
+        )
+        parser.add_argument(
             "--concurrency",
             type=int,
             default=None,
@@ -102,6 +108,8 @@ class Command(BaseCommand):
             channels = [c.strip() for c in options["channels"].split(",") if c.strip()]
             if not channels:
                 raise CommandError("--channels needs at least one channel name.")
+        if options["queues"] is not None:
+            channels = [*(channels or []), *self._queue_channels(options["queues"])]
         if options["verbosity"] >= 2:
             self._print_events()
         try:
@@ -121,6 +129,21 @@ class Command(BaseCommand):
         if status:
             raise CommandError("the event consumer failed; see the log above.")
         self.stdout.write("runworker: stopped")
+
+    def _queue_channels(self, value: str) -> list[str]:
+        from ...tasks.consume import cluster_backends, queue_channels
+
+        names = [q.strip() for q in value.split(",") if q.strip()]
+        if not names:
+            raise CommandError("--queues needs at least one task queue name.")
+        known = {q for backend in cluster_backends() for q in backend.queues}
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise CommandError(
+                f"--queues: no mega_cluster.tasks backend in TASKS has the queue(s) "
+                f"{', '.join(unknown)} (known: {', '.join(sorted(known)) or 'none'})."
+            )
+        return queue_channels(names)
 
     def _print_events(self) -> None:
         """-v 2: each event's start and outcome on stdout, without LOGGING set up."""
