@@ -1,9 +1,11 @@
 """``ClusterTaskBackend``: the ``django.tasks`` backend (Django 6.0+).
 
-Enqueueing writes the task's ``TaskRun`` row and queues an event on the queue's
-channel in one transaction of the event queue's database: the event is queued when
-that transaction commits (so inside the caller's ``atomic()`` block only once the
-block commits, never on rollback), and a worker always finds the row.
+Enqueueing writes the task's ``TaskRun`` row and its event in one transaction of
+the event queue's database: on the ``database`` transport the event is a row of
+the same transaction (one commit); elsewhere (``memory``, ``celery``) it is queued
+when the transaction commits. Either way, inside the caller's ``atomic()`` block
+the task is queued only once the block commits, never on rollback, and a worker
+always finds the row.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from django.utils import timezone
 from django.utils.json import normalize_json
 
 from ..events.backends.base import NewEvent
+from ..events.backends.database import DatabaseEventBackend
 from ..exceptions import ConfigurationError, InvalidName
 from .channels import queue_channel
 from .options import TaskOptions, parse_options
@@ -170,9 +173,18 @@ class ClusterTaskBackend(BaseTaskBackend):
                     enqueued_at=now,
                 )
                 result = to_result(row, task)
-                transaction.on_commit(
-                    lambda: self._queue(events, event, result), using=alias
-                )
+                if isinstance(events, DatabaseEventBackend):
+                    # The event is a row of the same database: one transaction,
+                    # one commit (a worker sees both or neither).
+                    events.enqueue(event)
+                    transaction.on_commit(
+                        lambda: task_enqueued.send(type(self), task_result=result),
+                        using=alias,
+                    )
+                else:  # queued elsewhere: only once the row is committed
+                    transaction.on_commit(
+                        lambda: self._queue(events, event, result), using=alias
+                    )
         except BaseException:
             if outermost:  # committed, but its event was not queued: forget it
                 with contextlib.suppress(Exception):

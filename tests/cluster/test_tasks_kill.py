@@ -59,6 +59,7 @@ def _lines(path):
     return [line.split() for line in path.read_text().splitlines() if line]
 
 
+@pytest.mark.timeout(300 + COUNT)
 def test_kill_9_every_task_final_none_succeeds_twice(procs, unique_name, tmp_path):
     """Tasks (a quarter with no retry, the rest with 3) on two runworker nodes, a
     random node running tasks SIGKILLed every ~0.7 s and replaced: every TaskRun ends SUCCESSFUL
@@ -86,13 +87,13 @@ def test_kill_9_every_task_final_none_succeeds_twice(procs, unique_name, tmp_pat
         app.event_queue.consume = False  # this process only enqueues
         app.start()
         try:
-            workers = spawn_workers(procs, 2, env, *QUEUES)
             ids = [
                 (jobs.chaos.using(max_retries=0) if i % 4 == 0 else jobs.chaos)
                 .enqueue(i)
                 .id
                 for i in range(COUNT)
             ]
+            workers = spawn_workers(procs, 2, env, *QUEUES)  # on a backlog
             rows = TaskRun.objects.using("postgres").filter(id__in=ids)
             rng = random.Random(COUNT)
             kills = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -188,6 +189,16 @@ def test_arguments_must_be_json(tasks_app):
     assert not TaskRun.objects.using(tasks_app.alias).filter(backend="default").exists()
 
 
+def _pending(tasks_app) -> int:
+    from django.db import connections
+
+    try:
+        stats = tasks_app.app.event_queue.stats("tasks.default")["tasks.default"]
+        return stats["pending"] + stats["running"] + stats["succeeded"]
+    finally:
+        connections.close_all()
+
+
 def test_enqueue_inside_atomic_waits_for_commit(tasks_app):
     """Inside atomic() the task is queued at commit, never on rollback."""
     from mega_cluster.models import TaskRun
@@ -195,10 +206,12 @@ def test_enqueue_inside_atomic_waits_for_commit(tasks_app):
     alias = tasks_app.alias
     with transaction.atomic(using=alias):
         kept = jobs.noop_task.enqueue()
-        assert (
-            tasks_app.app.event_queue.stats("tasks.default")["tasks.default"]["pending"]
-            == 0
-        )
+        # Another connection (a worker's) sees no event before the commit.
+        seen = []
+        reader = threading.Thread(target=lambda: seen.append(_pending(tasks_app)))
+        reader.start()
+        reader.join(30)
+        assert seen == [0]
     finished(kept)
     assert kept.status == TaskResultStatus.SUCCESSFUL
 
