@@ -4,13 +4,11 @@ event-queue transport with a ``TASKS`` backend on it. Skipped without
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-pytest.importorskip("django.tasks", reason="django.tasks needs Django 6.0+")
-
 from django.test import override_settings
 
 from mega_cluster.registry import ClusterApp, registry
@@ -28,9 +26,13 @@ def tasks_setting(**options: Any) -> dict[str, Any]:
     }
 
 
-# The Task objects are built at import, against the backend then configured.
-with override_settings(TASKS=tasks_setting()):
-    from . import jobs  # noqa: F401
+if importlib.util.find_spec("django.tasks") is not None:
+    # The Task objects are built at import, against the backend then configured.
+    with override_settings(TASKS=tasks_setting()):
+        from . import jobs  # noqa: F401
+else:
+    # Django < 6.0 has no django.tasks: the suite's modules cannot even import.
+    collect_ignore_glob = ["*.py"]
 
 
 class TasksApp:

@@ -126,3 +126,13 @@ def _log_finished(sender, task_result, **kwargs):
         f"finished {task_result.id} {task_result.attempts} {os.getpid()} "
         f"{task_result.status}"
     )
+
+
+@task(takes_context=True, max_retries=2)
+def whose(context):
+    """Logs its start and end (``MC_TASKS_SLEEP`` apart); returns its process id."""
+    result = context.task_result
+    _log(f"start {result.id} {context.attempt} {os.getpid()}")
+    time.sleep(float(os.environ.get("MC_TASKS_SLEEP", "0.1")))
+    _log(f"done {result.id} {context.attempt} {os.getpid()}")
+    return os.getpid()
