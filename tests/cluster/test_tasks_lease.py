@@ -12,14 +12,14 @@ import pytest
 
 pytest.importorskip("django.tasks", reason="django.tasks needs Django 6.0+")
 
-from django.test import override_settings  # noqa: E402
+from django.test import override_settings
 
-from mega_cluster.models import TaskRun  # noqa: E402
-from mega_cluster.registry import registry  # noqa: E402
-from mega_cluster.testing import cluster_settings  # noqa: E402
-from tests.tasks.conftest import tasks_setting  # noqa: E402
+from mega_cluster.models import TaskRun
+from mega_cluster.registry import registry
+from mega_cluster.testing import cluster_settings
+from tests.tasks.conftest import tasks_setting
 
-from .events_support import spawn_workers, terminate, wait_until  # noqa: E402
+from .events_support import spawn_workers, terminate, wait_until
 
 pytestmark = [
     pytest.mark.cluster,
