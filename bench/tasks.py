@@ -1,0 +1,426 @@
+"""django.tasks backends benchmark: ours on the event queue next to the peers, one run.
+
+One command::
+
+    ./dev bench tasks [--tasks 2000] [--samples 50] [--gap 1.0]
+        [--concurrency default,8] [--repeat 1]
+        [--systems ours-database,ours-celery,tasks-db,ox,dj-queue]
+
+Every system runs the same no-op task (``bench/taskbench/jobs.py``) on the same
+PostgreSQL server (and, for our celery transport, the same Redis), each run in a
+fresh database copied from one migrated template, with its workers started as
+real OS processes by the command its documentation gives:
+
+* ``ours-database``, ``ours-celery``: ``mega_cluster.tasks`` (the ``TASKS``
+  backend on the cluster app's event queue) on its ``database`` transport
+  (PostgreSQL, LISTEN/NOTIFY wake-ups) and on its ``celery`` transport (Redis
+  broker, books in PostgreSQL); worker ``manage.py runworker``, default
+  concurrency the backend's ``OPTIONS["CONCURRENCY"]`` (4 tasks at once);
+* ``tasks-db``: django-tasks-db, worker ``manage.py db_worker`` (one task at a
+  time per process, polls every second when idle; concurrency N is N processes);
+* ``ox``: django-ox, worker ``manage.py ox_worker`` (``--concurrency``
+  threads, default 1; polls every second when idle);
+* ``dj-queue``: dj-queue, ``manage.py dj_queue`` (a supervisor forking a worker of
+  3 threads by default, a dispatcher and a scheduler; LISTEN/NOTIFY wake-ups;
+  threads set through ``OPTIONS["workers"]``).
+
+Each system runs at its own default concurrency and at ``--concurrency`` values
+(8: 8 tasks at once, however the system gets there). Persistent database
+connections (``CONN_MAX_AGE = None``) for all.
+
+Measured by one enqueuing process (a web node: ours does not consume there):
+
+* **enqueue/s**: ``--tasks`` ``noop.enqueue()`` calls back to back (autocommit),
+  while the workers consume;
+* **tasks/s** end to end: from the first ``enqueue()`` call to the latest
+  ``finished_at`` of those tasks' results (read through ``get_result()`` once
+  every task ran; every one must be ``SUCCESSFUL``);
+* **latency**: one task at a time, ``--samples`` times, from the ``enqueue()`` call
+  to its result's ``finished_at``; before each, a random pause of up to ``--gap``
+  seconds, so that a worker that polls (every second by default) is met anywhere
+  in its interval. p99 of 50 samples is their largest but one.
+
+The runs go round robin ``--repeat`` times (load from elsewhere hits all alike);
+the table gives the medians and, per concurrency, each figure's ratio to the best
+peer's. Needs PostgreSQL on ``MC_PG_HOST`` (trust auth; databases
+``mc_bencht_<pid>_*``, dropped at the end) and Redis on ``MC_REDIS_URL`` (keys
+prefixed ``mcbencht<pid>``, deleted at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# bench/ holds queue.py, named like the stdlib module: off the path. The workers
+# import the benchmark's project as bench.taskbench, from the repository's root.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+ROOT = HERE.parent
+PG_HOST = os.environ.get("MC_PG_HOST", "127.0.0.1")
+PG_USER = os.environ.get("MC_PG_USER", "postgres")
+REDIS_URL = os.environ.get("MC_REDIS_URL", "redis://127.0.0.1:6379/0")
+TAG = f"mcbencht{os.getpid()}"
+TEMPLATE_DB = f"mc_bencht_{os.getpid()}_tpl"
+
+SYSTEMS = {
+    "ours-database": "**mega_cluster.tasks**, database transport (PostgreSQL)",
+    "ours-celery": "**mega_cluster.tasks**, celery transport (Redis + PostgreSQL)",
+    "tasks-db": "django-tasks-db `db_worker` (peer)",
+    "ox": "django-ox `ox_worker` (peer)",
+    "dj-queue": "dj-queue `dj_queue` (peer)",
+}
+PEERS = ("tasks-db", "ox", "dj-queue")
+#: What each system runs at its default concurrency, for the table.
+DEFAULTS = {
+    "ours-database": "4 threads",
+    "ours-celery": "4 threads",
+    "tasks-db": "1 process",
+    "ox": "1 thread",
+    "dj-queue": "3 threads",
+}
+PACKAGES = {
+    "tasks-db": ("django_tasks_db", "django-tasks-db"),
+    "ox": ("django_ox", "django-ox"),
+    "dj-queue": ("dj_queue", "dj-queue"),
+}
+
+
+def missing(system: str) -> str | None:
+    """Why ``system`` cannot run in this environment, or None."""
+    if importlib.util.find_spec("django.tasks") is None:
+        return "needs Django 6.0+ (django.tasks)"
+    if system in PACKAGES:
+        module, package = PACKAGES[system]
+        if importlib.util.find_spec(module) is None:
+            return (
+                f"{package} is not installed (the `bench` dependency group "
+                "installs it on Python 3.12+; it needs Python 3.12+)"
+            )
+        return None
+    if importlib.util.find_spec("mega_cluster.tasks") is None:
+        return "mega_cluster.tasks is not in this checkout"
+    if system == "ours-celery" and importlib.util.find_spec("celery") is None:
+        return 'Celery is not installed (pip install "mega-cluster[celery]")'
+    return None
+
+
+def worker_commands(system: str, concurrency: str) -> list[list[str]]:
+    """The ``manage.py`` commands of ``system``'s workers, one per process."""
+    if system == "tasks-db":
+        count = 1 if concurrency == "default" else int(concurrency)
+        return [["db_worker", "--queue-name", "default"]] * count
+    if system == "ox":
+        extra = [] if concurrency == "default" else ["--concurrency", concurrency]
+        return [["ox_worker", *extra]]
+    if system == "dj-queue":
+        return [["dj_queue"]]  # threads: taskbench.settings from the environment
+    extra = [] if concurrency == "default" else ["--concurrency", concurrency]
+    return [["runworker", *extra]]
+
+
+def environment(system: str, db: str, concurrency: str, sock: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=str(ROOT),
+        DJANGO_SETTINGS_MODULE="bench.taskbench.settings",
+        MC_BENCH_SYSTEM=system,
+        MC_BENCH_DB=db,
+        MC_BENCH_TAG=TAG,
+        MC_BENCH_CONCURRENCY=concurrency,
+        MC_BENCH_SOCK=sock,
+        MC_REDIS_URL=REDIS_URL,
+        MC_PG_HOST=PG_HOST,
+        MC_PG_USER=PG_USER,
+    )
+    return env
+
+
+class Processes:
+    """OS processes started in sessions of their own, each stopped with its
+    children: SIGTERM to its group, SIGKILL after a bounded wait."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, args: list[str], env: dict[str, str], log: Path) -> Any:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                args,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, grace: float = 15) -> None:
+        for proc in self.procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.procs:
+            # the group too: a supervisor's children outlive a killed supervisor
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(10)
+        self.procs = []
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def pg(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        host=PG_HOST, user=PG_USER, dbname="postgres", autocommit=True
+    ) as conn:
+        conn.execute(sql)
+
+
+def migrate_template() -> None:
+    pg(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    env = environment("all", TEMPLATE_DB, "default", "")
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode:
+        raise SystemExit(f"migrating the template database failed:\n{done.stderr}")
+
+
+def run_one(
+    system: str, concurrency: str, args: argparse.Namespace, tmp: Path, n: int
+) -> dict[str, Any]:
+    """One measured run of ``system``: a fresh database, its workers, the
+    measuring process; everything stopped and dropped before it returns."""
+    db = f"mc_bencht_{os.getpid()}_{n}"
+    sock = str(tmp / f"s{n}")
+    out = tmp / f"result{n}.json"
+    log = tmp / f"{n}-{system}-{concurrency}.log"
+    pg(f'CREATE DATABASE "{db}" TEMPLATE "{TEMPLATE_DB}"')
+    procs = Processes()
+    try:
+        worker_env = environment(system, db, concurrency, sock)
+        worker_env["MC_BENCH_ROLE"] = "worker"
+        for command in worker_commands(system, concurrency):
+            procs.start([sys.executable, "-m", "django", *command], worker_env, log)
+        measuring = procs.start(
+            [
+                sys.executable,
+                "-m",
+                "bench.taskbench.measure",
+                str(args.tasks),
+                str(args.samples),
+                str(args.gap),
+                str(out),
+            ],
+            environment(system, db, concurrency, sock),
+            log,
+        )
+        try:
+            measuring.wait(args.timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"no result in {args.timeout:.0f} s"}
+        if not out.exists():
+            return {"error": f"the measuring process exited {measuring.returncode}"}
+        result = json.loads(out.read_text())
+        if "error" in result:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            print(f"    {result['error']}; log {log}:", file=sys.stderr)
+            for line in tail:
+                print(f"      {line}", file=sys.stderr)
+        return result
+    finally:
+        procs.stop()
+        pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if os.path.exists(sock):
+            os.unlink(sock)
+
+
+def clean_redis() -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"*{TAG}*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i : i + 500])
+    client.close()
+
+
+def concurrency_label(system: str, concurrency: str) -> str:
+    if concurrency == "default":
+        return f"default ({DEFAULTS[system]})"
+    if system == "tasks-db":
+        return f"{concurrency} processes"
+    return f"{concurrency} threads"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def report(
+    runs: dict[tuple[str, str], list[dict[str, Any]]],
+    chosen: list[str],
+    concurrencies: list[str],
+    skipped: dict[str, str],
+    args: argparse.Namespace,
+) -> None:
+    print(
+        f"\ndjango.tasks backends: {args.tasks} no-op tasks end to end, "
+        f"{args.samples} latency samples per run, median of {args.repeat} "
+        f"run(s); Python {sys.version.split()[0]}; "
+        f"load average before {args.load_before}, after "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
+    )
+    print(
+        "| system | concurrency | enqueue/s | x best peer | tasks/s | x best peer "
+        "| latency p50 ms | p99 ms |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for concurrency in concurrencies:
+        medians: dict[str, dict[str, float]] = {}
+        for system in chosen:
+            results = [r for r in runs.get((system, concurrency), []) if "rate" in r]
+            if results:
+                medians[system] = {
+                    key: statistics.median(r[key] for r in results)
+                    for key in ("enqueue_rate", "rate")
+                }
+        best = {
+            key: max((medians[p][key] for p in PEERS if p in medians), default=0.0)
+            for key in ("enqueue_rate", "rate")
+        }
+        for system in chosen:
+            label = SYSTEMS[system]
+            where = concurrency_label(system, concurrency)
+            results = runs.get((system, concurrency), [])
+            failed = [r["error"] for r in results if "error" in r]
+            if system not in medians:
+                why = failed[0] if failed else "not run"
+                print(f"| {label} | {where} | failed: {why} | | | | | |")
+                continue
+            row = medians[system]
+            ratios = [
+                f"{row[key] / best[key]:.2f}" if best[key] else "-"
+                for key in ("enqueue_rate", "rate")
+            ]
+            latencies = [x for r in results if "rate" in r for x in r["latencies"]]
+            p50 = f"{statistics.median(latencies):.1f}" if latencies else "-"
+            p99 = f"{percentile(latencies, 0.99):.1f}" if latencies else "-"
+            note = f" ({len(failed)} run(s) failed: {failed[0]})" if failed else ""
+            print(
+                f"| {label}{note} | {where} | {row['enqueue_rate']:,.0f} | "
+                f"{ratios[0]} | {row['rate']:,.0f} | {ratios[1]} | {p50} | {p99} |"
+            )
+    for system, why in skipped.items():
+        print(f"| {SYSTEMS[system]} | - | not run: {why} | | | | | |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=1.0,
+        help="largest random pause before a latency sample, seconds",
+    )
+    parser.add_argument(
+        "--concurrency",
+        default="default,8",
+        help="comma-separated: default (each system's own) and numbers",
+    )
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--timeout", type=float, default=900, help="bound of one run, seconds"
+    )
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="comma-separated subset of: " + ", ".join(SYSTEMS),
+    )
+    args = parser.parse_args()
+    wanted = args.systems.split(",")
+    unknown = sorted(set(wanted) - set(SYSTEMS))
+    if unknown:
+        parser.error(f"unknown systems: {', '.join(unknown)}")
+    concurrencies = [c.strip() for c in args.concurrency.split(",") if c.strip()]
+    for c in concurrencies:
+        if c != "default" and not (c.isdigit() and int(c) > 0):
+            parser.error(f"--concurrency: 'default' or a positive number, not {c!r}")
+    if args.tasks < 1 or args.samples < 0 or args.repeat < 1 or args.gap < 0:
+        parser.error("--tasks and --repeat must be positive, --samples and --gap >= 0")
+    skipped = {s: why for s in SYSTEMS if s in wanted and (why := missing(s))}
+    chosen = [s for s in SYSTEMS if s in wanted and s not in skipped]
+    for system, why in skipped.items():
+        print(f"  {SYSTEMS[system]}: not run: {why}", file=sys.stderr)
+    if not chosen:
+        raise SystemExit("no system to run")
+    args.load_before = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    # The workers' logs: kept when a run failed (the path is printed).
+    tmp = Path(tempfile.mkdtemp(prefix="mcbt"))
+    if True:
+        try:
+            migrate_template()
+            n = 0
+            for rep in range(args.repeat):
+                for concurrency in concurrencies:
+                    for system in chosen:
+                        n += 1
+                        result = run_one(system, concurrency, args, tmp, n)
+                        runs.setdefault((system, concurrency), []).append(result)
+                        figures = (
+                            f"{result['enqueue_rate']:,.0f} enqueue/s, "
+                            f"{result['rate']:,.0f} tasks/s"
+                            if "rate" in result
+                            else result["error"]
+                        )
+                        print(
+                            f"  run {rep + 1}: {system}, concurrency {concurrency}: "
+                            f"{figures}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        finally:
+            pg(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+            if "ours-celery" in chosen:
+                clean_redis()
+            if any("error" in r for results in runs.values() for r in results):
+                print(f"  workers' logs kept in {tmp}", file=sys.stderr)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+    report(runs, chosen, concurrencies, skipped, args)
+
+
+if __name__ == "__main__":
+    main()
