@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .jobs import SPEC_ATTRIBUTE, Declared, Job, JobError, job_name, job_options
+from .jobs import (
+    SPEC_ATTRIBUTE,
+    TASK_JOBS,
+    Declared,
+    Job,
+    JobError,
+    is_task,
+    job_name,
+    job_options,
+)
 
 if TYPE_CHECKING:
     from ..plugins.base import Plugin
@@ -31,11 +40,67 @@ def from_settings(app: ClusterApp) -> list[Job]:
             raise ImproperlyConfigured(
                 f"{where} FUNCTION {declared.function!r} cannot be imported: {exc}"
             ) from exc
+        if declared.task:
+            _check_task(func, f"{where} TASK {declared.function!r}")
+            found.append(_task_job(declared.name, func, declared.options))
+            continue
         if not callable(func):
             raise ImproperlyConfigured(
                 f"{where} FUNCTION {declared.function!r} is not callable."
             )
         found.append(_job(declared.name, func, declared.options))
+    return found
+
+
+def _enqueued(run: Any) -> None:
+    """A task job's function: never called (each tick enqueues the task)."""
+
+
+def _task_job(name: str, task: Any, options: Any) -> Job:
+    return _job(name, _enqueued, options, source=f"task {task.module_path}", task=task)
+
+
+def _check_task(task: Any, where: str) -> None:
+    from ..tasks import channel_for
+
+    if not is_task(task):
+        raise ImproperlyConfigured(f"{where} is not a django.tasks task.")
+    try:
+        channel_for(task)
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(f"{where}: {exc}") from None
+
+
+def _task_app(task: Any) -> str | None:
+    from ..registry import registry
+
+    name = task.get_backend().settings.app
+    try:
+        return registry.get(name).name
+    except Exception:
+        return name
+
+
+def from_tasks(app: ClusterApp) -> list[Job]:
+    """Tasks made periodic with ``@periodic`` whose backend runs on ``app``; the
+    ``tasks`` modules of the installed apps are imported first (as Celery does)."""
+    from ..tasks.consume import cluster_backends
+
+    if not cluster_backends():
+        return []
+    from django.utils.module_loading import autodiscover_modules
+
+    autodiscover_modules("tasks")
+    found = []
+    for name, (task, spec) in sorted(TASK_JOBS.items()):
+        where = f"@periodic on task {task.module_path}"
+        _check_task(task, where)
+        if _task_app(task) != app.name:
+            continue
+        try:
+            found.append(_task_job(job_name(name), task, spec.options))
+        except JobError as exc:
+            raise ImproperlyConfigured(f"{where}: {exc}") from None
     return found
 
 
@@ -95,6 +160,7 @@ def collect(app: ClusterApp, extra: Iterable[Job]) -> dict[str, Job]:
     jobs: dict[str, Job] = {}
     sources = [from_settings(app)]
     sources += [from_plugin(p) for p in app.plugins.values()]
+    sources.append(from_tasks(app))
     sources.append(list(extra))
     for job in (job for source in sources for job in source):
         if job.name in jobs:

@@ -146,6 +146,8 @@ class Job:
     source: str = "settings"
     #: The plugin whose job it is (it is skipped while the plugin is disabled).
     plugin: str | None = None
+    #: A ``django.tasks`` Task: each tick enqueues it (its backend runs it).
+    task: Any = field(default=None, compare=False)
 
     @property
     def channel(self) -> str:
@@ -207,6 +209,8 @@ class Declared:
     name: str
     function: str
     options: Mapping[str, Any]
+    #: ``function`` names a ``django.tasks`` Task (``TASK``), not a function.
+    task: bool = False
 
 
 def parse_jobs(value: Any) -> dict[str, Declared]:
@@ -222,15 +226,20 @@ def parse_jobs(value: Any) -> dict[str, Declared]:
             raise JobError(f"job {name!r}: {exc}") from None
         if not isinstance(spec, Mapping):
             raise JobError(f"job {name!r}: expected a dict, got {spec!r}")
-        function = spec.get("FUNCTION")
+        if ("FUNCTION" in spec) == ("TASK" in spec):
+            raise JobError(
+                f"job {name!r}: give FUNCTION (the dotted path of a function) or "
+                "TASK (of a django.tasks task), not both or neither"
+            )
+        key_name = "FUNCTION" if "FUNCTION" in spec else "TASK"
+        function = spec[key_name]
         if not isinstance(function, str) or "." not in function:
             raise JobError(
-                f"job {name!r}: FUNCTION must be the dotted path of a function, "
-                f"got {function!r}"
+                f"job {name!r}: {key_name} must be a dotted path, got {function!r}"
             )
         lower = {}
         for key, option in spec.items():
-            if key == "FUNCTION":
+            if key in ("FUNCTION", "TASK"):
                 continue
             if not isinstance(key, str) or key != key.upper():
                 raise JobError(f"job {name!r}: keys are upper-case, got {key!r}")
@@ -239,7 +248,9 @@ def parse_jobs(value: Any) -> dict[str, Declared]:
             job_options(lower)
         except JobError as exc:
             raise JobError(f"job {name!r}: {_upper(exc)}") from None
-        jobs[name] = Declared(name=name, function=function, options=lower)
+        jobs[name] = Declared(
+            name=name, function=function, options=lower, task=key_name == "TASK"
+        )
     return jobs
 
 
@@ -261,20 +272,29 @@ class PeriodicSpec:
 
 #: The attribute ``@periodic`` sets on the function it decorates.
 SPEC_ATTRIBUTE = "periodic_spec"
+#: ``django.tasks`` tasks made periodic with ``@periodic``: job name -> (task, spec).
+TASK_JOBS: dict[str, tuple[Any, PeriodicSpec]] = {}
+
+
+def is_task(value: Any) -> bool:
+    """Whether ``value`` is a ``django.tasks`` Task (duck-typed: Django < 6 has none)."""
+    return all(hasattr(value, a) for a in ("enqueue", "module_path", "get_backend"))
 
 
 def periodic(
     *, name: str | None = None, **options: Any
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Make a plugin method a periodic job: ``@periodic(every=300)``,
+    """Make a plugin method, or a ``django.tasks`` task of a ``mega_cluster.tasks``
+    backend (above ``@task``), a periodic job: ``@periodic(every=300)``,
     ``@periodic(cron="0 7 * * mon-fri", timezone="Europe/Paris")``.
 
     Options: ``every`` (whole seconds) or ``cron`` (5 fields) with ``timezone``;
     ``missed`` (``"skip"`` or ``"latest"``), ``grace`` (seconds, default 60),
     ``overlap`` (False: skip a tick while the previous run still runs),
     ``jitter`` (seconds), ``max_retries``, ``timeout``. The job's name is
-    ``<plugin name>.<method name>`` unless ``name`` is given. The method is
-    called with one argument, a ``JobRun``. Raises ``JobError`` (a
+    ``<plugin name>.<method name>`` (a task's: its ``module_path``) unless
+    ``name`` is given. The method is called with one argument, a ``JobRun``; a
+    task is enqueued with no arguments at each tick. Raises ``JobError`` (a
     ``ValueError``) at once for a bad option.
     """
     if name is not None:
@@ -282,9 +302,13 @@ def periodic(
     job_options(options)  # fail at the decorator, not at start-up
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        spec = PeriodicSpec(name=name, options=dict(options))
+        if is_task(func):  # a frozen dataclass: noted here, found by discovery
+            TASK_JOBS[name or func.module_path] = (func, spec)  # type: ignore[attr-defined]
+            return func
         if not callable(func):
-            raise TypeError(f"@periodic decorates a function, got {func!r}")
-        setattr(func, SPEC_ATTRIBUTE, PeriodicSpec(name=name, options=dict(options)))
+            raise TypeError(f"@periodic decorates a function or a task, got {func!r}")
+        setattr(func, SPEC_ATTRIBUTE, spec)
         return func
 
     return decorate

@@ -88,11 +88,7 @@ class MemoryScheduleStore(ScheduleStore):
 
     def prune(self, before: dt.datetime) -> int:
         with self.lock:
-            old = [
-                key
-                for key, run in self._runs.items()
-                if run.tick < before and run.status in ("succeeded", "dead", "skipped")
-            ]
+            old = [key for key, run in self._runs.items() if run.tick < before]
             for key in old:
                 del self._runs[key]
         return len(old)

@@ -13,6 +13,7 @@ and the event are one transaction: a tick is queued exactly once or not at all.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -121,7 +122,7 @@ class Schedules:
         queue = self.app.event_queue
         subscribed = queue.subscriptions()
         for job in self.jobs().values():
-            if job.channel not in subscribed:
+            if job.task is None and job.channel not in subscribed:
                 queue.subscribe(
                     job.channel, process=self.handler.process, timeout=job.timeout
                 )
@@ -175,7 +176,7 @@ class Schedules:
             return [], upcoming
         runs = [self._new_run(job, tick, now, manual=False) for tick in ticks]
         if not store.advance(
-            job.name, last, new, runs, self._enqueue, inside=self._inside()
+            job.name, last, new, runs, self._enqueue, inside=self._inside(job)
         ):
             return [], upcoming  # another node claimed them
         if missed:
@@ -209,9 +210,11 @@ class Schedules:
             queued_at=now,
         )
 
-    def _inside(self) -> bool:
+    def _inside(self, job: Job) -> bool:
         """Whether queuing an event joins the store's transaction (exactly once)."""
         backend = self.app.event_queue.backend
+        if job.task is not None:  # its row joins it; its event follows the commit
+            return backend.transaction_alias() == self.store.alias
         return (
             type(backend).enqueue is DatabaseEventBackend.enqueue
             and getattr(backend, "alias", None) == self.store.alias
@@ -222,6 +225,10 @@ class Schedules:
         jobs = self.jobs()
         for run in runs:
             job = jobs[run.job]
+            if job.task is not None:
+                result = job.task.enqueue()
+                self.store.update(job.name, run.tick, run.manual, event_id=result.id)
+                continue
             payload = {
                 "job": job.name,
                 "tick": run.tick.isoformat(),
@@ -248,7 +255,7 @@ class Schedules:
         store = self.store
         now = store.now()
         run = self._new_run(job, now, now, manual=True)
-        store.add(run, self._enqueue, inside=self._inside())
+        store.add(run, self._enqueue, inside=self._inside(job))
         logger.info(
             "periodic job %s: run queued by hand on node %s", name, self.app.node_id
         )
@@ -278,6 +285,8 @@ class Schedules:
         result = []
         for name, job in sorted(jobs.items()):
             state = states.get(name)
+            if job.task is not None and name in last:
+                last[name] = _task_outcome(job, last[name])
             upcoming = None
             if state is None or not state.paused:
                 after = state.last_tick if state is not None else store.now()
@@ -318,6 +327,27 @@ class Schedules:
         if name is not None:
             self.job(name)
         return self.store.runs(name, limit)
+
+
+#: django.tasks result statuses as run outcomes
+TASK_OUTCOMES = {
+    "READY": "queued",
+    "RUNNING": "running",
+    "SUCCESSFUL": "succeeded",
+    "FAILED": "failed",
+}
+
+
+def _task_outcome(job: Job, run: Run) -> Run:
+    """A task job's run with the outcome of the task it enqueued."""
+    try:
+        result = job.task.get_result(run.event_id)
+    except Exception:
+        return run  # not enqueued (yet), or its result was deleted
+    status = TASK_OUTCOMES.get(str(result.status.name), run.status)
+    errors = getattr(result, "errors", None) or []
+    error = errors[-1].traceback if errors else ""
+    return dataclasses.replace(run, status=status, error=error)
 
 
 def _last_line(text: str) -> str | None:

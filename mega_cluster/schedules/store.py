@@ -116,7 +116,7 @@ class ScheduleStore:
         return {job: runs[0] for job in jobs if (runs := self.runs(job, 1))}
 
     def prune(self, before: dt.datetime) -> int:
-        """Delete finished runs older than ``before``; how many."""
+        """Delete the runs of ticks older than ``before``; how many."""
         raise NotImplementedError
 
 
@@ -236,9 +236,5 @@ class DatabaseScheduleStore(ScheduleStore):
         ]
 
     def prune(self, before: dt.datetime) -> int:
-        deleted, _ = (
-            self._runs()
-            .filter(tick__lt=before, status__in=("succeeded", "dead", "skipped"))
-            .delete()
-        )
+        deleted, _ = self._runs().filter(tick__lt=before).delete()
         return deleted

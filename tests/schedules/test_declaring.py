@@ -51,7 +51,10 @@ def parse(jobs):
     [
         ([], "expected a dict of job name to job settings"),
         ({"a b": {}}, "job 'a b': a job name is"),
-        ({"x": {"EVERY": 60}}, "job 'x': FUNCTION must be the dotted path"),
+        (
+            {"x": {"EVERY": 60}},
+            "job 'x': give FUNCTION (the dotted path of a function) or TASK",
+        ),
         ({"x": {"FUNCTION": "m.f", "every": 60}}, "keys are upper-case"),
         ({"x": {"FUNCTION": "m.f", "EVERY": 0.5}}, "job 'x': EVERY must be a whole"),
         ({"x": {"FUNCTION": "m.f", "CRON": "61 * * * *"}}, "CRON: minute: 61"),
