@@ -1,6 +1,7 @@
 """Pub/sub benchmark: our redis/nats backends next to the raw clients, one run.
 
     ./dev bench pubsub [--messages 20000] [--latency 2000] [--pace-ms 1.0]
+    ./dev bench pubsub --outbox [--messages 2000]
 
 Two processes per implementation (this one publishes, a spawned one receives):
 
@@ -19,6 +20,15 @@ thread), raw nats-py (async publish, subscription callback) and channels_redis
 broker. Needs Redis on ``MC_REDIS_URL`` (default redis://127.0.0.1:6379/0) and
 NATS on ``MC_NATS_URL`` (default nats://127.0.0.1:4222); channel and key names
 carry ``mcbench<pid>`` (channels_redis keys are deleted at the end).
+
+``--outbox``: the cost of sync messages through the outbox. One process, a sender
+and a receiver node on Redis; ``--messages`` sync messages, each in its own
+``atomic()`` block (commit per message), on SQLite (a file) and PostgreSQL
+(``MC_PG_DSN``, default ``dbname=test host=127.0.0.1 user=postgres``; a database
+``mcbench<pid>`` is created and dropped): ``transaction=False`` (the plain path,
+at most once, no row) next to the default (a numbered row in the transaction,
+sent after commit, marked sent in batches); and 100 messages per block. Rate =
+messages / (first publish -> last message handled by the receiver).
 """
 
 from __future__ import annotations
@@ -344,14 +354,134 @@ def clean_redis() -> None:
         client.close()
 
 
+# --outbox ------------------------------------------------------------------------
+
+OUTBOX_MODES = {
+    "sync, transaction=False in atomic() (plain, at most once)": (False, 1),
+    "sync through the outbox, 1 per atomic()": (None, 1),
+    "sync through the outbox, 100 per atomic()": (None, 100),
+}
+PG_DSN = os.environ.get("MC_PG_DSN", "dbname=test host=127.0.0.1 user=postgres")
+
+
+def _pg(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def setup_outbox_django(sqlite_path: str, pg_name: str) -> None:
+    import django
+    from django.conf import settings
+
+    params = dict(item.split("=", 1) for item in PG_DSN.split())
+    settings.configure(
+        INSTALLED_APPS=["mega_cluster"],
+        DATABASES={
+            "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": sqlite_path},
+            "postgres": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": pg_name,
+                "HOST": params.get("host", "127.0.0.1"),
+                "USER": params.get("user", "postgres"),
+            },
+        },
+        USE_TZ=True,
+        MEGA_CLUSTER={"APP_NAME": TAG},
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+    from django.core.management import call_command
+
+    for alias in ("default", "postgres"):
+        call_command("migrate", database=alias, verbosity=0)
+
+
+def run_outbox(alias: str, transaction_arg: Any, per_block: int, n: int) -> float:
+    from django.db import transaction
+
+    from mega_cluster.testing import make_app as build
+
+    settings = {"PUBSUB": {"BACKEND": "redis", "OPTIONS": {"URL": REDIS_URL}}}
+    sender = build(TAG, settings, node_id=f"{TAG}-sender")
+    receiver = build(TAG, settings, node_id=f"{TAG}-receiver")
+    got = [0]
+    done = threading.Event()
+
+    def handle(message: Any) -> None:
+        got[0] += 1
+        if got[0] >= n:
+            done.set()
+
+    receiver.sync_message_manager.subscribe("bench", handle)
+    sender.start()
+    receiver.start()
+    publish = sender.sync_message_manager.publish
+    target = alias if transaction_arg is None else False
+    try:
+        start = time.perf_counter()
+        for first in range(0, n, per_block):
+            with transaction.atomic(using=alias):
+                for i in range(first, min(n, first + per_block)):
+                    publish("bench", {"i": i}, transaction=target)
+        if not done.wait(120):
+            raise RuntimeError(f"only {got[0]} of {n} messages arrived")
+        return n / (time.perf_counter() - start)
+    finally:
+        sender.stop()
+        receiver.stop()
+
+
+def main_outbox(args: Any) -> None:
+    import tempfile
+
+    pg_name = TAG
+    _pg(f"CREATE DATABASE {pg_name}")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            setup_outbox_django(f"{tmp}/bench.sqlite3", pg_name)
+            results: dict[tuple[str, str], list[float]] = {}
+            for _rep in range(args.repeat):
+                for alias in ("default", "postgres"):
+                    for name, (arg, per_block) in OUTBOX_MODES.items():
+                        rate = run_outbox(alias, arg, per_block, args.messages)
+                        results.setdefault((alias, name), []).append(rate)
+        finally:
+            from django.db import connections
+
+            connections.close_all()
+            _pg(f"DROP DATABASE IF EXISTS {pg_name}")
+    print(
+        f"\nSync messages, {args.messages} per run (median of {args.repeat}), "
+        f"sender and receiver nodes in one process on Redis, Python "
+        f"{sys.version.split()[0]}\n"
+    )
+    print("| database | path | msgs/s | µs per message | vs plain |")
+    print("|---|---|---:|---:|---:|")
+    for alias in ("default", "postgres"):
+        plain = statistics.median(results[(alias, next(iter(OUTBOX_MODES)))])
+        for name in OUTBOX_MODES:
+            rate = statistics.median(results[(alias, name)])
+            db = "SQLite" if alias == "default" else "PostgreSQL"
+            print(
+                f"| {db} | {name} | {rate:,.0f} | {1e6 / rate:,.0f} | "
+                f"{rate / plain:.2f} |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outbox", action="store_true")
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--latency", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", help="comma-separated implementation names")
     parser.add_argument("--pace-ms", type=float, default=1.0)
     args = parser.parse_args()
+    if args.outbox:
+        main_outbox(args)
+        return
     global PACE
     PACE = args.pace_ms / 1000
     os.environ["MC_BENCH_TAG"] = TAG  # the spawned receivers use the same names

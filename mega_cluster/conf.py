@@ -119,6 +119,10 @@ class AppSettings:
         return self.sections["EVENT_QUEUE"]
 
     @property
+    def outbox(self) -> SectionSettings:
+        return self.sections["OUTBOX"]
+
+    @property
     def cache(self) -> SectionSettings:
         return self.sections["CACHE"]
 

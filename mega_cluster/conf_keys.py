@@ -62,6 +62,14 @@ def _optional_string(value: Any) -> str | None:
     return None if value is None else _string(value)
 
 
+def _optional_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 120:
+        raise OptionError(f"expected None or a name of 1-120 characters, got {value!r}")
+    return value
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise OptionError(f"expected True or False, got {value!r}")
@@ -87,6 +95,19 @@ SECTION_KEYS: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "DRAIN_TIMEOUT": (_number("float", minimum=0), 30.0),
         "CONSUME": (_bool, True),
         "RETENTION": (_number("float", minimum=0, allow_none=True), 86400.0),
+    },
+    "OUTBOX": {
+        # sent rows are kept this long for receivers that missed some (replay)
+        "RETENTION": (_number("float", minimum=1), 86400.0),
+        # an unsent row older than this is the relay's (its sender died or failed)
+        "RELAY_AFTER": (_number("float", minimum=0.1), 5.0),
+        "RELAY_INTERVAL": (_number("float", minimum=0.05), 1.0),
+        "RELAY_MAX_DELAY": (_number("float", minimum=0.1), 30.0),
+        "RELAY_BATCH": (_number("int", minimum=1), 500),
+        # how often receivers compare their position with each channel's last number
+        "HIGH_WATER_EVERY": (_number("float", minimum=0.1, allow_none=True), 5.0),
+        # a stable name of this node: its read position survives restarts
+        "RECEIVER": (_optional_name, None),
     },
     "CACHE": {
         "DEFAULT_STORE": (_string, "default"),

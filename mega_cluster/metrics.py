@@ -24,12 +24,17 @@ Counters and histograms (process-local, labelled ``app`` and, where it applies,
 ``mega_cluster_schedule_ticks``        periodic job ticks this node queued (``job``)
 ``mega_cluster_schedule_ticks_missed`` times missed ticks were skipped (``job``)
 ``mega_cluster_schedule_runs``         job runs ended here (``job``, ``outcome``)
+``mega_cluster_outbox_relayed``         outbox rows the relay sent for a sender
+``mega_cluster_outbox_replays``         sync messages replayed from the outbox
+``mega_cluster_outbox_duplicates``      redelivered messages skipped
 =====================================  ============================================
 
 Gauges computed at each scrape from the managers' operations API (cluster-wide):
 ``mega_cluster_queue_events{app,channel,state}`` (``stats()``),
 ``mega_cluster_locks_held{app}`` (``list_locks()``),
-``mega_cluster_nodes{app,status}`` (``node_registry.list_nodes()``) and
+``mega_cluster_nodes{app,status}`` (``node_registry.list_nodes()``),
+``mega_cluster_outbox_unsent{app}`` and ``mega_cluster_outbox_lag_seconds{app}``
+(the age of the oldest unsent outbox row, 0 when none; ``app.outbox``) and
 ``mega_cluster_scrape_errors{app,source}`` when one of them failed; and, for this
 process, ``mega_cluster_circuit_open{app,circuit}`` (1 while the backend's circuit
 is open, see :mod:`mega_cluster.circuit`) and ``mega_cluster_circuit_opened``
@@ -95,6 +100,13 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Periodic job runs ended, by outcome.",
         ("app", "job", "outcome"),
     ),
+    "outbox_relayed": ("counter", "Outbox rows sent by the relay.", ("app",)),
+    "outbox_replays": (
+        "counter",
+        "Sync messages replayed from the outbox.",
+        ("app", "channel"),
+    ),
+    "outbox_duplicates": ("counter", "Redelivered messages skipped.", ("app",)),
 }
 
 REGISTRY: Any = None
@@ -205,6 +217,14 @@ class ClusterCollector:
             labels = [circuit.app, circuit.name]
             circuit_open.add_metric(labels, 1 if info["state"] == "open" else 0)
             circuit_opened.add_metric(labels, info["opened_count"])
+        unsent = GaugeMetricFamily(
+            "mega_cluster_outbox_unsent", "Outbox rows not sent yet.", labels=["app"]
+        )
+        lag = GaugeMetricFamily(
+            "mega_cluster_outbox_lag_seconds",
+            "Age of the oldest unsent outbox row (0: none).",
+            labels=["app"],
+        )
         errors = GaugeMetricFamily(
             "mega_cluster_scrape_errors",
             "1 when a source could not be read at this scrape.",
@@ -231,7 +251,15 @@ class ClusterCollector:
             except Exception as exc:
                 logger.warning("metrics: node list of app %s failed: %s", name, exc)
                 errors.add_metric([name, "nodes"], 1)
-        yield from (queue, locks, nodes, circuit_open, circuit_opened, errors)
+            try:
+                info = app.outbox.as_dict()
+                unsent.add_metric([name], info["unsent"])
+                lag.add_metric([name], info["oldest_unsent_age"] or 0.0)
+            except Exception as exc:
+                logger.warning("metrics: outbox of app %s failed: %s", name, exc)
+                errors.add_metric([name, "outbox"], 1)
+        yield from (queue, locks, nodes, unsent, lag, circuit_open, circuit_opened)
+        yield errors
 
 
 if ENABLED:

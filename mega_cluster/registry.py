@@ -26,6 +26,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from . import conf, node, startup
+from .components import COMPONENTS, START_ORDER
 from .exceptions import (
     AmbiguousApp,
     AppNotFound,
@@ -43,30 +44,12 @@ if TYPE_CHECKING:
     from .events import EventQueue
     from .locks import LockManager
     from .nodes import NodeRegistry
+    from .outbox import Outbox
     from .plugins.base import Plugin
     from .pubsub import PubSubManager
     from .sync_messages import SyncMessageManager
 
 logger = logging.getLogger("mega_cluster.registry")
-
-#: attribute name -> dotted path of the manager class, built as ``cls(app)``.
-COMPONENTS: dict[str, str] = {
-    "lock_manager": "mega_cluster.locks.LockManager",
-    "pubsub_manager": "mega_cluster.pubsub.PubSubManager",
-    "sync_message_manager": "mega_cluster.sync_messages.SyncMessageManager",
-    "event_queue": "mega_cluster.events.EventQueue",
-    "cache_manager": "mega_cluster.cache.CacheManager",
-    "node_registry": "mega_cluster.nodes.NodeRegistry",
-}
-#: start order; stop runs in reverse.
-START_ORDER = (
-    "lock_manager",
-    "pubsub_manager",
-    "sync_message_manager",
-    "cache_manager",
-    "event_queue",
-    "node_registry",  # last: beats once the rest runs, stops (leaves) first
-)
 
 
 class ClusterApp:
@@ -168,6 +151,11 @@ class ClusterApp:
     @property
     def node_registry(self) -> NodeRegistry:
         return cast("NodeRegistry", self.component("node_registry"))
+
+    @property
+    def outbox(self) -> Outbox:
+        """The transactional outbox and its relay (docs/delivery-semantics.md)."""
+        return cast("Outbox", self.component("outbox"))
 
     @property
     def cache(self) -> Cache:

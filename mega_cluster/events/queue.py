@@ -183,11 +183,15 @@ class EventQueue:
         """Queue ``payload`` for one of the nodes consuming ``channel``; return its id.
 
         The publishing node need not subscribe. Inside ``transaction.atomic()`` (on
-        the backend's database, ``default`` for non-database backends) the event is
-        queued when the transaction commits and never on rollback; the id is known
-        at once. ``delay`` defers the first attempt by that many seconds; with
-        ``dedupe_key``, while an event with that key and channel waits for its first
-        attempt, no new event is queued and that event's id is returned (inside an
+        the backend's database, ``default`` for non-database backends) the event
+        exists only if the transaction commits: the ``database`` backend writes
+        its row in that transaction; the ``celery`` backend writes it to the
+        outbox table in that transaction and sends it after commit (the outbox
+        relay sends it if this process dies or the broker refuses); ``memory``
+        queues it at commit. The id is known at once. ``delay`` defers the first
+        attempt by that many seconds; with ``dedupe_key``, while an event with
+        that key and channel waits for its first attempt, no new event is queued
+        and that event's id is returned (with the ``celery`` backend inside an
         atomic block the check happens at commit). Raises ``MessageEncodeError``
         (nothing queued) for a payload that is not JSON or too large, and a
         ``ValueError`` for a bad channel name or argument.
@@ -205,15 +209,36 @@ class EventQueue:
             dedupe_key=dedupe_key,
         )
         alias = self.backend.transaction_alias()
-        if connections[alias].in_atomic_block:
-            transaction.on_commit(lambda: self._enqueue_on_commit(event), using=alias)
+        if not connections[alias].in_atomic_block:
+            return self.backend.enqueue(event)
+        if self.backend.writes_in_transaction:
+            # the event's row is written in the caller's transaction
+            return self.backend.enqueue(event)
+        if self.backend.outbox:
+            row_id = self.app.outbox.write_event(alias, event)
+            transaction.on_commit(
+                lambda: self._enqueue_on_commit(event, alias, row_id), using=alias
+            )
             return event.id
-        return self.backend.enqueue(event)
+        transaction.on_commit(lambda: self._enqueue_on_commit(event), using=alias)
+        return event.id
 
-    def _enqueue_on_commit(self, event: NewEvent) -> None:
+    def _enqueue_on_commit(
+        self, event: NewEvent, alias: str | None = None, row_id: int | None = None
+    ) -> None:
         try:
             self.backend.enqueue(event)
-        except Exception:
+        except Exception as exc:
+            if row_id is not None:
+                # committed in the outbox: the relay queues it once the broker is back
+                logger.warning(
+                    "event %s on channel %s could not be queued after commit (%s); "
+                    "the outbox relay will queue it",
+                    event.id,
+                    event.channel,
+                    exc,
+                )
+                return
             # on_commit callbacks cannot report to the caller any more; the
             # transaction is committed, so the loss must at least be loud.
             logger.exception(
@@ -221,6 +246,9 @@ class EventQueue:
                 event.id,
                 event.channel,
             )
+            return
+        if alias is not None and row_id is not None:
+            self.app.outbox.sent(alias, row_id)
 
     # operations -------------------------------------------------------------------
 
@@ -351,6 +379,8 @@ class EventQueue:
             self._started = True
             for hook in list(start_hooks):
                 hook(self)
+            if self.backend.outbox:
+                self.app.outbox.start()  # the relay of events left unsent
             if self.consume:
                 config = self.consumer_config()
                 consumer = self.backend.make_consumer(config) or Consumer(

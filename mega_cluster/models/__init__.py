@@ -5,6 +5,7 @@ from .inbox import InboxEntry, InboxTally
 from .locks import LockLease, LockWaiter
 from .nodes import DatabaseIdentity, Node
 from .ops import ClusterLock, ClusterQueue
+from .outbox import OutboxMessage, SyncCursor, SyncSequence
 from .plugins import PluginState
 from .schedules import ScheduleRun, ScheduleState
 from .tasks import TaskRun
@@ -19,9 +20,12 @@ __all__ = [
     "LockLease",
     "LockWaiter",
     "Node",
+    "OutboxMessage",
     "PluginState",
     "QueuedEvent",
     "ScheduleRun",
     "ScheduleState",
+    "SyncCursor",
+    "SyncSequence",
     "TaskRun",
 ]

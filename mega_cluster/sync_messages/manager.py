@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -19,8 +20,10 @@ from ..inbox import IdempotentReceiver, receiver_once
 from ..pubsub import envelope
 from ..pubsub.manager import INTERNAL_PREFIX, Subscription
 from ..validation import check_frame, validate_name
+from .receiver import Receiver
 
 if TYPE_CHECKING:
+    from ..outbox.store import Row
     from ..pubsub import PubSubManager
     from ..registry import ClusterApp
 
@@ -30,6 +33,21 @@ logger = logging.getLogger("mega_cluster.sync_messages")
 WIRE_PREFIX = f"{INTERNAL_PREFIX}sm:"
 
 Transaction = bool | str | None
+
+#: Test builds set this to a callable run between a commit and its send (a
+#: multi-process test kills the sender there); never set in production.
+AFTER_COMMIT_HOOK: Callable[[], Any] | None = None
+
+
+def wire_payload(payload_json: str, seq: int | None, alias: str, origin: str) -> str:
+    """The pub/sub payload of a sync message: the message under ``m`` and, for a
+    message from the outbox, its number ``q``, database ``db`` and origin ``n``."""
+    if seq is None:
+        return f'{{"m":{payload_json}}}'
+    return (
+        f'{{"q":{seq},"db":{json.dumps(alias)},"n":{json.dumps(origin)},'
+        f'"m":{payload_json}}}'
+    )
 
 
 @dataclass(eq=False)
@@ -43,11 +61,13 @@ class _Receiver:
 class SyncMessageManager:
     """Tell the other nodes of the app that something changed, after commit.
 
-    Rides on ``app.pubsub_manager`` (same backend, same at-most-once delivery) and
-    adds what state synchronisation needs: sending is tied to the database
-    transaction, the sender's own node is skipped, and receivers track each
-    sender's sequence number per channel so a lost message is noticed and the
-    receiver's ``on_gap`` (a plugin's ``handle_sync_gap()``) can reload state.
+    Rides on ``app.pubsub_manager`` and adds what state synchronisation needs:
+    a message is written to the outbox table in the caller's transaction with a
+    number per channel from the database, sent after commit (or by the relay of
+    any node when its sender died or its broker refused), the sender's own node is
+    skipped, and a receiver that misses numbers replays them from the table; only
+    a range older than the retention calls ``on_gap`` (a plugin's
+    ``handle_sync_gap()``). ``transaction=False`` sends at most once, no row.
     """
 
     def __init__(self, app: ClusterApp) -> None:
@@ -57,22 +77,37 @@ class SyncMessageManager:
         self.gaps = 0
         self._receivers: dict[str, tuple[_Receiver, ...]] = {}
         self._wire_unsubscribe: dict[str, Callable[[], bool]] = {}
-        self._last_seq: dict[tuple[str, str], int] = {}
         self._lock = threading.RLock()
+        self.receiver = Receiver(app, self._deliver, self._gap)
+        #: channels that carried at-most-once messages (``transaction=False``): a
+        #: reconnect or overflow may have lost some, so it calls their gap hooks
+        self._unnumbered: set[str] = set()
 
     @property
     def pubsub(self) -> PubSubManager:
         return self.app.pubsub_manager
 
     def start(self) -> None:
-        """Nothing to start: the pub/sub manager carries the messages."""
+        """Start the pub/sub manager it rides on, and the outbox thread (which
+        relays, and polls the high-water marks) when this node receives."""
+        self.pubsub.start()
+        if self._receivers:
+            self.app.outbox.add_ticker(self._poll)
 
     def stop(self) -> None:
-        """Forget every receiver (the pub/sub manager closes the connection)."""
+        """Save a named receiver's positions and forget every receiver (the pub/sub
+        manager closes the connection)."""
+        try:
+            self.receiver.save()
+        except Exception as exc:
+            logger.warning("saving the sync receiver's positions failed: %s", exc)
         with self._lock:
             self._receivers = {}
             self._wire_unsubscribe = {}
-            self._last_seq = {}
+            self.receiver.last.clear()
+
+    def _poll(self) -> None:
+        self.receiver.poll(list(self._receivers))
 
     # sending -----------------------------------------------------------------------
 
@@ -81,17 +116,19 @@ class SyncMessageManager:
     ) -> None:
         """Send ``message`` (JSON) to ``channel``'s receivers on the other nodes.
 
-        Inside ``transaction.atomic()`` on the chosen database the message is sent
-        when the outermost block commits (a rolled-back savepoint drops only the
-        messages published inside it; a rollback sends nothing and leaves nothing
-        pending); outside one it is sent now. ``transaction=None`` watches the
-        ``default`` database, ``transaction="alias"`` another one and
-        ``transaction=False`` sends now even inside a block.
+        ``transaction=None`` (the ``default`` database) or an alias: the message is
+        written to the outbox table in the open ``atomic()`` block of that
+        database (or in a block of its own when none is open) with the channel's
+        next number, and sent when the outermost block commits; a rollback, or
+        the rollback of the savepoint it was published in, sends nothing and
+        leaves nothing. A send that fails after commit (broker down, process
+        killed) is done by the outbox relay of any node; receivers that miss a
+        number replay it from the table (at least once, in order).
+        ``transaction=False`` sends now, at most once, with no row and no number.
 
         Raises ``InvalidName``, or ``MessageEncodeError`` at the call (nothing will
-        be sent). A broker failure at send time raises ``BackendUnavailable`` when
-        sending now; after commit it is logged (the commit already happened) and
-        receivers notice the gap.
+        be sent); with ``transaction=False`` a broker failure raises
+        ``BackendUnavailable``.
         """
         validate_name(channel)
         self.publish_internal(channel, message, transaction)
@@ -110,22 +147,52 @@ class SyncMessageManager:
         channels (names users cannot write, such as ``~plugins``); not user API."""
         payload = envelope.encode_payload(message, self.max_bytes)
         self._check_frame(channel, payload)
-
-        # A function, not a partial: Django 5.2 logs a failed robust on_commit
-        # callback with func.__qualname__, which a partial lacks (AttributeError).
-        def send() -> None:
-            self._send(channel, payload)
-
         if transaction is False:
-            send()
+            self._send(channel, wire_payload(payload, None, "", ""), envelope.TO_OTHERS)
             return
         using = self._alias(transaction)
+        outbox = self.app.outbox
         if connections[using].in_atomic_block:
-            # on_commit is savepoint-aware; robust: a failed send must not turn a
-            # committed transaction into an exception in the caller
+            row_id, seq = outbox.write_sync(using, channel, payload)
+
+            # A function, not a partial: Django 5.2 logs a failed robust on_commit
+            # callback with func.__qualname__, which a partial lacks.
+            def send() -> None:
+                self._send_committed(using, channel, row_id, seq, payload)
+
             db_transaction.on_commit(send, using=using, robust=True)
-        else:
-            send()
+            return
+        with db_transaction.atomic(using=using):
+            row_id, seq = outbox.write_sync(using, channel, payload)
+        self._send_committed(using, channel, row_id, seq, payload)
+
+    def _send_committed(
+        self, alias: str, channel: str, row_id: int, seq: int, payload_json: str
+    ) -> None:
+        self.receiver.own(channel, alias, seq)
+        if AFTER_COMMIT_HOOK is not None:
+            AFTER_COMMIT_HOOK()
+        data = wire_payload(payload_json, seq, alias, self.app.node_id)
+        try:
+            self._send(channel, data, envelope.TO_OTHERS)
+        except Exception as exc:
+            # committed: the relay sends it once RELAY_AFTER has passed
+            logger.warning(
+                "sync message %s #%d could not be sent after commit (%s); the "
+                "outbox relay will send it",
+                channel,
+                seq,
+                exc,
+            )
+            return
+        self.app.outbox.sent(alias, row_id)
+
+    def relay(self, alias: str, row: Row) -> None:
+        """Send an outbox row its sender left unsent (the relay; to every node:
+        receivers skip their own by the origin in the message)."""
+        assert row.seq is not None
+        data = wire_payload(row.payload, row.seq, alias, row.node)
+        self._send(row.channel, data, envelope.TO_ALL)
 
     def _check_frame(self, channel: str, payload_json: str) -> None:
         # the broker's frame limit (NATS max_payload) checked now: after commit
@@ -138,7 +205,9 @@ class SyncMessageManager:
                 channel=WIRE_PREFIX + channel,
                 seq=2**53,
                 to=envelope.TO_OTHERS,
-                payload_json=payload_json,
+                payload_json=wire_payload(
+                    payload_json, 2**53, "x" * 64, self.app.node_id
+                ),
             )
             check_frame(len(data), payload_json, limit)
 
@@ -160,10 +229,8 @@ class SyncMessageManager:
             ) from None
         return transaction
 
-    def _send(self, channel: str, payload_json: str) -> None:
-        self.pubsub.send_internal(
-            WIRE_PREFIX + channel, payload_json, envelope.TO_OTHERS
-        )
+    def _send(self, channel: str, payload_json: str, to: str) -> None:
+        self.pubsub.send_internal(WIRE_PREFIX + channel, payload_json, to)
 
     # receiving -----------------------------------------------------------------------
 
@@ -224,10 +291,11 @@ class SyncMessageManager:
             receiver = _Receiver(handler, on_gap, once)
             self._receivers[channel] = (*current, receiver)
             if channel not in self._wire_unsubscribe:
+                self.receiver.baseline(channel)
                 sub = Subscription(
                     WIRE_PREFIX + channel,
                     partial(self._receive, channel),
-                    on_gap=partial(self._gap, channel, "reconnect or overflow"),
+                    on_gap=partial(self._lost, channel, "reconnect or overflow"),
                     raw=True,
                 )
                 try:
@@ -237,6 +305,8 @@ class SyncMessageManager:
                 except BaseException:
                     self._receivers[channel] = current
                     raise
+        if self.receiver.name is not None or self.app.started:
+            self.app.outbox.add_ticker(self._poll)
         return partial(self._remove, channel, receiver)
 
     def _remove(self, channel: str, receiver: _Receiver) -> bool:
@@ -250,6 +320,7 @@ class SyncMessageManager:
                 return True
             del self._receivers[channel]
             stop = self._wire_unsubscribe.pop(channel, None)
+            self.receiver.forget(channel)
         if stop is not None:
             stop()
         return True
@@ -268,39 +339,58 @@ class SyncMessageManager:
 
     def _receive(self, channel: str, env: envelope.Envelope) -> None:
         # runs on the pub/sub dispatcher thread: one message at a time, in order
-        key = (channel, env.node)
-        last = self._last_seq.get(key)
-        if last is None or env.seq > last:
-            self._last_seq[key] = env.seq
-        if last is not None and env.seq > last + 1:
-            self._gap(
+        wire = env.payload
+        seq = wire.get("q") if type(wire) is dict else None
+        if type(wire) is not dict or "m" not in wire:
+            self._deliver(channel, wire, env.id)  # not from this version
+        elif type(seq) is not int or seq < 1:
+            self._unnumbered.add(channel)
+            self._deliver(channel, wire["m"], env.id)
+        else:
+            self.receiver.receive(
                 channel,
-                f"{env.seq - last - 1} message(s) from node {env.node} missing",
-                reset=False,
+                str(wire.get("db", DEFAULT_DB_ALIAS)),
+                seq,
+                str(wire.get("n", env.node)),
+                wire["m"],
             )
+
+    def _deliver(self, channel: str, message: Any, message_id: str) -> None:
+        # message_id: stable across resends and replays for numbered messages
+        # (the inbox of idempotent handlers keys on it)
         for receiver in self._receivers.get(channel, ()):
             try:
                 if receiver.once is None:
-                    call_sync(receiver.handler, env.payload)
+                    call_sync(receiver.handler, message)
                 else:
-                    receiver.once(env.id, env.payload)
+                    receiver.once(message_id, message)
             except Exception:
                 logger.exception(
-                    "sync message handler %r failed on channel %s (node %s, message "
-                    "%s from node %s)",
+                    "sync message handler %r failed on channel %s (node %s)",
                     receiver.handler,
                     channel,
                     self.app.node_id,
-                    env.id,
-                    env.node,
                 )
 
-    def _gap(self, channel: str, reason: str, *, reset: bool = True) -> None:
+    def _lost(self, channel: str, reason: str) -> None:
+        """The pub/sub connection was lost and restored, or the buffer overflowed:
+        replay what the table holds; the gap hook runs only for a channel that
+        carried at-most-once messages (``transaction=False``) or when the replay
+        fails."""
+        aliases = {DEFAULT_DB_ALIAS} | {
+            a for c, a in list(self.receiver.last) if c == channel
+        }
+        try:
+            for alias in sorted(aliases):
+                self.receiver.catch_up(channel, alias)
+        except Exception as exc:
+            self._gap(channel, f"{reason}; replay failed: {exc}")
+            return
+        if channel in self._unnumbered:
+            self._gap(channel, f"{reason}; at-most-once messages may be lost")
+
+    def _gap(self, channel: str, reason: str) -> None:
         self.gaps += 1
-        if reset:
-            # after a reconnect the next number from each sender is the new baseline
-            for key in [k for k in self._last_seq if k[0] == channel]:
-                del self._last_seq[key]
         logger.warning(
             "node %s may have missed sync messages on channel %s (%s)",
             self.app.node_id,

@@ -55,13 +55,21 @@ def as_message(data: bytes) -> Message:
         channel, kind = channel.removeprefix(WIRE_PREFIX), "sync"
     elif channel.startswith(INTERNAL_PREFIX):
         kind = "internal"
+    payload, seq = env.payload, env.seq
+    if kind == "sync" and type(payload) is dict and "m" in payload:
+        # the sync wire payload: the message, its number and origin (outbox)
+        seq = payload.get("q", seq)
+        node = payload.get("n", env.node)
+        payload = payload["m"]
+    else:
+        node = env.node
     return Message(
         id=env.id,
-        node=env.node,
+        node=node,
         channel=channel,
         kind=kind,
-        payload=env.payload,
-        seq=env.seq,
+        payload=payload,
+        seq=seq,
         to=env.to,
     )
 

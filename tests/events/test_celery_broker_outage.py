@@ -60,10 +60,11 @@ def broker_writes(unique_name):
         "QUEUE_ARGUMENTS": {"x-expires": 600_000},
     }
     section = {"BACKEND": "celery", "OPTIONS": options, **FAST}
-    apps = [make_app(unique_name, {"EVENT_QUEUE": section})]
+    outbox = {"RELAY_AFTER": 0.5, "RELAY_INTERVAL": 0.1, "RELAY_MAX_DELAY": 0.5}
+    apps = [make_app(unique_name, {"EVENT_QUEUE": section, "OUTBOX": outbox})]
 
     def successor():
-        apps.append(make_app(unique_name, {"EVENT_QUEUE": section}))
+        apps.append(make_app(unique_name, {"EVENT_QUEUE": section, "OUTBOX": outbox}))
         return apps[-1]
 
     apps[0].successor = successor
@@ -105,6 +106,41 @@ def test_retry_message_refused_by_the_broker_is_sent_once_it_is_back(
     stats = app.event_queue.stats("flaky")["flaky"]
     assert (stats["pending"], stats["failed"], stats["dead"]) == (0, 1, 0)
     assert any("refuses its message" in r.getMessage() for r in caplog.records)
+
+
+def test_an_event_committed_while_the_broker_refuses_is_queued_by_the_relay(
+    broker_writes,
+):
+    """Published inside atomic(): the outbox row commits with the transaction; the
+    send after commit is refused; once the broker is back the relay queues it and
+    it runs once. A rolled-back block leaves no row."""
+    from django.db import transaction
+
+    from mega_cluster.models import OutboxMessage
+
+    app, proxy = broker_writes
+    runs = []
+    app.event_queue.subscribe("outboxed", process=lambda p, ctx: runs.append(p))
+    app.start()
+    rows = OutboxMessage.objects.using("postgres").filter(app_name=app.name)
+    with pytest.raises(RuntimeError), transaction.atomic(using="postgres"):
+        app.event_queue.publish("outboxed", "rolled back")
+        raise RuntimeError("rollback")
+    assert not rows.exists()
+    proxy.cut()
+    with transaction.atomic(using="postgres"):
+        app.event_queue.publish("outboxed", "kept")
+        assert rows.filter(kind="event").count() == 1  # in the transaction
+    assert rows.get().sent_at is None
+    proxy.restore()
+    wait_until(lambda: runs == ["kept"], timeout=30, what="the relayed event")
+    wait_until(lambda: rows.get().sent_at is not None, what="the sent mark")
+    assert app.outbox.relayed == 1
+    wait_until(
+        lambda: app.event_queue.stats("outboxed")["outboxed"]["succeeded"] == 1,
+        what="the outcome",
+    )
+    assert runs == ["kept"]
 
 
 def test_retry_dead_refused_by_the_broker_keeps_the_dead_letter(broker_writes):

@@ -130,25 +130,37 @@ def test_a_change_whose_lock_was_lost_is_reported(cluster, pair):
         a.remove_field("orders", "note")
 
 
-def test_a_missed_message_is_caught_up_by_the_gap_reload(cluster, pair):
-    """Node B misses a change; the next message shows the gap and B reloads
-    everything, including a change made behind the plugin's back."""
+def test_a_missed_message_is_replayed_and_a_pruned_one_reloads(cluster, pair):
+    """Node B misses a change: the next message shows the gap and B replays the
+    missed one from the outbox (no reload). When the outbox no longer holds it
+    (retention), B reloads everything, including a change made behind the
+    plugin's back."""
+    from mega_cluster.models import OutboxMessage
+
     a, b = pair
     a.create_collection("orders")
     cluster.deliver()
     cluster.drop_next(b)
     a.add_field("orders", "total", "decimal")
+    reloads = b.reloads
+    a.create_collection("users")
+    cluster.deliver()
+    assert b.reloads == reloads
+    assert b.get_collection("orders")["fields"]["total"]["type"] == "decimal"
+
+    cluster.drop_next(b)
+    a.add_field("orders", "note", "text")
+    OutboxMessage.objects.all().delete()  # what RETENTION does to old rows
     Field.objects.create(
         collection=Collection.objects.create(name="raw"), name="x", type="json"
     )
-    reloads = b.reloads
-    a.create_collection("users")
+    a.create_collection("teams")
     cluster.deliver()
     assert b.reloads == reloads + 1
     assert b.get_collection("raw")["fields"] == {
         "x": {"type": "json", "required": False}
     }
-    assert b.get_collection("orders")["fields"]["total"]["type"] == "decimal"
+    assert b.get_collection("orders")["fields"]["note"]["type"] == "text"
 
 
 def test_bad_input_has_clear_errors(pair):

@@ -7,8 +7,7 @@ import pytest
 from django.db import transaction
 
 from mega_cluster import Plugin
-from mega_cluster.pubsub import envelope
-from mega_cluster.sync_messages.manager import WIRE_PREFIX
+from mega_cluster.sync_messages import manager as sync_manager
 from mega_cluster.testing import make_app
 from tests.databases import ON_POSTGRES
 from tests.pubsub.helpers import wait_for
@@ -140,9 +139,34 @@ def test_a_failing_handler_is_logged_under_the_plugins_method(unique_name, caplo
         b.stop()
 
 
-def test_sequence_gap_calls_handle_sync_gap(two_nodes, alias):
-    """A missed message (sequence jump) calls handle_sync_gap() on the receiver; a
-    rolled-back message is never numbered, so it is no gap."""
+@pytest.fixture
+def lose_sends(monkeypatch):
+    """``lose(n)``: the next ``n`` sends after commit die before the broker (as a
+    sender killed between its commit and its send)."""
+    left = [0]
+
+    def hook():
+        if left[0] > 0:
+            left[0] -= 1
+            raise RuntimeError("killed between commit and send (test)")
+
+    monkeypatch.setattr(sync_manager, "AFTER_COMMIT_HOOK", hook)
+
+    def lose(n=1):
+        left[0] = n
+
+    return lose
+
+
+def test_a_missed_message_is_replayed_and_only_a_pruned_one_is_a_gap(
+    two_nodes, alias, lose_sends
+):
+    """A message whose send died after commit is replayed from the outbox when the
+    next number arrives (before it, no gap hook); a rolled-back message takes no
+    number; a missed message whose row the retention pruned calls
+    handle_sync_gap()."""
+    from mega_cluster.models import OutboxMessage
+
     a, b = two_nodes
     plugin = a.plugins["syncer"]
     with transaction.atomic(using=alias):
@@ -150,19 +174,24 @@ def test_sequence_gap_calls_handle_sync_gap(two_nodes, alias):
     with pytest.raises(RuntimeError), transaction.atomic(using=alias):
         plugin.send_sync_message("rolled back", transaction=alias)
         raise RuntimeError("rollback")
+    lose_sends(1)
     with transaction.atomic(using=alias):
         plugin.send_sync_message(2, transaction=alias)
-    assert wait_for(lambda: b.plugins["syncer"].messages == [1, 2])
+    with transaction.atomic(using=alias):
+        plugin.send_sync_message(3, transaction=alias)
+    assert wait_for(lambda: b.plugins["syncer"].messages == [1, 2, 3])
     assert b.plugins["syncer"].gaps == 0
+    assert b.outbox.replays == 1
 
-    # numbered on a, delivered to a only: b never sees it
-    a.pubsub_manager.send_internal(
-        WIRE_PREFIX + plugin.sync_channel, "3", envelope.TO_SELF
-    )
+    lose_sends(1)
     with transaction.atomic(using=alias):
         plugin.send_sync_message(4, transaction=alias)
-
-    assert wait_for(lambda: b.plugins["syncer"].messages == [1, 2, 4])
+    OutboxMessage.objects.using(alias).filter(
+        app_name=a.name, channel=plugin.sync_channel, seq=4
+    ).delete()  # what RETENTION does to old rows
+    with transaction.atomic(using=alias):
+        plugin.send_sync_message(5, transaction=alias)
+    assert wait_for(lambda: b.plugins["syncer"].messages == [1, 2, 3, 5])
     assert b.plugins["syncer"].gaps == 1
     assert b.plugins["asyncer"].gaps == 0
 
@@ -200,9 +229,10 @@ def test_gap_on_the_enable_channel_reloads_flags_from_the_database(two_nodes):
 
 
 @pytest.mark.redis
-def test_broker_restart_calls_every_plugins_handle_sync_gap(unique_name):
-    """After a Redis restart each plugin's handle_sync_gap() runs and sync messages
-    flow again."""
+def test_messages_committed_while_the_broker_is_down_are_replayed(unique_name):
+    """A sync message committed while Redis is down is not lost: after the
+    restart the receiver replays it from the outbox (no handle_sync_gap), and
+    messages flow again."""
     with redis_server() as server:
         settings = {
             "PUBSUB": {
@@ -213,13 +243,11 @@ def test_broker_restart_calls_every_plugins_handle_sync_gap(unique_name):
         }
         a, b = _node(unique_name, "a", settings), _node(unique_name, "b", settings)
         try:
-            server.restart()
-            assert wait_for(
-                lambda: (
-                    b.plugins["syncer"].gaps >= 1 and b.plugins["asyncer"].gaps >= 1
-                ),
-                15,
-            )
+            server.stop()
+            with transaction.atomic():
+                a.plugins["syncer"].send_sync_message("during")
+            server.start()
+            assert wait_for(lambda: b.plugins["syncer"].messages == ["during"], 15)
 
             def delivered():
                 try:
@@ -229,6 +257,9 @@ def test_broker_restart_calls_every_plugins_handle_sync_gap(unique_name):
                 return wait_for(lambda: "after" in b.plugins["syncer"].messages, 0.5)
 
             assert wait_for(delivered, 15)
+            assert b.plugins["syncer"].messages.count("during") == 1
+            assert b.plugins["syncer"].gaps == 0
+            assert b.plugins["asyncer"].gaps == 0
         finally:
             a.stop()
             b.stop()

@@ -8,8 +8,6 @@ from asgiref.sync import async_to_sync
 from django.db import connections, transaction
 
 from mega_cluster.exceptions import InvalidName, MessageEncodeError
-from mega_cluster.pubsub import envelope
-from mega_cluster.sync_messages.manager import WIRE_PREFIX
 from mega_cluster.testing import make_app
 from tests.pubsub.helpers import Recorder
 
@@ -152,8 +150,9 @@ def test_bad_input_raises_at_the_call(nodes):
     assert received.items == []
 
 
-def test_sequence_gap_calls_on_gap(nodes):
-    """A sender's sequence number jumping calls on_gap before the next message."""
+def test_a_number_missed_on_the_wire_is_replayed_before_the_next(nodes):
+    """A message committed but never sent (its sender died) is read from the
+    outbox when the next number arrives, handled first, and no gap is called."""
     a, b, _received, sync_point = nodes
     events = []
     b.sync_message_manager.subscribe(
@@ -162,13 +161,14 @@ def test_sequence_gap_calls_on_gap(nodes):
         on_gap=lambda: events.append("gap"),
     )
     a.sync_message_manager.publish("gappy", 1)
-    # a message b never receives: numbered on a, delivered to a only
-    a.pubsub_manager.send_internal(WIRE_PREFIX + "gappy", "2", envelope.TO_SELF)
+    with transaction.atomic():  # committed, numbered, never sent
+        a.outbox.write_sync("default", "gappy", "2")
     a.sync_message_manager.publish("gappy", 3)
     a.sync_message_manager.publish("gappy", 4)
     sync_point(1)
-    assert events == [("msg", 1), "gap", ("msg", 3), ("msg", 4)]
-    assert b.sync_message_manager.gaps == 1
+    assert events == [("msg", 1), ("msg", 2), ("msg", 3), ("msg", 4)]
+    assert b.sync_message_manager.gaps == 0
+    assert b.outbox.replays == 1
 
 
 def test_unsubscribe(nodes):

@@ -137,6 +137,13 @@ class EventBackend(Backend):
         "discard_dead",
     )
     leases: ClassVar[bool] = True
+    #: True when :meth:`enqueue` inside an ``atomic()`` block of
+    #: :meth:`transaction_alias` writes in that transaction (the ``database``
+    #: backend): a rollback removes the event.
+    writes_in_transaction: ClassVar[bool] = False
+    #: True when an event published inside ``atomic()`` goes through the outbox
+    #: table (written in the transaction, sent after commit or by the relay).
+    outbox: ClassVar[bool] = False
 
     def __init__(self, app: Any, options: Any) -> None:
         super().__init__(app, options)

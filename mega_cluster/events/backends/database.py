@@ -16,6 +16,7 @@ import importlib.util
 import json
 import logging
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -77,6 +78,7 @@ PRUNE_BATCH = 1000
 
 class DatabaseEventBackend(EventBackend):
     leases: ClassVar[bool] = True
+    writes_in_transaction: ClassVar[bool] = True
 
     def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
         super().__init__(app, options)
@@ -150,8 +152,12 @@ class DatabaseEventBackend(EventBackend):
                 f"WITH ins AS ({insert} RETURNING id) SELECT pg_notify(%s, %s) FROM ins"
             )
             params += [self.pg_channel, event.channel]
+        in_block = connection.in_atomic_block
         try:
-            self._execute(insert, params)
+            # in the caller's transaction, a savepoint: a duplicate key must not
+            # abort it (PostgreSQL)
+            with transaction.atomic(using=self.alias) if in_block else nullcontext():
+                self._execute(insert, params)
         except IntegrityError:
             if event.dedupe_key is None:
                 raise
@@ -164,7 +170,8 @@ class DatabaseEventBackend(EventBackend):
             if existing is None:  # claimed in between: the key is free again
                 return self.enqueue(event)
             return existing
-        self.wake(event.channel)
+        # visible to local consumers once committed
+        transaction.on_commit(lambda: self.wake(event.channel), using=self.alias)
         return event.id
 
     def _notify(self, channel: str) -> None:

@@ -82,6 +82,7 @@ class CeleryEventBackend(EventBackend):
     parts: ClassVar[tuple[type, ...]] = (CeleryStore, Broker, LeanBook)
     leases: ClassVar[bool] = False
     supports_listing: ClassVar[bool] = True
+    outbox: ClassVar[bool] = True
 
     def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
         super().__init__(app, options)
