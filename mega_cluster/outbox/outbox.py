@@ -83,7 +83,7 @@ class Outbox:
             return
         from ..models import OutboxMessage
 
-        table = OutboxMessage._meta.db_table
+        table = OutboxMessage._meta.db_table  # noqa: SLF001 - Django's public model API
         if table not in connections[alias].introspection.table_names():
             raise ConfigurationError(
                 f"The outbox table {table} is not in database {alias!r}: messages "

@@ -50,6 +50,20 @@ class ClaimedEvent:
     lost: bool = False
 
 
+def claimed_event(row: Any, lost: bool | None = None) -> ClaimedEvent:
+    """A claim's row (the database backend's claim columns and whether the previous attempt was lost) as a
+    :class:`ClaimedEvent`; ``lost`` given overrides the row's."""
+    return ClaimedEvent(
+        id=row[0],
+        channel=row[1],
+        payload=row[2],
+        attempt=row[3],
+        max_retries=row[4],
+        timeout=row[5],
+        lost=bool(row[6]) if lost is None else lost,
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class DeadLetter:
     """An event that failed every attempt, as listed by ``dead_letters()``."""

@@ -32,9 +32,12 @@ from .base import (
     EventBackend,
     EventInfo,
     NewEvent,
+    claimed_event,
 )
 from .listen import Listener
 from .server_clock import ServerClock
+
+__all__ = ["DatabaseEventBackend", "claimed_event"]
 
 logger = logging.getLogger("mega_cluster.events.database")
 
@@ -51,20 +54,6 @@ def _tally():
     from ...models import EventTally
 
     return EventTally
-
-
-def claimed_event(row: Any, lost: bool | None = None) -> ClaimedEvent:
-    """A claim's row (``_COLUMNS`` and whether the previous attempt was lost) as a
-    :class:`ClaimedEvent`; ``lost`` given overrides the row's."""
-    return ClaimedEvent(
-        id=row[0],
-        channel=row[1],
-        payload=row[2],
-        attempt=row[3],
-        max_retries=row[4],
-        timeout=row[5],
-        lost=bool(row[6]) if lost is None else lost,
-    )
 
 
 def _table(model: Any) -> str:
