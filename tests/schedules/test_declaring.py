@@ -122,3 +122,63 @@ def test_a_schedules_entry_naming_no_method_is_improperly_configured():
 
     with pytest.raises(ImproperlyConfigured, match=r"schedules\['broken.x'\]"):
         from_plugin(Broken(make_app("sched-broken")))
+
+
+def _check(value):
+    from mega_cluster.schedules.checks import check_schedules
+    from mega_cluster.testing import cluster_settings
+
+    with cluster_settings(value):
+        from mega_cluster.registry import registry
+
+        registry.apps()
+        return [(m.id, m.msg) for m in check_schedules()]
+
+
+NOTE = {"FUNCTION": "tests.schedules.recorded.note", "EVERY": 60}
+
+
+def test_checks_name_the_database_the_job_and_the_lock_backend():
+    assert _check({"SCHEDULES": {"JOBS": {"ok": NOTE}}}) == []
+    ((id_, msg),) = _check({"SCHEDULES": {"DATABASE": "nope", "JOBS": {"ok": NOTE}}})
+    assert id_ == "mega_cluster.E020" and "SCHEDULES DATABASE is 'nope'" in msg
+    missing = {**NOTE, "FUNCTION": "tests.schedules.recorded.missing"}
+    ((id_, msg),) = _check({"SCHEDULES": {"JOBS": {"x": missing}}})
+    assert id_ == "mega_cluster.E021" and "JOBS['x'] FUNCTION" in msg
+    lonely = {**NOTE, "OVERLAP": False}
+    ((id_, msg),) = _check({"SCHEDULES": {"JOBS": {"x": lonely}}})
+    assert id_ == "mega_cluster.W020" and "'local'" in msg
+    locks = {"BACKEND": "database"}
+    assert _check({"LOCKS": locks, "SCHEDULES": {"JOBS": {"x": lonely}}}) == []
+
+
+def test_a_disabled_plugins_job_is_skipped_and_an_enabled_ones_runs():
+    from mega_cluster.events.context import EventContext
+    from mega_cluster.schedules.memory import MemoryScheduleStore
+    from mega_cluster.testing.clock import Clock
+
+    class Counting(Plugin):
+        name = "counting"
+        calls: list = []
+
+        @periodic(every=60)
+        def count(self, run):
+            self.calls.append(run.tick)
+
+    app = make_app("sched-disabled", {"EVENT_QUEUE": {"BACKEND": "memory"}})
+    app.plugins["counting"] = Counting(app)
+    schedules = get_schedules(app)
+    schedules.use(MemoryScheduleStore(Clock().time))
+    (run,) = [schedules.run_now("counting.count")]
+    payload = {"job": "counting.count", "tick": run.tick.isoformat(), "manual": True}
+    ctx = EventContext(id=run.event_id, channel="mc.schedule.counting.count", attempt=1)
+    app.plugins["counting"].enabled = False
+    schedules.handler.process(payload, ctx)
+    (skipped,) = schedules.runs("counting.count")
+    assert (skipped.status, skipped.error) == ("skipped", "plugin counting is disabled")
+    assert Counting.calls == []
+    app.plugins["counting"].enabled = True
+    schedules.handler.process(payload, ctx)
+    assert Counting.calls == [run.tick]
+    assert schedules.runs("counting.count")[0].status == "succeeded"
+    app.stop()
