@@ -72,6 +72,12 @@ class MemoryScheduleStore(ScheduleStore):
             if run is not None:
                 self._runs[job, tick, manual] = dataclasses.replace(run, **fields)
 
+    def update_event(self, event_id: str, **fields: Any) -> None:
+        with self.lock:
+            found = [k for k, r in self._runs.items() if r.event_id == event_id]
+        for job, tick, manual in found:
+            self.update(job, tick, manual, **fields)
+
     def set_paused(self, job: str, paused: bool) -> bool:
         with self.lock:
             state = self._states.get(job)

@@ -46,6 +46,17 @@ class RunHandler:
     def __init__(self, schedules: Schedules) -> None:
         self.schedules = schedules
 
+    def on_spent(self, ctx: EventContext, error: str) -> None:
+        """The run's event was dead-lettered without running (its lost attempts,
+        nodes that died mid-run, spent the budget): the run is dead."""
+        schedules = self.schedules
+        schedules.store.update_event(
+            ctx.id, status="dead", attempts=ctx.attempt, error=error, finished_at=True
+        )
+        job = ctx.channel.removeprefix("mc.schedule.")
+        metrics.inc("schedule_runs", app=schedules.app.name, job=job, outcome="dead")
+        logger.error("periodic job %s: run %s is dead: %s", job, ctx.id, error)
+
     def process(self, payload: Any, ctx: EventContext) -> None:
         schedules = self.schedules
         app = schedules.app

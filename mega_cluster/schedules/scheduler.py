@@ -124,7 +124,10 @@ class Schedules:
         for job in self.jobs().values():
             if job.task is None and job.channel not in subscribed:
                 queue.subscribe(
-                    job.channel, process=self.handler.process, timeout=job.timeout
+                    job.channel,
+                    process=self.handler.process,
+                    timeout=job.timeout,
+                    on_spent=self.handler.on_spent,
                 )
 
     # deciding ticks -----------------------------------------------------------------

@@ -104,6 +104,10 @@ class ScheduleStore:
         """Change a run's fields (``started_at=True``/``finished_at=True``: now)."""
         raise NotImplementedError
 
+    def update_event(self, event_id: str, **fields: Any) -> None:
+        """Change the fields of the run queued as event ``event_id``."""
+        raise NotImplementedError
+
     def set_paused(self, job: str, paused: bool) -> bool:
         """Pause or resume; False when the job has no state yet."""
         raise NotImplementedError
@@ -222,6 +226,11 @@ class DatabaseScheduleStore(ScheduleStore):
             if fields.get(key) is True:
                 fields[key] = self._now_expression()
         self._runs().filter(job=job, tick=tick, manual=manual).update(**fields)
+
+    def update_event(self, event_id: str, **fields: Any) -> None:
+        if fields.get("finished_at") is True:
+            fields["finished_at"] = self._now_expression()
+        self._runs().filter(event_id=event_id).update(**fields)
 
     def set_paused(self, job: str, paused: bool) -> bool:
         return bool(self._states().filter(name=job).update(paused=paused))

@@ -11,7 +11,7 @@ import pytest
 
 from mega_cluster.models import QueuedEvent, ScheduleRun
 from mega_cluster.schedules import get_schedules
-from mega_cluster.testing import make_app
+from mega_cluster.testing import make_app, wait_until
 from tests.databases import DATABASES
 
 
@@ -94,3 +94,47 @@ def test_pause_is_cluster_wide_and_run_now_is_recorded(alias, unique_name):
     finally:
         a.stop()
         b.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_lost_attempts_spent_its_budget_is_dead(unique_name):
+    """MAX_RETRIES 0: the worker running the tick dies (its lease lapses); the
+    queue dead-letters the event without running it, and the run says so."""
+    settings = {
+        "EVENT_QUEUE": {"BACKEND": "database", "POLL_INTERVAL": 0.05},
+        "SCHEDULES": {
+            "JOBS": {
+                "once": {
+                    "FUNCTION": "tests.schedules.recorded.note",
+                    "EVERY": 3600,
+                    "MAX_RETRIES": 0,
+                }
+            }
+        },
+    }
+    publisher = make_app(
+        unique_name,
+        {**settings, "EVENT_QUEUE": {**settings["EVENT_QUEUE"], "CONSUME": False}},
+        node_id="pub",
+    )
+    worker = make_app(unique_name, settings, node_id="worker")
+    try:
+        run = get_schedules(publisher).run_now("once")
+        backend = publisher.event_queue.backend
+        (claimed,) = backend.claim("mc.schedule.once", 1, lease=0.05)  # then dies
+        assert claimed.id == run.event_id
+        time.sleep(0.2)
+        get_schedules(worker).subscribe()
+        worker.event_queue.configure_worker()
+        worker.start()
+        wait_until(
+            lambda: get_schedules(worker).runs("once")[0].status == "dead",
+            10,
+            "the run to be dead",
+        )
+        (dead,) = get_schedules(worker).runs("once")
+        assert dead.attempts == 2 and dead.error
+        assert [d.id for d in worker.event_queue.dead_letters()] == [run.event_id]
+    finally:
+        worker.stop()
+        publisher.stop()
