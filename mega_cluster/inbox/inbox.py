@@ -65,6 +65,7 @@ class Inbox:
         self.skipped: dict[str, int] = {}
         self._lock = threading.Lock()
         self._next_prune = 0.0
+        self._table_seen = False
         try:
             connections[self.alias]
         except ConnectionDoesNotExist:
@@ -94,6 +95,8 @@ class Inbox:
         key = message_id
         if len(key) > MAX_MESSAGE_ID:
             key = hashlib.sha256(key.encode()).hexdigest()
+        if not self._table_seen:
+            self._check_table()
         with transaction.atomic(using=self.alias):
             fresh = store.record(self.alias, self.app_name, consumer, key, time.time())
             if fresh and lost is not None:
@@ -107,6 +110,20 @@ class Inbox:
             self._skipped(consumer, message_id)
         self._maybe_prune()
         return fresh
+
+    def _check_table(self) -> None:
+        """``ConfigurationError`` naming the setting when the inbox table is not in
+        the database (once per process; inside the handler's transaction a missing
+        table would only say "no such table")."""
+        connection = connections[self.alias]
+        if store.TABLE not in connection.introspection.table_names():
+            raise ConfigurationError(
+                f"MEGA_CLUSTER app {self.app_name!r}: the inbox table "
+                f"{store.TABLE} is missing from database {self.alias!r} ({SETTING}); "
+                f"run `manage.py migrate --database {self.alias}`, or point "
+                f"{SETTING} at a migrated database."
+            )
+        self._table_seen = True
 
     def recorded(self, consumer: str, message_id: str) -> bool:
         """Whether the effect of ``message_id`` committed for ``consumer``."""

@@ -10,7 +10,7 @@ from django.db.models import Count, F
 PRUNE_BATCH = 1000
 
 #: ``InboxEntry``'s table (models load after the app registry: imported in calls).
-_TABLE = "mega_cluster_inbox"
+TABLE = "mega_cluster_inbox"
 
 
 def record(alias: str, app: str, consumer: str, message_id: str, now: float) -> bool:
@@ -24,7 +24,7 @@ def record(alias: str, app: str, consumer: str, message_id: str, now: float) -> 
     connection = connections[alias]
     vendor = connection.vendor
     params: list[str | float] = [app, consumer, message_id, now]
-    head = f"INTO {connection.ops.quote_name(_TABLE)} (app_name, consumer, message_id, created_at) VALUES (%s, %s, %s, %s)"
+    head = f"INTO {connection.ops.quote_name(TABLE)} (app_name, consumer, message_id, created_at) VALUES (%s, %s, %s, %s)"
     if vendor in ("postgresql", "sqlite"):
         sql = f"INSERT {head} ON CONFLICT DO NOTHING"
     elif vendor == "mysql":

@@ -158,3 +158,19 @@ def test_inbox_is_per_app_and_consumer(unique_name):
     finally:
         one.stop()
         two.stop()
+
+
+def test_a_database_without_the_inbox_table_is_named(procs, tmp_path):
+    """The first idempotent delivery on a database that lacks the inbox table
+    raises ConfigurationError naming the setting and the migrate command, not the
+    driver's "no such table"; the handler does not run. (In a child process: the
+    test's own database guard refuses aliases added at run time.)"""
+    child = procs.spawn(
+        ["tests/events/inbox_unmigrated_child.py"],
+        {"MC_UNMIGRATED": str(tmp_path / "unmigrated.sqlite3")},
+    )
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err[-3000:]
+    assert 'MEGA_CLUSTER["INBOX"]["DATABASE"]' in out
+    assert "migrate --database unmigrated" in out
+    assert "calls []" in out
