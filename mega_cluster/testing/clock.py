@@ -20,7 +20,8 @@ class Clock:
     schedules on the clock (event retries, delayed events) becomes due by
     advancing it, never by sleeping. Listeners registered with
     :meth:`on_advance` learn of every jump, old and new time, so a scheduler
-    can run what fell due in between (how the kit will drive periodic jobs).
+    can run what fell due in between (the kit's nodes look at their periodic
+    jobs' schedule on every move: :mod:`.schedules`).
     """
 
     def __init__(self, start: float | None = None) -> None:
