@@ -5,6 +5,10 @@
 ``recv-NAME.log`` and every gap to ``gaps-NAME.log`` (one line each, flushed);
 stop cleanly when ``stop-NAME`` appears (bounded by MC_LIFETIME seconds).
 
+With ``MC_INBOX_TABLE`` a second, idempotent handler adds 1 to the message's row
+of that table. ``MC_HIGH_WATER_EVERY``: seconds between a named receiver's polls
+(and position saves).
+
 ``send FIRST LAST``: publish ``{"i": i}`` for i in FIRST..LAST, each in its own
 transaction, after a rolled-back transaction that publishes ``{"i": -i}`` for
 every fifth i (after ``go`` appears when ``MC_WAIT_GO`` is set). ``MC_KILL_AT`` (comma-separated i values): ``kill -9`` itself
@@ -28,7 +32,11 @@ from mega_cluster.testing import make_app  # noqa: E402
 
 mode, url, app_name, workdir = sys.argv[1:5]
 workdir = Path(workdir)
-outbox = {"RELAY_AFTER": 1.0, "RELAY_INTERVAL": 0.2, "HIGH_WATER_EVERY": 0.5}
+outbox = {
+    "RELAY_AFTER": 1.0,
+    "RELAY_INTERVAL": 0.2,
+    "HIGH_WATER_EVERY": float(os.environ.get("MC_HIGH_WATER_EVERY", "0.5")),
+}
 if os.environ.get("MC_RECEIVER"):
     outbox["RECEIVER"] = os.environ["MC_RECEIVER"]
 app = make_app(
@@ -50,6 +58,18 @@ if mode == "receive":
     app.sync_message_manager.subscribe(
         "c", lambda m: log.write(f"{m['i']}\n"), on_gap=lambda: gaps.write("gap\n")
     )
+    if os.environ.get("MC_INBOX_TABLE"):  # tests/cluster/test_inbox_sync.py
+        from django.db import connection
+
+        table = os.environ["MC_INBOX_TABLE"]
+
+        def count(message):  # an effect a second run would repeat
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {table} SET n = n + 1 WHERE k = %s", [message["i"]]
+                )
+
+        app.sync_message_manager.subscribe("c", count, idempotent="counter")
     app.start()
     (workdir / f"ready-{name}").write_text(app.node_id)
     deadline = time.monotonic() + float(os.environ.get("MC_LIFETIME", "120"))
