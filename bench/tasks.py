@@ -14,8 +14,8 @@ real OS processes by the command its documentation gives:
 * ``ours-database``, ``ours-celery``: ``mega_cluster.tasks`` (the ``TASKS``
   backend on the cluster app's event queue) on its ``database`` transport
   (PostgreSQL, LISTEN/NOTIFY wake-ups) and on its ``celery`` transport (Redis
-  broker, books in PostgreSQL); worker ``manage.py runworker``, default
-  concurrency the backend's ``OPTIONS["CONCURRENCY"]`` (4 tasks at once);
+  broker, books in PostgreSQL); worker ``manage.py runworker --queues default``,
+  default concurrency the backend's ``OPTIONS["CONCURRENCY"]`` (4 tasks at once);
 * ``tasks-db``: django-tasks-db, worker ``manage.py db_worker`` (one task at a
   time per process, polls every second when idle; concurrency N is N processes);
 * ``ox``: django-ox, worker ``manage.py ox_worker`` (``--concurrency``
@@ -127,7 +127,7 @@ def worker_commands(system: str, concurrency: str) -> list[list[str]]:
     if system == "dj-queue":
         return [["dj_queue"]]  # threads: taskbench.settings from the environment
     extra = [] if concurrency == "default" else ["--concurrency", concurrency]
-    return [["runworker", *extra]]
+    return [["runworker", "--queues", "default", *extra]]
 
 
 def environment(system: str, db: str, concurrency: str, sock: str) -> dict[str, str]:
