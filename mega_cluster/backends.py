@@ -7,6 +7,7 @@ must not connect to anything: connections are made on first use or in ``start()`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -87,6 +88,11 @@ class Backend:
     def stop(self) -> None:
         """Stop background work and close connections; idempotent."""
 
+    def circuits(self) -> list[Circuit]:
+        """This backend's circuit and those of the parts it is built of (the Celery
+        event queue's store); the health view reports any open one."""
+        return [self.circuit]
+
     def databases(self) -> list[str]:
         """The Django database aliases this backend reads and writes (the health
         view pings each). Default: its ``alias`` attribute, the ``DATABASE`` a
@@ -113,10 +119,16 @@ def select_one(alias: str, what: str) -> None:
     (driver error as ``__cause__``) when it fails."""
     from django.db import DatabaseError, connections
 
+    connection = connections[alias]
     try:
-        with connections[alias].cursor() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except DatabaseError as exc:
+        if not connection.in_atomic_block:
+            # A broken connection stays broken in a long-lived thread (a circuit's
+            # probe): the next ping reconnects.
+            with contextlib.suppress(DatabaseError):
+                connection.close()
         raise BackendUnavailable(
             f"{what} cannot reach database {alias!r}: {exc}"
         ) from exc

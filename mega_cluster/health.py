@@ -50,6 +50,9 @@ class Check:
     backend: str
     ping: Callable[[float], None]
     circuit: Circuit | None = None
+    #: Circuits of the backend's parts (the Celery event queue's store), reported
+    #: with its own: ``"circuit": "open"`` when any is.
+    parts: tuple[Circuit, ...] = ()
 
 
 def _backend_name(app: ClusterApp, section: str) -> str:
@@ -121,7 +124,11 @@ def app_checks(app: ClusterApp) -> list[Check]:
             checks.append(Check(app.name, key, name, _failing(owner)))
         else:
             circuit = getattr(owner, "circuit", None)
-            checks.append(Check(app.name, key, name, owner.ping, circuit))
+            circuits = getattr(owner, "circuits", None)
+            parts = tuple(
+                c for c in (circuits() if circuits else []) if c is not circuit
+            )
+            checks.append(Check(app.name, key, name, owner.ping, circuit, parts))
     return checks
 
 
@@ -225,6 +232,10 @@ def run(checks: list[Check], deadline: float) -> dict[tuple[str | None, str], An
         entry.update(result)
         if check.circuit is not None:
             entry["circuit"] = check.circuit.state
+            opened = [c.name for c in check.parts if c.is_open]
+            if opened:
+                entry["circuit"] = "open"
+                entry["open_circuits"] = opened
         report[ident] = entry
     return report
 

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import node
+from ..exceptions import BackendUnavailable
 from .attempts import (
+    STORE_RETRY_CAP,
     Attempt,
     HandlerRunner,
     RetryingStore,
@@ -73,6 +75,8 @@ class _Channel:
     lingering: dict[str, _Running] = field(default_factory=dict)
     task: asyncio.Task[Any] | None = None
     active: bool = True
+    #: Claims in a row that failed because the store was unreachable.
+    outage: int = 0
 
 
 class Consumer:
@@ -252,10 +256,27 @@ class Consumer:
                 events = await self._io(
                     self.backend.claim, channel, free, lease=self.lease
                 )
+            except BackendUnavailable as exc:
+                # The store is down (or its circuit open): keep trying, backing
+                # off up to STORE_RETRY_CAP, with a warning now and then.
+                state.outage += 1
+                if state.outage == 1 or state.outage % 20 == 0:
+                    logger.warning(
+                        "claiming events of channel %s failed (%d tries so far): %s",
+                        channel,
+                        state.outage,
+                        exc,
+                    )
+                pause = min(STORE_RETRY_CAP, self.poll * 2 ** min(state.outage, 10))
+                await self._sleep(state, pause)
+                continue
             except Exception:
                 logger.exception("claiming events of channel %s failed", channel)
                 await self._sleep(state, self.poll)
                 continue
+            if state.outage:
+                logger.warning("claiming events of channel %s works again", channel)
+                state.outage = 0
             if events and (not state.active or self._draining):
                 # Unsubscribed or stopping while the claim ran: hand them back.
                 for event in events:

@@ -130,7 +130,7 @@ def test_prune_forgets_old_succeeded_events_and_keeps_their_counts(make):
     batches, and adds them to the channel's tally: stats() are the same before and
     after, and a second prune changes nothing. Dead letters, pending and recent
     events stay."""
-    from mega_cluster.events.backends import database
+    from mega_cluster.events.backends import database_ops
 
     app = make(RETENTION=None)  # the consumer prunes nothing by itself
     now = time.time()
@@ -155,12 +155,12 @@ def test_prune_forgets_old_succeeded_events_and_keeps_their_counts(make):
     ]
     before = app.event_queue.stats()
     backend = app.event_queue.backend
-    batch = database.PRUNE_BATCH
-    database.PRUNE_BATCH = 2  # several batches
+    batch = database_ops.PRUNE_BATCH
+    database_ops.PRUNE_BATCH = 2  # several batches
     try:
         assert backend.prune(60) == len(old)
     finally:
-        database.PRUNE_BATCH = batch
+        database_ops.PRUNE_BATCH = batch
     assert app.event_queue.stats() == before
     assert before["jobs"]["succeeded"] == 6 and before["jobs"]["failed"] == 3
     remaining = set(

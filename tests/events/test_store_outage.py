@@ -9,6 +9,7 @@ import time
 import pytest
 from django.db import connections
 
+from mega_cluster.circuit import open_circuits
 from mega_cluster.testing import make_app
 
 from .conftest import FAST, celery_options, wait_until
@@ -46,6 +47,7 @@ def test_store_outage_at_claim_loses_no_event(unique_name, proxied_store):
         proxied_store.restore()
         connections["proxied"].close()  # as a request boundary drops a broken one
         wait_until(lambda: sorted(seen) == list(range(6)), timeout=30)
+        wait_until(lambda: not open_circuits(app.name), timeout=15, what="closed")
         wait_until(
             lambda: app.event_queue.stats("outage")["outage"]["succeeded"] == 6,
             timeout=15,
@@ -93,6 +95,8 @@ def test_store_outage_while_a_handler_runs_records_its_outcome_later(
         time.sleep(1.0)  # the outcome write fails meanwhile
         proxied_store.restore()
         connections["proxied"].close()  # as a request boundary drops a broken one
+        # The store's circuit opened meanwhile; its probe closes it.
+        wait_until(lambda: not open_circuits(app.name), timeout=15, what="closed")
         wait_until(
             lambda: app.event_queue.stats("stranded")["stranded"]["succeeded"] == 1,
             timeout=30,

@@ -8,6 +8,8 @@ queue → consumer → attempts → handler.
 """
 
 from .record import (
+    STORE_DOWN,
+    STORE_RETRY_CAP,
     Attempt,
     Outcome,
     OutcomeStore,
@@ -27,6 +29,8 @@ from .record import (
 from .runner import HandlerRunner, call_sync
 
 __all__ = [
+    "STORE_DOWN",
+    "STORE_RETRY_CAP",
     "Attempt",
     "HandlerRunner",
     "Outcome",

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from django.db import Error as DatabaseError
 
 from ... import metrics, node
+from ...exceptions import BackendUnavailable
 from ..backends.base import ClaimedEvent
 from ..context import EventContext, Subscription
 
@@ -28,6 +29,11 @@ STORE_RETRY_CAP = 5.0
 #: prune, and the Celery backend's look for lost events (seconds).
 UPKEEP_EVERY = 60.0
 
+
+#: What a store write raises while the store is unreachable: ``BackendUnavailable``
+#: (an outage, or the store's circuit open), or a Django error of a backend that
+#: does not translate its outages.
+STORE_DOWN: tuple[type[BaseException], ...] = (BackendUnavailable, DatabaseError)
 
 #: ``write(event_id, channel, method, *args, **kwargs)``: a store write, retried.
 Write = Callable[..., Any]
@@ -55,7 +61,7 @@ def keep_trying(
     channel: str,
     fn: Callable[..., Any],
     *args: Any,
-    errors: tuple[type[BaseException], ...] = (DatabaseError,),
+    errors: tuple[type[BaseException], ...] = STORE_DOWN,
     **kwargs: Any,
 ) -> Any:
     """``fn(*args, **kwargs)``, tried again while it raises one of ``errors``.
@@ -124,7 +130,7 @@ def write_to_store(
 
 def store_writer(
     stop: threading.Event,
-    at_stop: Callable[[DatabaseError], BaseException] | None = None,
+    at_stop: Callable[[BaseException], BaseException] | None = None,
 ) -> Write:
     """A consumer's store writes: ``write(event_id, channel, fn, *args, **kwargs)``
     by :func:`write_to_store` until ``stop`` is set; then the store's error, or
@@ -135,7 +141,7 @@ def store_writer(
     ) -> Any:
         try:
             return write_to_store(stop, event_id, channel, fn, *args, **kwargs)
-        except DatabaseError as exc:  # only once stopping
+        except STORE_DOWN as exc:  # only once stopping
             if at_stop is None:
                 raise
             raise at_stop(exc) from exc

@@ -13,7 +13,6 @@ databases rely on ``POLL_INTERVAL`` across processes.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -21,19 +20,11 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import Count, Min, Sum
 from django.utils import timezone
 
-from ...exceptions import EventNotFound
-from .base import (
-    STAT_KEYS,
-    ClaimedEvent,
-    DeadLetter,
-    EventBackend,
-    EventInfo,
-    NewEvent,
-    claimed_event,
-)
+from ...db_outage import translate
+from .base import ClaimedEvent, EventBackend, NewEvent, claimed_event
+from .database_ops import StoreOperations, table
 from .listen import Listener
 from .server_clock import ServerClock
 
@@ -50,29 +41,39 @@ def _model():
     return QueuedEvent
 
 
-def _tally():
-    from ...models import EventTally
-
-    return EventTally
-
-
-def _table(model: Any) -> str:
-    """``model``'s table name, from its query's (public) ``get_meta()``."""
-    return model.objects.none().query.get_meta().db_table
-
-
-#: Succeeded events deleted per statement by the retention prune.
-PRUNE_BATCH = 1000
-
-
-class DatabaseEventBackend(EventBackend):
+class DatabaseEventBackend(StoreOperations, EventBackend):
     leases: ClassVar[bool] = True
     writes_in_transaction: ClassVar[bool] = True
+    supports_listing: ClassVar[bool] = True
+    #: The methods that reach the database: an outage's Django error becomes
+    #: ``BackendUnavailable`` (:mod:`mega_cluster.db_outage`), which the circuit
+    #: counts. The consumer's calls run through the circuit too: while it is open
+    #: they fail at once, and the consumer keeps trying at its own pace.
+    store_calls: ClassVar[tuple[str, ...]] = (
+        *EventBackend.guarded,
+        "claim",
+        "next_due",
+        "renew",
+        "hold",
+        "complete",
+        "retry",
+        "bury",
+        "release",
+        "prune",
+        "add_tally",
+        "oldest_pending",
+    )
+    guarded: ClassVar[tuple[str, ...]] = store_calls
 
     def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
+        self.alias: str = dict(options).get("DATABASE", "default")
+        what = f"{type(self).__name__} of app {getattr(app, 'name', '?')!r}"
+        # Before the circuit's guard wraps them (Backend.__init__).
+        for name in self.store_calls:
+            method = translate(self.alias, what, getattr(self, name), self._outages)
+            setattr(self, name, method)
         super().__init__(app, options)
-        self.alias: str = self.options.get("DATABASE", "default")
-        self.table = connections[self.alias].ops.quote_name(_table(_model()))
+        self.table = connections[self.alias].ops.quote_name(table(_model()))
         self.vendor = connections[self.alias].vendor
         # LISTEN needs psycopg 3 (Django may run on psycopg2): else poll.
         self.notifies = (  # type: ignore[misc]
@@ -84,6 +85,9 @@ class DatabaseEventBackend(EventBackend):
         self.send_notify = self.vendor == "postgresql"
         self._listener = Listener(self.alias, self.pg_channel, self.wake)
         self.now = ServerClock(self.alias)  # leases compared on the server's clock
+
+    def _outages(self) -> int:
+        return self.circuit.opened_count
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -304,137 +308,6 @@ class DatabaseEventBackend(EventBackend):
             [event.id, event.attempt],
         )
         self._notify(event.channel)
-
-    # operations -------------------------------------------------------------------
-
-    def stats(self, channel: str | None = None) -> dict[str, dict[str, int]]:
-        qs = self._objects()
-        if channel is not None:
-            qs = qs.filter(channel=channel)
-        result: dict[str, dict[str, int]] = {}
-        rows = (
-            qs.order_by()
-            .values_list("channel", "status")
-            .annotate(n=Count("id"), failed=Sum("failures"))
-        )
-        for name, status, count, failed in rows:
-            counts = result.setdefault(name, dict.fromkeys(STAT_KEYS, 0))
-            counts[status] += count
-            counts["failed"] += failed or 0
-        tallies = _tally().objects.using(self.alias).filter(app_name=self.app.name)
-        if channel is not None:
-            tallies = tallies.filter(channel=channel)
-        for name, succeeded, failed in tallies.values_list(
-            "channel", "succeeded", "failed"
-        ):
-            counts = result.setdefault(name, dict.fromkeys(STAT_KEYS, 0))
-            counts["succeeded"] += succeeded
-            counts["failed"] += failed
-        return result
-
-    def prune(self, retention: float) -> int:
-        """Delete succeeded events finished over ``retention`` seconds ago, in
-        batches, adding each batch to the channels' tallies in the same transaction
-        (so ``stats()`` counts every event once, before and after). Concurrent
-        pruners skip each other's rows on PostgreSQL; on SQLite writers take turns.
-        """
-        lock = " FOR UPDATE SKIP LOCKED" if self.vendor == "postgresql" else ""
-        total = 0
-        while True:
-            with transaction.atomic(using=self.alias):
-                gone = self._execute(
-                    f"DELETE FROM {self.table} WHERE id IN (SELECT id FROM "
-                    f"{self.table} WHERE app_name = %s AND status = 'succeeded' "
-                    f"AND finished_at < %s LIMIT %s{lock}) RETURNING channel, failures",
-                    [self.app.name, self.now() - retention, PRUNE_BATCH],
-                )
-                per_channel: dict[str, list[int]] = {}
-                for name, failures in gone:
-                    counts = per_channel.setdefault(name, [0, 0])
-                    counts[0] += 1
-                    counts[1] += failures
-                for name, (succeeded, failed) in per_channel.items():
-                    self.add_tally(name, succeeded, failed)
-            total += len(gone)
-            if len(gone) < PRUNE_BATCH:
-                return total
-
-    def add_tally(self, channel: str, succeeded: int, failed: int) -> None:
-        """Add to the channel's tally (creating it: a tally of zeros makes the
-        channel known to ``stats()``)."""
-        tally = connections[self.alias].ops.quote_name(_table(_tally()))
-        self._execute(
-            f"INSERT INTO {tally} (app_name, channel, succeeded, failed) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (app_name, channel) DO "
-            f"UPDATE SET succeeded = {tally}.succeeded + "
-            f"EXCLUDED.succeeded, failed = {tally}.failed + EXCLUDED.failed",
-            [self.app.name, channel, succeeded, failed],
-        )
-
-    supports_listing: ClassVar[bool] = True
-
-    def events(
-        self, channel: str | None, status: str | None, limit: int
-    ) -> list[EventInfo]:
-        qs = self._objects()
-        if channel is not None:
-            qs = qs.filter(channel=channel)
-        if status is not None:
-            qs = qs.filter(status=status)
-        return [
-            EventInfo(
-                id=row.id,
-                channel=row.channel,
-                status=row.status,
-                payload=json.loads(row.payload),
-                attempts=row.attempts,
-                error=row.last_error,
-                available_at=row.available_at,
-                finished_at=row.finished_at,
-            )
-            for row in qs.order_by("-created_at", "-id")[:limit]
-        ]
-
-    def oldest_pending(self, channel: str) -> float | None:
-        due = self._objects().filter(
-            channel=channel, status="pending", available_at__lte=self.now()
-        )
-        return due.aggregate(oldest=Min("available_at"))["oldest"]
-
-    def dead_letters(self, channel: str | None, limit: int) -> list[DeadLetter]:
-        qs = self._objects().filter(status="dead")
-        if channel is not None:
-            qs = qs.filter(channel=channel)
-        return [
-            DeadLetter(
-                id=row.id,
-                channel=row.channel,
-                payload=json.loads(row.payload),
-                attempts=row.attempts,
-                error=row.last_error,
-                failed_at=row.finished,
-            )
-            for row in qs.order_by("-finished_at")[:limit]
-        ]
-
-    def retry_dead(self, event_id: str) -> None:
-        qs = self._objects().filter(id=event_id, status="dead")
-        channel = qs.values_list("channel", flat=True).first()
-        updated = qs.update(
-            status="pending",
-            attempts=0,
-            available_at=self.now(),
-            finished_at=None,
-            claimed_by="",
-        )
-        if not updated or channel is None:
-            raise EventNotFound(f"No dead letter with id {event_id!r}.")
-        self._notify(channel)
-
-    def discard_dead(self, event_id: str) -> None:
-        deleted, _ = self._objects().filter(id=event_id, status="dead").delete()
-        if not deleted:
-            raise EventNotFound(f"No dead letter with id {event_id!r}.")
 
     # notifications ----------------------------------------------------------------
 

@@ -52,6 +52,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ....backends import PING_TIMEOUT
+from ....circuit import Circuit
 from ....exceptions import BackendUnavailable, EventNotFound
 from ...context import ConsumerConfig
 from ..base import (
@@ -251,9 +252,13 @@ class CeleryEventBackend(EventBackend):
     def databases(self) -> list[str]:
         return [self.store.alias]
 
+    def circuits(self) -> list[Circuit]:
+        return [self.circuit, self.store.circuit]
+
     def ping(self, timeout: float = PING_TIMEOUT) -> None:
-        """The store (``SELECT 1``), then the broker (one connection attempt)."""
-        self.store.ping(timeout)
+        """The store (``SELECT 1``, recorded by the store's circuit: an answer
+        closes it), then the broker (one connection attempt)."""
+        self.store.circuit.check(timeout)
         self.broker.ping(timeout)
 
     # lifecycle --------------------------------------------------------------------

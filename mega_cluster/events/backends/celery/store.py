@@ -41,6 +41,17 @@ class CeleryStore(DatabaseEventBackend):
     ``database`` backend (so they behave alike), for a broker-delivered queue."""
 
     circuit_name: ClassVar[str] = "event_queue:store"
+    store_calls: ClassVar[tuple[str, ...]] = (
+        *DatabaseEventBackend.store_calls,
+        "lost",
+        "write_rows",
+        "forget",
+        "dead_channel",
+        "rebury",
+        "claim_one",
+        "lean_row",
+    )
+    guarded: ClassVar[tuple[str, ...]] = store_calls
 
     def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
         super().__init__(app, options)
