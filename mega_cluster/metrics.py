@@ -14,6 +14,7 @@ Counters and histograms (process-local, labelled ``app`` and, where it applies,
 ``mega_cluster_messages_delivered``    messages handed to local handlers
 ``mega_cluster_messages_dropped``      messages lost (buffer overflow, no connection)
 ``mega_cluster_messages_rejected``     malformed messages received and skipped
+``mega_cluster_events_rejected``       malformed incoming events and queue messages
 ``mega_cluster_records_rejected``      corrupt stored records skipped (node list)
 ``mega_cluster_lock_wait_seconds``     time spent waiting to acquire a lock
 ``mega_cluster_lock_hold_seconds``     time a lock was held until release
@@ -73,6 +74,11 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "counter",
         "Malformed messages received and skipped.",
         ("app",),
+    ),
+    "events_rejected": (
+        "counter",
+        "Malformed incoming events (dead-lettered) and event-queue messages (dropped).",
+        ("app", "source"),
     ),
     "records_rejected": (
         "counter",

@@ -324,7 +324,11 @@ class Consumer:
         attempt = running.attempt
         event = attempt.event
         try:
-            error = attempt.spent()
+            config = self.config
+            error = (
+                attempt.reject(config.app_name, "event", config.max_bytes)
+                or attempt.spent()
+            )
             if error is not None:
                 await self._io(
                     self._write,

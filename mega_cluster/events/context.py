@@ -77,6 +77,8 @@ class ConsumerConfig:
     only_channels: frozenset[str] | None = None
     #: ``runworker --concurrency``: replaces each subscription's concurrency.
     concurrency_override: int | None = None
+    #: ``MESSAGE_MAX_BYTES``: a larger incoming payload is rejected.
+    max_bytes: int = 1 << 20
 
     def takes(self, channel: str) -> bool:
         """Whether this consumer consumes ``channel`` when it is subscribed."""

@@ -156,6 +156,14 @@ class EventQueue:
             if self._subscriptions.pop(channel, None) and self._consumer is not None:
                 self._consumer.remove(channel)
 
+    @property
+    def rejected(self) -> int:
+        """Malformed incoming events and messages this process rejected (see
+        docs/limits.md, Incoming messages)."""
+        from .attempts import incoming
+
+        return incoming.rejected(self.app.name)
+
     def subscriptions(self) -> dict[str, Subscription]:
         with self._lock:
             return dict(self._subscriptions)
@@ -368,6 +376,7 @@ class EventQueue:
                 retention=section["RETENTION"],
                 only_channels=self.only_channels,
                 concurrency_override=self.concurrency_override,
+                max_bytes=self.app.settings["MESSAGE_MAX_BYTES"],
             )
 
     def start(self) -> None:

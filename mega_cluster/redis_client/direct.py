@@ -25,7 +25,10 @@ they keep connections of their own here:
   connection is checked before use instead (a closed one is replaced, as redis-py's
   pool does at checkout), and a failure after sending raises;
 * after ``os.fork()`` the child starts with an empty list (the parent's sockets
-  are never shared).
+  are never shared);
+* ``timeout``: the socket timeouts of connections whose client has none (a
+  ``CACHES`` entry's client without ``socket_timeout``), so no caller waits
+  forever on a server that stopped answering.
 
 A client without a single connection pool (``RedisCluster``, which routes each key
 to its node) is used through its own ``execute_command``.
@@ -52,7 +55,9 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class DirectConnections:
     """Connections to the server of ``client``, used without its pool."""
 
-    def __init__(self, client: Any, *, resend: bool = True) -> None:
+    def __init__(
+        self, client: Any, *, resend: bool = True, timeout: float | None = None
+    ) -> None:
         self._free: deque[Any] = deque()
         self._forks = _forks
         self._resend = resend
@@ -63,6 +68,12 @@ class DirectConnections:
             return
         self._factory = pool.connection_class
         self._kwargs = dict(pool.connection_kwargs)
+        if timeout is not None:
+            # A client built elsewhere (a CACHES entry's) may have none: a server
+            # that stops answering must not hang the caller.
+            for key in ("socket_timeout", "socket_connect_timeout"):
+                if self._kwargs.get(key) is None:
+                    self._kwargs[key] = timeout
 
     def _new(self) -> Any:
         conn = self._factory(**self._kwargs)

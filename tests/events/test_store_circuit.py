@@ -90,7 +90,11 @@ def test_database_store_outage_opens_the_circuit_and_a_probe_closes_it(
         wait_until(lambda: not circuit.is_open, timeout=20, what="the probe")
         queue.publish("jobs", 2)
         wait_until(lambda: seen == [0, 2], timeout=30, what="an event after it")
-        assert queue.stats("jobs")["jobs"]["succeeded"] == 2
+        wait_until(  # the handler returned before its outcome was written
+            lambda: queue.stats("jobs")["jobs"]["succeeded"] == 2,
+            timeout=15,
+            what="both outcomes",
+        )
     finally:
         proxied_store.restore()
         app.stop()

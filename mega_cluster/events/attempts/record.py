@@ -3,6 +3,7 @@ letter), the writes that wait out a store or broker outage, and the log lines.""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -18,6 +19,7 @@ from ... import metrics, node
 from ...exceptions import BackendUnavailable
 from ..backends.base import ClaimedEvent
 from ..context import EventContext, Subscription
+from . import incoming
 
 logger = logging.getLogger("mega_cluster.events")
 
@@ -202,6 +204,9 @@ def _nothing() -> None:
     pass
 
 
+_UNDECODED: Any = object()
+
+
 @dataclass(eq=False, kw_only=True)
 class Attempt:
     """One attempt of a claimed event by a subscription: its context, its timeout
@@ -214,6 +219,27 @@ class Attempt:
     timeout: float | None
     max_retries: int
     on_timeout: Callable[[], None] = _nothing
+    #: The decoded payload, once :meth:`reject` checked it.
+    payload: Any = _UNDECODED
+
+    def decoded(self) -> Any:
+        """The payload as the handler gets it."""
+        if self.payload is _UNDECODED:
+            self.payload = json.loads(self.event.payload)
+        return self.payload
+
+    def reject(self, app_name: str, source: str, max_bytes: int) -> str | None:
+        """The dead letter's error when the event is not what publish() sends
+        (:mod:`.incoming`: counted and logged here), else None (the payload is
+        decoded)."""
+        event = self.event
+        try:
+            self.payload = incoming.check(event, max_bytes)
+        except incoming.Malformed as exc:
+            what = f"event {event.id} on channel {event.channel}"
+            incoming.count(app_name, source, what, str(exc))
+            return f"{incoming.REJECTED}{exc}"
+        return None
 
     @classmethod
     def of(cls, sub: Subscription, event: ClaimedEvent) -> Attempt:

@@ -19,7 +19,6 @@ dead letter) through a store whose writes :func:`keep_trying` waits out.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -158,9 +157,7 @@ class HandlerRunner:
             self._arm(deadline, attempt.timeout)
         outcome = Outcome()
         try:
-            call_sync(
-                attempt.sub.process, json.loads(attempt.event.payload), attempt.ctx
-            )
+            call_sync(attempt.sub.process, attempt.decoded(), attempt.ctx)
         except Exception as exc:
             outcome = _failure(exc)
         if deadline is not None and self._disarm(deadline):
@@ -190,9 +187,7 @@ class HandlerRunner:
     async def _run_async(self, attempt: Attempt) -> Outcome:
         ctx = attempt.ctx
         try:
-            task = asyncio.ensure_future(
-                attempt.sub.process(json.loads(attempt.event.payload), ctx)
-            )
+            task = asyncio.ensure_future(attempt.sub.process(attempt.decoded(), ctx))
         except Exception as exc:
             return _failure(exc)
         try:

@@ -5,15 +5,16 @@ in :mod:`.database`)."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections, transaction
 from django.db.models import Count, Min, Sum
 
 from ...exceptions import EventNotFound
 from .base import STAT_KEYS, DeadLetter, EventInfo
+
+if TYPE_CHECKING:
+    from .server_clock import ServerClock
 
 #: Succeeded events deleted per statement by the retention prune.
 PRUNE_BATCH = 1000
@@ -23,6 +24,15 @@ def _tally():
     from ...models import EventTally
 
     return EventTally
+
+
+def _payload(text: str) -> Any:
+    """A stored payload, decoded; the text itself when it is not JSON (a row
+    written by something else, rejected by the consumer: listings still show it)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
 
 
 def table(model: Any) -> str:
@@ -39,7 +49,7 @@ class StoreOperations:
     vendor: str
     table: str
     #: The database server's clock (seconds since the epoch).
-    now: Callable[[], float]
+    now: ServerClock
 
     def _objects(self) -> Any:
         raise NotImplementedError
@@ -114,7 +124,6 @@ class StoreOperations:
             [self.app.name, channel, succeeded, failed],
         )
 
-
     def events(
         self, channel: str | None, status: str | None, limit: int
     ) -> list[EventInfo]:
@@ -177,4 +186,3 @@ class StoreOperations:
         deleted, _ = self._objects().filter(id=event_id, status="dead").delete()
         if not deleted:
             raise EventNotFound(f"No dead letter with id {event_id!r}.")
-

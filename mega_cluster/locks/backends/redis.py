@@ -296,7 +296,9 @@ class RedisLockBackend(LockBackend):
                 if redis_client.owns_client(self.options):
                     client.close()
                 raise
-            self._direct = DirectConnections(client)
+            # A CACHES client may have no socket timeout: ours for its scripts.
+            timeout = float(self.options.get("SOCKET_TIMEOUT", 5.0))
+            self._direct = DirectConnections(client, timeout=timeout)
             self._client_obj = client
         return self._client_obj
 

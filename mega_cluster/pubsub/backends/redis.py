@@ -35,6 +35,9 @@ SUBSCRIBE_TIMEOUT = 10.0
 PING_INTERVAL = 10.0
 #: Bytes asked of the subscriber socket per read.
 READ_SIZE = 65536
+#: Default ``OPTIONS["SOCKET_TIMEOUT"]``: how long a publish waits for the server
+#: (connect, send, reply) before it raises ``BackendUnavailable`` (seconds).
+SOCKET_TIMEOUT = 5.0
 
 
 class Incomplete(Exception):
@@ -102,7 +105,10 @@ class RedisPubSubBackend(PubSubBackend):
     ``OPTIONS``: where Redis is, as :mod:`mega_cluster.redis_client` reads it
     (``URL``, ``SENTINELS`` + ``SERVICE_NAME``, ``CACHE``, or ``CLUSTER = True``
     with the ``URL`` of a node: sharded pub/sub, :mod:`.redis_shards`);
-    ``PING_INTERVAL``.
+    ``PING_INTERVAL``; ``SOCKET_TIMEOUT`` (default 5 s): a publish to a server
+    that does not answer (frozen, a network black hole) raises
+    ``BackendUnavailable`` after that long (twice that at most when it must
+    connect first) instead of hanging.
     """
 
     requires: ClassVar[tuple[tuple[str, str], ...]] = (("redis", "redis"),)
@@ -120,6 +126,7 @@ class RedisPubSubBackend(PubSubBackend):
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._last_seen = 0.0
         self.ping_interval = float(self.options.get("PING_INTERVAL", PING_INTERVAL))
+        self.socket_timeout = float(self.options.get("SOCKET_TIMEOUT", SOCKET_TIMEOUT))
         self.cluster = bool(self.options.get("CLUSTER"))
         if self.cluster:
             self._kinds = (redis_shards.MESSAGE, redis_shards.SUBSCRIBED)
@@ -133,7 +140,18 @@ class RedisPubSubBackend(PubSubBackend):
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
-        return redis_client.check_options(options, cls.__name__)
+        problems = redis_client.check_options(options, cls.__name__)
+        timeout = options.get("SOCKET_TIMEOUT", SOCKET_TIMEOUT)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout <= 3600
+        ):
+            problems.append(
+                f"OPTIONS['SOCKET_TIMEOUT'] is {timeout!r}: give seconds, a number "
+                "above 0 and at most 3600 (default 5)."
+            )
+        return problems
 
     def wire_channel(self, channel: str) -> str:
         if self.options.get("CLUSTER"):
@@ -145,7 +163,12 @@ class RedisPubSubBackend(PubSubBackend):
         from redis.retry import Retry
 
         # No silent driver-level reconnect: our loop reconnects and reports the gap.
-        return {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": 5}
+        # The publisher's connections: a server that stops answering is an error.
+        return {
+            "retry": Retry(NoBackoff(), 0),
+            "socket_connect_timeout": min(self.socket_timeout, 5.0),
+            "socket_timeout": self.socket_timeout,
+        }
 
     async def _open(self) -> None:
         from redis.asyncio.retry import Retry as AsyncRetry
@@ -339,10 +362,13 @@ class RedisPubSubBackend(PubSubBackend):
         if self._client is None:
             raise self.unavailable(ConnectionError("not connected"))
         try:
-            await self._client.execute_command(
-                self._publish_command, wire_channel, data
+            # The subscriber's client has no socket timeout (it waits for
+            # messages): a publish is bounded here.
+            await asyncio.wait_for(
+                self._client.execute_command(self._publish_command, wire_channel, data),
+                self.socket_timeout,
             )
-        except redis.RedisError as exc:
+        except (redis.RedisError, TimeoutError) as exc:
             raise self.unavailable(exc) from exc
 
     def publish_sync(self, wire_channel: str, data: bytes) -> None:
@@ -352,7 +378,9 @@ class RedisPubSubBackend(PubSubBackend):
         if direct is None:
             client = redis_client.sync_client(self.options, **self._client_kwargs())
             # never re-sent: a PUBLISH whose reply was lost may have been delivered
-            direct = self._direct = redis_client.DirectConnections(client, resend=False)
+            direct = self._direct = redis_client.DirectConnections(
+                client, resend=False, timeout=self.socket_timeout
+            )
         try:
             direct.execute(self._publish_command, wire_channel, data)
         except redis.RedisError as exc:

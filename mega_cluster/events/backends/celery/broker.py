@@ -85,6 +85,11 @@ class Broker:
             if sentinel is not None:
                 url, translated = sentinel
                 transport = {**translated, **transport}
+            if str(url or "").startswith(("redis", "rediss", "sentinel")):
+                # kombu's Redis transport waits forever by default: a publish to a
+                # frozen broker would hang instead of raising BackendUnavailable.
+                for key in ("socket_timeout", "socket_connect_timeout"):
+                    transport.setdefault(key, REDIS_SOCKET_TIMEOUT)
             celery_app = Celery(
                 f"mega_cluster-{self.app_name}", broker=url, set_as_current=False
             )
@@ -264,6 +269,11 @@ def sentinel_broker(options: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | 
         sentinel_kwargs["username"] = spec.sentinel_username
     return broker, {"master_name": spec.service, "sentinel_kwargs": sentinel_kwargs}
 
+
+#: Socket timeouts of a Redis broker's connections (``TRANSPORT_OPTIONS`` may set
+#: ``socket_timeout`` / ``socket_connect_timeout`` otherwise; above kombu's 1 s
+#: BRPOP wait). A publish to a broker that stops answering fails after that long.
+REDIS_SOCKET_TIMEOUT = 5.0
 
 #: Connect and read timeout of the connections to the sentinels (seconds): they
 #: answer "where is the primary" at once, a silent one is skipped for the next.

@@ -34,6 +34,7 @@ from ...attempts import (
 from ...context import ConsumerConfig, EventContext, Subscription
 from ..base import ClaimedEvent
 from . import task
+from .inbound import Slot, checked
 from .lean import LeanEntry, Outcomes
 from .protocol import TALLY_EVERY, is_lean
 
@@ -283,6 +284,11 @@ class CeleryConsumer:
         """Run one attempt of ``event_id`` (called by the task, in a worker thread);
         ``first`` is the event a first message carries (see :mod:`.protocol`);
         ``redelivered``: the broker says a consumer had the message before."""
+        drop, first = checked(
+            self.store, self._write, self.config.app_name, event_id, channel, first
+        )
+        if drop:
+            return
         with self._lock:
             sub = self._subs.get(channel)
             slot = self._slots.get(channel)
@@ -293,7 +299,7 @@ class CeleryConsumer:
             )
             self._send(channel, event_id, 1.0, first if lean else None)
             return
-        held = _Slot(slot)
+        held = Slot(slot)
         try:
             self._wait_idle(sub)
             if lean and not redelivered:
@@ -380,10 +386,20 @@ class CeleryConsumer:
         self,
         sub: Subscription,
         event: ClaimedEvent,
-        held: _Slot,
+        held: Slot,
         lean: LeanEntry | None = None,
     ) -> None:
         attempt = Attempt.of(sub, event)
+        config = self.config
+        error = attempt.reject(config.app_name, "event", config.max_bytes)
+        if error is not None:
+            # A lean event has no row yet: the dead letter is written as one.
+            Outcomes(self.store, self.book, self._write, self._send, lean).bury(
+                event, error
+            )
+            log_dead(event, error)
+            report_spent(attempt, error)
+            return
         error = attempt.spent()
         if error is not None:
             self._write(event.id, event.channel, self.store.bury, event, error)
@@ -419,19 +435,3 @@ def _requeue(exc: BaseException) -> BaseException:
     from celery.exceptions import Reject
 
     return Reject(f"event store unreachable at shutdown: {exc}", requeue=True)
-
-
-class _Slot:
-    """A delivery's slot of its channel, released once (timeout or the end)."""
-
-    def __init__(self, slot: threading.BoundedSemaphore | None) -> None:
-        self._slot = slot
-        self._lock = threading.Lock()
-        if slot is not None:
-            slot.acquire()
-
-    def release(self) -> None:
-        with self._lock:
-            slot, self._slot = self._slot, None
-        if slot is not None:
-            slot.release()

@@ -46,6 +46,7 @@ class CeleryStore(DatabaseEventBackend):
         "lost",
         "write_rows",
         "forget",
+        "has_row",
         "dead_channel",
         "rebury",
         "claim_one",

@@ -34,9 +34,18 @@ def detach(app_name: str, consumer: Deliverer) -> None:
         del _consumers[app_name]
 
 
-def deliver(
-    task: Any, app_name: str, event_id: str, channel: str, first: Any = None
-) -> None:
+def deliver(task: Any, *args: Any, **kwargs: Any) -> None:
+    # ``app name, event id, channel[, carried event]`` (protocol.py); anything else
+    # is a message we did not send: counted, logged and dropped (acknowledged).
+    from ....exceptions import AppNotFound
+    from ...attempts import incoming
+
+    if kwargs or not 3 <= len(args) <= 4 or not isinstance(args[0], str):
+        why = f"its arguments are {args!r:.120} {kwargs!r:.60}"
+        incoming.count("?", "message", "a Celery message", why)
+        return
+    app_name, event_id, channel, *rest = args
+    first = rest[0] if rest else None
     # Set by the broker (RabbitMQ) or kombu (a message restored by Redis'
     # visibility timeout or given back): a consumer had this message before.
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
@@ -46,7 +55,13 @@ def deliver(
         # subscribe, then look again.
         from ....registry import get_app
 
-        queue = get_app(app_name).start().event_queue
+        try:
+            app = get_app(app_name)
+        except AppNotFound:
+            why = f"app {app_name[:60]!r} is not configured here"
+            incoming.count("?", "message", "a Celery message", why)
+            return
+        queue = app.start().event_queue
         queue.start()
         consumer = _consumers.get(app_name)
         if consumer is None:
