@@ -32,7 +32,10 @@ kept in PostgreSQL: a row per event); the same with ``BOOKKEEPING = "failures"``
 floor of our own overhead. Ratios are against plain Celery+Redis. ``database-idempotent``
 and ``memory-idempotent`` run the same handler with ``idempotent=True`` (each event
 recorded in the inbox on PostgreSQL); a line after each table gives the inbox's cost
-per event against the plain handler of the same backend.
+per event against the plain handler of the same backend. ``celery-atomic`` and
+``database-atomic`` publish each event in its own ``atomic()`` block: through the
+outbox for ``celery`` (a row in the transaction, sent after commit), the event's
+own row in the transaction for ``database``.
 
 Needs Redis on ``MC_REDIS_URL`` (default redis://127.0.0.1:6379/0, every key
 prefixed ``mcbenchq<pid>`` and deleted at the end) and PostgreSQL on
@@ -225,6 +228,10 @@ def ours(backend: str, concurrency: int, consume: bool) -> Any:
     # "<backend>-idempotent": the handler runs through the inbox (same database)
     idempotent = backend.endswith("-idempotent")
     backend = backend.removesuffix("-idempotent")
+    # "<backend>-atomic": each publish inside its own atomic() block (database:
+    # the row in that transaction; celery: an outbox row, sent after commit)
+    atomic = backend.endswith("-atomic")
+    backend = backend.removesuffix("-atomic")
     section: dict[str, Any] = {"BACKEND": backend}
     if backend.startswith("celery"):
         section["BACKEND"] = "celery"
@@ -241,7 +248,17 @@ def ours(backend: str, concurrency: int, consume: bool) -> Any:
         )
     app.start()
     STOPS.append(app.stop)
-    return lambda i: app.event_queue.publish("bench", i)
+    if not atomic:
+        return lambda i: app.event_queue.publish("bench", i)
+    from django.db import transaction
+
+    alias = app.event_queue.backend.transaction_alias()
+
+    def publish_in_atomic(i: Any) -> None:
+        with transaction.atomic(using=alias):
+            app.event_queue.publish("bench", i)
+
+    return publish_in_atomic
 
 
 def build(name: str, args: argparse.Namespace, consume: bool) -> Any:
@@ -348,8 +365,10 @@ SYSTEMS = {
     "plain": "plain Celery task, Redis broker",
     "celery": "mega_cluster celery (Redis broker, PostgreSQL store)",
     "celery-failures": "mega_cluster celery, BOOKKEEPING=failures",
+    "celery-atomic": "mega_cluster celery, each publish in atomic() (outbox)",
     "database": "mega_cluster database (PostgreSQL)",
     "database-idempotent": "mega_cluster database, idempotent=True handler",
+    "database-atomic": "mega_cluster database, each publish in atomic()",
     "memory": "mega_cluster memory (one process)",
     "memory-idempotent": "mega_cluster memory, idempotent=True handler (inbox "
     "on PostgreSQL)",
