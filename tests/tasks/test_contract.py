@@ -22,7 +22,7 @@ from mega_cluster.testing import wait_until
 from . import jobs
 
 
-def finished(result, timeout: float = 20.0):
+def finished(result, timeout: float = 60.0):
     """Wait (bounded) until the stored result is final; the refreshed result."""
     wait_until(
         lambda: default_task_backend.get_result(result.id).is_finished,

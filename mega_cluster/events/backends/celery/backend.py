@@ -234,15 +234,14 @@ class CeleryEventBackend(EventBackend):
         self.store.discard_dead(event_id)
 
     def hold(self, event_id: str, attempt: int, *, lease: float) -> bool:
-        if self.store.hold(event_id, attempt, lease=lease):
-            return True
         # A lean first attempt has no row (and no lease) until it needs one: it
         # holds its event while it runs here and nobody else made a row for it.
-        return (
-            attempt == 1
-            and self.book.holds(event_id)
-            and not self.store.has_row(event_id)
-        )
+        # Asked first: the lease renewal may give it a row meanwhile, which the
+        # store then finds (asked the other way round, neither would).
+        if attempt == 1 and self.book.holds(event_id):
+            if not self.store.has_row(event_id):
+                return True
+        return self.store.hold(event_id, attempt, lease=lease)
 
     def prune(self, retention: float) -> int:
         return self.store.prune(retention)
