@@ -33,6 +33,7 @@ from .exceptions import (
     AppNotReady,
     AppStartFailed,
     BackendUnavailable,
+    MegaClusterError,
 )
 from .plugins.enabling import set_enabled
 from .plugins.lifecycle import start_plugins, stop_plugins
@@ -100,6 +101,8 @@ class ClusterApp:
             return self._components[attr]
         except KeyError:
             pass
+        if self._stopping:  # a thread of a stopping manager: build nothing, wait not
+            raise MegaClusterError(f"cluster app {self.name!r} is stopping: no {attr}")
         with self._lock:
             if attr not in self._components:
                 cls = import_string(COMPONENTS[attr])
@@ -201,16 +204,23 @@ class ClusterApp:
         with self._lock:
             if self._started:
                 stop_plugins(self)
-            for attr in reversed(START_ORDER):
-                component = self._components.pop(attr, None)
-                if component is not None and hasattr(component, "stop"):
-                    try:
-                        component.stop()
-                    except Exception:
-                        logger.exception(
-                            "stopping %s of app %s failed", attr, self.name
-                        )
-            self._components.clear()
+            # A manager is dropped once it stopped: its threads may still use it
+            # (and the others) while it stops; nothing is built meanwhile.
+            self._stopping = True
+            try:
+                for attr in reversed(START_ORDER):
+                    component = self._components.get(attr)
+                    if component is not None and hasattr(component, "stop"):
+                        try:
+                            component.stop()
+                        except Exception:
+                            logger.exception(
+                                "stopping %s of app %s failed", attr, self.name
+                            )
+                    self._components.pop(attr, None)
+                self._components.clear()
+            finally:
+                self._stopping = False
             self._started = False
 
     def start_on_first_use(self) -> bool:

@@ -184,3 +184,39 @@ def test_an_unnamed_receiver_starts_where_the_database_stands(start_node):
 def test_bad_outbox_settings_name_the_key(key, value):
     with pytest.raises(ConfigurationError, match=f"OUTBOX {key}"):
         make_app("bad", {"OUTBOX": {key: value}})
+
+
+def test_a_stopping_outbox_thread_can_use_the_app_and_stop_does_not_hang(start_node):
+    """The outbox thread's last round (the receiver's cursor save, a replay) runs
+    while app.stop() holds the app and waits for the thread: the outbox must still
+    be there for it (it was dropped before its stop, so the thread waited for the
+    app's lock until the join gave up after 10 s, then built a second outbox in the
+    stopped app), and nothing new is built meanwhile."""
+    import threading
+    import time
+
+    app, _, _ = start_node("a", FAST)
+    outbox = app.outbox
+    stopping, seen = threading.Event(), []
+
+    def tick():
+        if stopping.is_set():
+            box = app.outbox
+            try:
+                registry = app.node_registry  # stopped before the outbox
+            except Exception as exc:
+                registry = exc
+            seen.append((box, registry))
+
+    outbox.add_ticker(tick)
+    stopping.set()
+    began = time.monotonic()
+    stopper = threading.Thread(target=app.stop)
+    stopper.start()
+    stopper.join(timeout=30)
+    assert not stopper.is_alive(), "app.stop() hangs"
+    assert time.monotonic() - began < 8, "app.stop() waited out the join"
+    last_box, last_registry = seen[-1]  # the round run by stop() itself
+    assert last_box is outbox, seen
+    assert "is stopping: no node_registry" in str(last_registry), seen
+    assert app.built_components() == {}
