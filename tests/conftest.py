@@ -105,8 +105,10 @@ def cluster_topology() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def pgbouncer_topology() -> Iterator[Any]:
-    """PgBouncer in transaction mode in front of the suite's PostgreSQL."""
+def pgbouncer_topology(django_db_setup: Any) -> Iterator[Any]:
+    """PgBouncer in transaction mode in front of the suite's PostgreSQL. After the
+    test databases (so it stops before they are dropped: its server connections
+    would keep the run's database from being dropped)."""
     from .topologies import pgbouncer
 
     with pgbouncer() as bouncer:

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.conf import settings
 from django.core.checks import CheckMessage, Warning
 
 from .. import conf
-
-
-def _pooled(alias: str) -> bool:
-    """Whether ``DATABASES[alias]`` is marked as going through a transaction
-    pooler: PostgreSQL with ``DISABLE_SERVER_SIDE_CURSORS`` (the setting Django
-    documents for PgBouncer in transaction mode)."""
-    entry: dict[str, Any] = settings.DATABASES.get(alias, {})
-    return "postgresql" in str(entry.get("ENGINE", "")) and bool(
-        entry.get("DISABLE_SERVER_SIDE_CURSORS")
-    )
+from ..pooling import through_pooler
 
 
 def check_listen_through_pooler(app: conf.AppSettings) -> list[CheckMessage]:
@@ -31,16 +19,16 @@ def check_listen_through_pooler(app: conf.AppSettings) -> list[CheckMessage]:
             continue
         alias = backend.options.get("DATABASE", "default")
         listen = backend.options.get("LISTEN_DATABASE", alias)
-        if not _pooled(listen):
+        if not through_pooler(listen):
             continue
         fix = (
             'Set MEGA_CLUSTER["LOCKS"]["OPTIONS"]["LISTEN_DATABASE"] to an alias '
             "that connects to PostgreSQL directly; without it waiters poll every "
             "POLL_INTERVAL."
             if name == "LOCKS"
-            else "The event queue has no direct LISTEN setting yet: consumers wake "
-            "every POLL_INTERVAL; point OPTIONS['DATABASE'] at a direct alias for "
-            "at-once wake-ups."
+            else 'Set MEGA_CLUSTER["EVENT_QUEUE"]["OPTIONS"]["LISTEN_DATABASE"] to '
+            "an alias that connects to PostgreSQL directly; without it consumers "
+            "of other processes find new events every POLL_INTERVAL."
         )
         messages.append(
             Warning(

@@ -18,6 +18,10 @@ from tests.databases import ON_POSTGRES
 #: Short timings so the suite is fast; every wait in a test is still bounded.
 FAST = {"LEASE": 2.0, "POLL_INTERVAL": 0.05, "RETRY_BASE": 0.01, "RETRY_CAP": 0.05}
 
+#: The ``pgbouncer_alias`` fixture's alias: PostgreSQL through PgBouncer in
+#: transaction mode.
+PGBOUNCER = "pgbouncer"
+
 #: Celery backends under test: OPTIONS beyond the broker's and the store's.
 CELERY_MODES: dict[str, dict[str, Any]] = {
     "celery": {},
@@ -55,9 +59,22 @@ BACKENDS = [
     ),
 ]
 
-#: The event-queue contract also runs on a Redis broker behind Sentinel.
+#: The event-queue contract also runs on a Redis broker behind Sentinel, and
+#: through PgBouncer in transaction mode in front of the same PostgreSQL (LISTEN on
+#: the direct alias, as docs/deployment.md says): the database backend and the
+#: celery backend's store.
 CONTRACT_BACKENDS = [
     *BACKENDS,
+    pytest.param(
+        ("database", PGBOUNCER),
+        id="database-pgbouncer",
+        marks=ON_POSTGRES,
+    ),
+    pytest.param(
+        ("celery", PGBOUNCER),
+        id="celery-rabbitmq-pgbouncer",
+        marks=[pytest.mark.celery, pytest.mark.rabbitmq, *ON_POSTGRES],
+    ),
     pytest.param(
         ("celery-sentinel", "postgres"),
         id="celery-sentinel",
@@ -92,6 +109,8 @@ def queue_settings(backend: str, database: str | None, **overrides: Any) -> dict
         section["OPTIONS"] = celery_options(database or "default", backend)
     elif database is not None:
         section["OPTIONS"] = {"DATABASE": database}
+        if database == PGBOUNCER:  # LISTEN needs a session: the direct alias
+            section["OPTIONS"]["LISTEN_DATABASE"] = "postgres"
     return {"EVENT_QUEUE": section}
 
 
@@ -125,6 +144,8 @@ def apps_of(request: pytest.FixtureRequest, unique_name: str) -> Iterator[Apps]:
     backend, database = request.param
     if backend == "celery-sentinel":
         SENTINEL_BROKER["url"] = request.getfixturevalue("sentinel_topology").url
+    if database == PGBOUNCER:
+        request.getfixturevalue("pgbouncer_alias")
     group = Apps(backend, database, unique_name)
     try:
         yield group

@@ -12,6 +12,7 @@ from django.conf import settings
 from mega_cluster.models import Node
 from mega_cluster.nodes import NodeRegistry
 from mega_cluster.testing import make_app
+from tests.databases import ON_POSTGRES
 from tests.factories import NodeFactory
 
 from .conftest import FAST_NODES, redis_settings, wait_until
@@ -20,6 +21,8 @@ STORES = [
     pytest.param(
         "database", id="database", marks=pytest.mark.django_db(transaction=True)
     ),
+    # the database through PgBouncer in transaction mode (the event queue's alias)
+    pytest.param("database-pgbouncer", id="database-pgbouncer", marks=ON_POSTGRES),
     pytest.param(
         "redis",
         id="redis",
@@ -29,17 +32,20 @@ STORES = [
 
 
 def settings_for(store: str) -> dict:
-    base = (
-        redis_settings(settings.REDIS_URL, settings.KEY_PREFIX)
-        if store == "redis"
-        else {}
-    )
+    base: dict = {}
+    if store == "redis":
+        base = redis_settings(settings.REDIS_URL, settings.KEY_PREFIX)
+    elif store == "database-pgbouncer":
+        options = {"DATABASE": "pgbouncer", "LISTEN_DATABASE": "postgres"}
+        base = {"EVENT_QUEUE": {"BACKEND": "database", "OPTIONS": options}}
     return {**base, **FAST_NODES}
 
 
 @pytest.fixture(params=STORES)
 def make(request, unique_name):
     store = request.param
+    if store == "database-pgbouncer":
+        request.getfixturevalue("pgbouncer_alias")
     apps = []
 
     def build(node_id=None):
@@ -56,7 +62,7 @@ def make(request, unique_name):
 def test_store_follows_the_backends(make):
     """Redis locks put the heartbeats in Redis; without Redis they go to the database."""
     app = make()
-    assert app.node_registry.store.name == make.store
+    assert app.node_registry.store.name == make.store.split("-")[0]
 
 
 def test_started_app_heartbeats_and_stop_removes_it(make):

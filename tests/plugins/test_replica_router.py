@@ -86,3 +86,85 @@ def test_the_database_node_registry_reads_its_own_alias_whatever_the_router(
     finally:
         store.remove("n1")
         app.stop()
+
+
+def _stale(app_name: str, **fields):  # type: ignore[no-untyped-def]
+    """A stale copy of an event on the 'replica'."""
+    from mega_cluster.models import QueuedEvent
+
+    row = {
+        "app_name": app_name,
+        "channel": "jobs",
+        "payload": '"stale"',
+        "status": "pending",
+        "available_at": time.time() - 60,
+        **fields,
+    }
+    return QueuedEvent.objects.using("postgres").create(**row)
+
+
+def test_the_event_queue_decides_on_its_own_alias_whatever_the_router(unique_name):
+    """Claims, leases, redelivery, dedupe, dead letters and the statistics the
+    admin and the health view show are read where the events are written: the
+    'replica' holds a stale copy of each event (pending and due, another dedupe
+    key's holder, a big tally) and none of them shows."""
+    from mega_cluster.events.backends.celery.store import CeleryStore
+    from mega_cluster.models import EventTally
+    from mega_cluster.nodes.status import queue_rows
+
+    queue_section = {"BACKEND": "database", "OPTIONS": {"DATABASE": "default"}}
+    with ROUTED:
+        a = make_app(unique_name, {"EVENT_QUEUE": queue_section})
+        b = make_app(unique_name, {"EVENT_QUEUE": queue_section})
+        try:
+            running = a.event_queue.publish("jobs", "running")
+            [claim] = a.event_queue.backend.claim("jobs", 10, lease=30)
+            assert claim.id == running
+            dead = a.event_queue.publish("jobs", "dead")
+            [doomed] = a.event_queue.backend.claim("jobs", 10, lease=30)
+            a.event_queue.backend.bury(doomed, "boom")
+            deduped = a.event_queue.publish("jobs", "later", delay=60, dedupe_key="k")
+            for event_id in (running, dead, deduped):
+                _stale(unique_name, id=event_id)
+            _stale(unique_name, id="x" * 32, dedupe_key="k", available_at=1e12)
+            EventTally.objects.using("postgres").create(
+                app_name=unique_name, channel="jobs", succeeded=1000, failed=1000
+            )
+
+            # a live claim is not handed out again; the dedupe key has one holder
+            assert b.event_queue.backend.claim("jobs", 10, lease=30) == []
+            assert b.event_queue.publish("jobs", "again", dedupe_key="k") == deduped
+            # what the admin and health show
+            assert b.event_queue.stats()["jobs"] == {
+                "pending": 1,
+                "running": 1,
+                "succeeded": 0,
+                "failed": 1,
+                "dead": 1,
+            }
+            [row] = queue_rows(b)
+            assert row["oldest_pending_age"] is None  # the pending one is not due
+            letters = b.event_queue.dead_letters()
+            assert [(d.id, d.error) for d in letters] == [(dead, "boom")]
+            listed = {e.id: e.status for e in b.event_queue.events()}
+            assert listed == {running: "running", dead: "dead", deduped: "pending"}
+            # the Celery backend's store: nothing overdue, the dead letter known
+            store = CeleryStore(b, {"DATABASE": "default"})
+            assert store.lost("jobs", older_than=1) == []
+            assert store.dead_channel(dead) == "jobs"
+            assert isinstance(store.claim_one(running, lease=30), float)  # live
+            # a retried dead letter and a lapsed lease are taken again (the
+            # replica says one succeeded long ago)
+            b.event_queue.retry_dead(dead)
+            [again] = b.event_queue.backend.claim("jobs", 10, lease=30)
+            assert again.id == dead and again.attempt == 1
+            lapsing = a.event_queue.publish("more", "lapsing")
+            _stale(unique_name, id="y" * 32, channel="more")
+            _stale(unique_name, id=lapsing, channel="more", status="succeeded")
+            assert [e.id for e in a.event_queue.backend.claim("more", 10, lease=0.2)]
+            time.sleep(0.5)
+            [lost] = b.event_queue.backend.claim("more", 10, lease=30)
+            assert (lost.id, lost.lost, lost.attempt) == (lapsing, True, 2)
+        finally:
+            a.stop()
+            b.stop()

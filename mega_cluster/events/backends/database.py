@@ -7,13 +7,16 @@ so a claim is atomic). Each claimed event is leased to its worker; a running
 event whose lease lapsed (its worker died) is claimable again and the attempt
 counter keeps counting. On PostgreSQL every publish sends ``NOTIFY`` in the same
 statement and every started node ``LISTEN``s, so consumers wake at once; other
-databases rely on ``POLL_INTERVAL`` across processes.
+databases rely on ``POLL_INTERVAL`` across processes. ``LISTEN`` uses
+``OPTIONS["LISTEN_DATABASE"]`` (default ``DATABASE``); an alias marked as going
+through a transaction pooler is never listened on (consumers poll).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import time
 from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any, ClassVar
@@ -25,14 +28,12 @@ from django.utils import timezone
 from ...db_outage import translate
 from .base import ClaimedEvent, EventBackend, NewEvent, claimed_event
 from .database_ops import StoreOperations, table
+from .database_sql import ClaimStatements, Clock
 from .listen import Listener
-from .server_clock import ServerClock
 
 __all__ = ["DatabaseEventBackend", "claimed_event"]
 
 logger = logging.getLogger("mega_cluster.events.database")
-
-_COLUMNS = "id, channel, payload, attempts, max_retries, timeout"
 
 
 def _model():
@@ -41,8 +42,11 @@ def _model():
     return QueuedEvent
 
 
-class DatabaseEventBackend(StoreOperations, EventBackend):
+class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
     leases: ClassVar[bool] = True
+    #: Whether it LISTENs for publishes (its :class:`Listener` reads its options).
+    listening: ClassVar[bool] = True
+    parts: ClassVar[tuple[type, ...]] = (Listener,)
     writes_in_transaction: ClassVar[bool] = True
     supports_listing: ClassVar[bool] = True
     #: The methods that reach the database: an outage's Django error becomes
@@ -75,6 +79,8 @@ class DatabaseEventBackend(StoreOperations, EventBackend):
         super().__init__(app, options)
         self.table = connections[self.alias].ops.quote_name(table(_model()))
         self.vendor = connections[self.alias].vendor
+        #: Whose clock decides (the database server's on PostgreSQL).
+        self.clock = Clock(self.vendor)
         # LISTEN needs psycopg 3 (Django may run on psycopg2): else poll.
         self.notifies = (  # type: ignore[misc]
             self.vendor == "postgresql"
@@ -83,8 +89,9 @@ class DatabaseEventBackend(StoreOperations, EventBackend):
         self.pg_channel = f"mc_events_{app.name}"
         #: NOTIFY on publish (off for the Celery backend, whose broker delivers).
         self.send_notify = self.vendor == "postgresql"
-        self._listener = Listener(self.alias, self.pg_channel, self.wake)
-        self.now = ServerClock(self.alias)  # leases compared on the server's clock
+        self._listener = Listener(self.options, self.alias, self.pg_channel, self.wake)
+        if self._listener.pooled:  # it would hear nothing there: poll
+            self.notifies = False  # type: ignore[misc]
 
     def _outages(self) -> int:
         return self.circuit.opened_count
@@ -97,7 +104,7 @@ class DatabaseEventBackend(StoreOperations, EventBackend):
                 f"OPTIONS['DATABASE'] is {alias!r}, which is not a DATABASES alias "
                 f"(have {', '.join(settings.DATABASES) or 'none'})."
             ]
-        return []
+        return Listener.check_options(options, alias) if cls.listening else []
 
     def transaction_alias(self) -> str:
         return self.alias
@@ -123,11 +130,12 @@ class DatabaseEventBackend(StoreOperations, EventBackend):
     def enqueue(self, event: NewEvent) -> str:
         connection = connections[self.alias]
         created = connection.ops.adapt_datetimefield_value(timezone.now())
+        due_sql, due = self.clock.local(event.available_at)
         insert = (
             f"INSERT INTO {self.table} (id, app_name, channel, payload, status, "
             "attempts, failures, max_retries, timeout, dedupe_key, available_at, "
             "claimed_by, last_error, created_at) VALUES "
-            "(%s, %s, %s, %s, 'pending', 0, 0, %s, %s, %s, %s, '', '', %s)"
+            f"(%s, %s, %s, %s, 'pending', 0, 0, %s, %s, %s, {due_sql}, '', '', %s)"
         )
         params = [
             event.id,
@@ -137,7 +145,7 @@ class DatabaseEventBackend(StoreOperations, EventBackend):
             event.max_retries,
             event.timeout,
             event.dedupe_key,
-            self.now.from_local(event.available_at),
+            due,
             created,
         ]
         if self.send_notify:
@@ -174,69 +182,6 @@ class DatabaseEventBackend(StoreOperations, EventBackend):
 
     # consuming ------------------------------------------------------------------
 
-    def takeable_sql(self, lock: str = "") -> str:
-        """``id, available_at, lost`` of the channel's events a worker may take at a given
-        moment: pending and due by then, or running with a lease that lapsed by
-        then. Parameters: app name, channel, moment, limit, twice.
-
-        Each kind is one range of the claim index (``app_name, channel, status,
-        available_at``). Asked as one ``OR``, the database would read every row of
-        the channel, finished ones included, so claiming would slow down with the
-        history the table keeps."""
-        where = f"FROM {self.table} WHERE app_name = %s AND channel = %s AND "
-        return (
-            f"SELECT * FROM (SELECT id, available_at, 0 AS lost {where}"
-            "status = 'pending' AND available_at <= %s ORDER BY available_at "
-            f"LIMIT %s{lock}) AS due UNION ALL SELECT * FROM (SELECT id, "
-            f"available_at, 1 AS lost {where}status = 'running' AND "
-            f"lease_expires_at < %s ORDER BY available_at LIMIT %s{lock}) AS lapsed"
-        )
-
-    def claim_statements(
-        self, channel: str, limit: int, *, lease: float
-    ) -> list[tuple[str, list[Any]]]:
-        """The claim's SQL and parameters (see :meth:`takeable_sql`): rows of
-        ``_COLUMNS`` and whether the event's previous attempt was lost (its lease
-        lapsed). One statement on PostgreSQL; elsewhere (no ``UPDATE … FROM``
-        column in ``RETURNING``) the lapsed ones, then the due ones."""
-        now = self.now()
-        claim = (
-            f"UPDATE {self.table} SET status = 'running', attempts = attempts + 1, "
-            "dedupe_key = NULL, lease_expires_at = %s, claimed_by = %s "
-        )
-        claiming = [now + lease, self.app.node_id]
-        matching = [self.app.name, channel, now, limit]
-        if self.vendor == "postgresql":
-            lock = " FOR UPDATE SKIP LOCKED"
-            return [
-                (
-                    f"{claim}FROM (SELECT id, lost FROM ({self.takeable_sql(lock)}) "
-                    f"AS claimable ORDER BY available_at LIMIT %s) AS c WHERE "
-                    f"{self.table}.id = c.id RETURNING "
-                    + ", ".join(f"{self.table}.{c}" for c in _COLUMNS.split(", "))
-                    + ", c.lost",
-                    [*claiming, *matching, *matching, limit],
-                )
-            ]
-        where = "WHERE app_name = %s AND channel = %s AND status = %s AND "
-        return [
-            (
-                f"{claim}WHERE id IN (SELECT id FROM {self.table} {where}{due} %s "
-                f"ORDER BY available_at LIMIT %s) RETURNING {_COLUMNS}, {lost}",
-                [*claiming, self.app.name, channel, status, now, limit],
-            )
-            for status, due, lost in (
-                ("running", "lease_expires_at <", 1),
-                ("pending", "available_at <=", 0),
-            )
-        ]
-
-    def claim_statement(
-        self, channel: str, limit: int, *, lease: float
-    ) -> tuple[str, list[Any]]:
-        """The claim's first statement (see :meth:`claim_statements`)."""
-        return self.claim_statements(channel, limit, lease=lease)[0]
-
     def claim(self, channel: str, limit: int, *, lease: float) -> list[ClaimedEvent]:
         claimed: list[ClaimedEvent] = []
         for sql, params in self.claim_statements(channel, limit, lease=lease):
@@ -246,47 +191,46 @@ class DatabaseEventBackend(StoreOperations, EventBackend):
             claimed += [claimed_event(row) for row in self._execute(sql, params)]
         return claimed
 
-    def next_due_statement(self, channel: str) -> tuple[str, list[Any]]:
-        """When a pending event is due or a running one's lease lapses: two index
-        ranges (see :meth:`takeable_sql`), not one scan of the channel's history."""
-        where = f"FROM {self.table} WHERE app_name = %s AND channel = %s AND "
-        return (
-            f"SELECT (SELECT MIN(available_at) {where}status = 'pending'), "
-            f"(SELECT MIN(lease_expires_at) {where}status = 'running')",
-            [self.app.name, channel] * 2,
-        )
-
     def next_due(self, channel: str) -> float | None:
         rows = self._execute(*self.next_due_statement(channel))
         due = [x for x in rows[0] if x is not None] if rows else []
-        return min(due) if due else None
+        return time.time() + min(due) if due else None
 
     def _guard(self) -> str:
         return "WHERE id = %s AND status = 'running' AND attempts = %s"
 
     def renew(self, events: list[ClaimedEvent], *, lease: float) -> None:
         for event in events:
+            until_sql, until = self.clock.at(lease)
             self._execute(
-                f"UPDATE {self.table} SET lease_expires_at = %s {self._guard()}",
-                [self.now() + lease, event.id, event.attempt],
+                f"UPDATE {self.table} SET lease_expires_at = {until_sql} "
+                f"{self._guard()}",
+                [until, event.id, event.attempt],
             )
 
     def hold(self, event_id: str, attempt: int, *, lease: float) -> bool:
-        now, guard = self.now(), f"{self._guard()} AND lease_expires_at >= %s"
-        sql = f"UPDATE {self.table} SET lease_expires_at = %s {guard} RETURNING id"
-        return bool(self._execute(sql, [now + lease, event_id, attempt, now]))
+        # Lapsed or not, by the deciding clock (database_sql).
+        now_sql, now = self.clock.at()
+        until_sql, until = self.clock.at(lease)
+        guard = f"{self._guard()} AND lease_expires_at >= {now_sql}"
+        sql = (
+            f"UPDATE {self.table} SET lease_expires_at = {until_sql} {guard} "
+            "RETURNING id"
+        )
+        return bool(self._execute(sql, [until, event_id, attempt, now]))
 
     def complete(self, event: ClaimedEvent) -> None:
+        now_sql, now = self.clock.at()
         self._execute(
-            f"UPDATE {self.table} SET status = 'succeeded', finished_at = %s, "
+            f"UPDATE {self.table} SET status = 'succeeded', finished_at = {now_sql}, "
             f"lease_expires_at = NULL {self._guard()}",
-            [self.now(), event.id, event.attempt],
+            [now, event.id, event.attempt],
         )
 
     def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
-        when, error = self.now.from_local(available_at), error[:10_000]
+        (due_sql, when), error = self.clock.local(available_at), error[:10_000]
         self._execute(
-            f"UPDATE {self.table} SET status = 'pending', available_at = %s, "
+            f"UPDATE {self.table} SET status = 'pending', available_at = {due_sql}, "
             "failures = failures + 1, last_error = %s, lease_expires_at = NULL, "
             f"claimed_by = '' {self._guard()}",
             [when, error, event.id, event.attempt],
@@ -294,11 +238,12 @@ class DatabaseEventBackend(StoreOperations, EventBackend):
         self.wake(event.channel)
 
     def bury(self, event: ClaimedEvent, error: str) -> None:
+        now_sql, now = self.clock.at()
         self._execute(
-            f"UPDATE {self.table} SET status = 'dead', finished_at = %s, "
+            f"UPDATE {self.table} SET status = 'dead', finished_at = {now_sql}, "
             "failures = failures + 1, last_error = %s, lease_expires_at = NULL "
             f"{self._guard()}",
-            [self.now(), error[:10_000], event.id, event.attempt],
+            [now, error[:10_000], event.id, event.attempt],
         )
 
     def release(self, event: ClaimedEvent) -> None:

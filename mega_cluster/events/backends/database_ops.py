@@ -5,16 +5,19 @@ in :mod:`.database`)."""
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, transaction
-from django.db.models import Count, Min, Sum
+from django.db.models import Count, Sum
+from django.db.models.expressions import RawSQL
 
 from ...exceptions import EventNotFound
 from .base import STAT_KEYS, DeadLetter, EventInfo
+from .database_sql import SERVER_EPOCH
 
 if TYPE_CHECKING:
-    from .server_clock import ServerClock
+    from .database_sql import Clock
 
 #: Succeeded events deleted per statement by the retention prune.
 PRUNE_BATCH = 1000
@@ -48,8 +51,8 @@ class StoreOperations:
     alias: str
     vendor: str
     table: str
-    #: The database server's clock (seconds since the epoch).
-    now: ServerClock
+    #: Whose clock decides (the database server's on PostgreSQL).
+    clock: Clock
 
     def _objects(self) -> Any:
         raise NotImplementedError
@@ -92,14 +95,16 @@ class StoreOperations:
         pruners skip each other's rows on PostgreSQL; on SQLite writers take turns.
         """
         lock = " FOR UPDATE SKIP LOCKED" if self.vendor == "postgresql" else ""
+        cutoff_sql, cutoff = self.clock.at(-retention)
         total = 0
         while True:
             with transaction.atomic(using=self.alias):
                 gone = self._execute(
                     f"DELETE FROM {self.table} WHERE id IN (SELECT id FROM "
                     f"{self.table} WHERE app_name = %s AND status = 'succeeded' "
-                    f"AND finished_at < %s LIMIT %s{lock}) RETURNING channel, failures",
-                    [self.app.name, self.now() - retention, PRUNE_BATCH],
+                    f"AND finished_at < {cutoff_sql} LIMIT %s{lock}) RETURNING "
+                    "channel, failures",
+                    [self.app.name, cutoff, PRUNE_BATCH],
                 )
                 per_channel: dict[str, list[int]] = {}
                 for name, failures in gone:
@@ -147,10 +152,16 @@ class StoreOperations:
         ]
 
     def oldest_pending(self, channel: str) -> float | None:
-        due = self._objects().filter(
-            channel=channel, status="pending", available_at__lte=self.now()
+        # Its age by the deciding clock, as a time of this node's.
+        now_sql, now = self.clock.at()
+        rows = self._execute(
+            f"SELECT MIN(available_at) - {now_sql} FROM {self.table} WHERE "
+            "app_name = %s AND channel = %s AND status = 'pending' AND "
+            f"available_at <= {now_sql}",
+            [now, self.app.name, channel, now],
         )
-        return due.aggregate(oldest=Min("available_at"))["oldest"]
+        waited = rows[0][0] if rows else None
+        return None if waited is None else time.time() + waited
 
     def dead_letters(self, channel: str | None, limit: int) -> list[DeadLetter]:
         qs = self._objects().filter(status="dead")
@@ -174,7 +185,7 @@ class StoreOperations:
         updated = qs.update(
             status="pending",
             attempts=0,
-            available_at=self.now(),
+            available_at=RawSQL(SERVER_EPOCH, ()) if self.clock.server else time.time(),
             finished_at=None,
             claimed_by="",
         )

@@ -18,10 +18,12 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from django.db import connections
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from ..base import ClaimedEvent, NewEvent
-from ..database import DatabaseEventBackend, claimed_event
+from ..base import ClaimedEvent, NewEvent, claimed_event
+from ..database import DatabaseEventBackend
+from ..database_sql import SERVER_EPOCH
 from .protocol import EARLY, RESEND_BATCH
 from .rows import RowWriter
 
@@ -53,6 +55,8 @@ class CeleryStore(DatabaseEventBackend):
         "lean_row",
     )
     guarded: ClassVar[tuple[str, ...]] = store_calls
+    listening: ClassVar[bool] = False  # the broker delivers
+    parts: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, app: Any, options: Mapping[str, Any]) -> None:
         super().__init__(app, options)
@@ -69,9 +73,11 @@ class CeleryStore(DatabaseEventBackend):
         """Events of ``channel`` a message should have run long ago: pending and due
         for ``older_than`` seconds, or running with a lease that lapsed that long
         ago (the broker redelivers a dead worker's message well before)."""
-        matching = [self.app.name, channel, time.time() - older_than, RESEND_BATCH]
+        since_sql, since = self.clock.at(-older_than)
+        matching = [self.app.name, channel, since, RESEND_BATCH]
         rows = self._execute(
-            f"SELECT id FROM ({self.takeable_sql()}) AS overdue", matching * 2
+            f"SELECT id FROM ({self.takeable_sql(now=since_sql)}) AS overdue",
+            matching * 2,
         )
         return [row[0] for row in rows]
 
@@ -79,13 +85,16 @@ class CeleryStore(DatabaseEventBackend):
         # One statement, one parameter: the rows travel as one JSON array (adapting
         # eight parameters per row cost the writer more than the insert itself),
         # committed lazily by the FROM item (no BEGIN/SET/COMMIT round trips).
+        # A row's due time, of the publisher's clock, is written as the same
+        # distance from the server's now (database_sql).
         self._execute(
             f"INSERT INTO {self.table} ({_ROW_COLUMNS}) SELECT r->>0, %s, r->>1, "
             "r->>2, 'pending', 0, 0, (r->>3)::int, (r->>4)::float8, "
-            "(r->>5)::float8, NULL, '', '', to_timestamp((r->>6)::float8) "
+            f"(r->>5)::float8 - %s + {SERVER_EPOCH}, NULL, '', '', "
+            "to_timestamp((r->>6)::float8) "
             f"FROM json_array_elements(%s::json) AS r, {LAZY_COMMIT} "
             "ON CONFLICT (id) DO NOTHING",
-            [self.app.name, json.dumps(rows)],
+            [self.app.name, time.time(), json.dumps(rows)],
         )
 
     def forget(self, event_id: str) -> None:
@@ -107,8 +116,9 @@ class CeleryStore(DatabaseEventBackend):
     def rebury(self, event_id: str) -> None:
         """Undo :meth:`retry_dead` whose message could not be sent: a dead letter
         again (to be retried later) rather than pending with nothing to run it."""
+        now = RawSQL(SERVER_EPOCH, ()) if self.clock.server else time.time()
         self._objects().filter(id=event_id, status="pending", attempts=0).update(
-            status="dead", finished_at=time.time()
+            status="dead", finished_at=now
         )
 
     def lazy_insert(self, event: NewEvent) -> bool:
@@ -145,7 +155,9 @@ class CeleryStore(DatabaseEventBackend):
         by the broker: a worker took it and died (or gave it back), and a row it
         never had is created with that attempt counted.
         """
-        now = time.time()
+        now_sql, now = self.clock.at()
+        until_sql, until = self.clock.at(lease)
+        early_sql, early = self.clock.at(EARLY)
         lazy = self.lazy()
         was: tuple[str] | None = None
         if first is not None and not lazy and lost:
@@ -162,13 +174,14 @@ class CeleryStore(DatabaseEventBackend):
             rows = self._execute(
                 f"WITH old AS (SELECT status FROM {self.table} WHERE id = %s) "
                 f"INSERT INTO {self.table} AS e ({_ROW_COLUMNS}) "
-                "SELECT %s, %s, %s, %s, 'running', %s, 0, %s, %s, %s, %s, %s, '', %s "
+                "SELECT %s, %s, %s, %s, 'running', %s, 0, %s, %s, "
+                f"{now_sql}, {until_sql}, %s, '', %s "
                 f"FROM {LAZY_COMMIT} ON CONFLICT (id) DO UPDATE SET "
                 "status = 'running', attempts = e.attempts + 1, dedupe_key = NULL, "
                 "lease_expires_at = EXCLUDED.lease_expires_at, "
                 "claimed_by = EXCLUDED.claimed_by WHERE e.app_name = %s AND "
-                "((e.status = 'pending' AND e.available_at <= %s) OR "
-                "(e.status = 'running' AND e.lease_expires_at < %s)) "
+                f"((e.status = 'pending' AND e.available_at <= {early_sql}) OR "
+                f"(e.status = 'running' AND e.lease_expires_at < {now_sql})) "
                 "RETURNING e.id, e.channel, e.payload, e.attempts, e.max_retries, "
                 "e.timeout, COALESCE((SELECT status = 'running' FROM old), %s)",
                 [
@@ -181,13 +194,13 @@ class CeleryStore(DatabaseEventBackend):
                     max_retries,
                     timeout,
                     now,
-                    now + lease,
+                    until,
                     self.app.node_id,
                     connections[self.alias].ops.adapt_datetimefield_value(
                         timezone.now()
                     ),
                     self.app.name,
-                    now + EARLY,
+                    early,
                     now,
                     lost,
                 ],
@@ -201,39 +214,42 @@ class CeleryStore(DatabaseEventBackend):
             rows = self._execute(
                 f"WITH old AS (SELECT status FROM {self.table} WHERE id = %s) "
                 f"UPDATE {self.table} SET status = 'running', "
-                "attempts = attempts + 1, dedupe_key = NULL, lease_expires_at = %s, "
+                "attempts = attempts + 1, dedupe_key = NULL, "
+                f"lease_expires_at = {until_sql}, "
                 f"claimed_by = %s{from_lazy} WHERE id = %s AND app_name = %s AND "
-                f"(({self.table}.status = 'pending' AND available_at <= %s) OR "
-                f"({self.table}.status = 'running' AND lease_expires_at < %s)) "
+                f"(({self.table}.status = 'pending' AND available_at <= {early_sql}) "
+                f"OR ({self.table}.status = 'running' AND "
+                f"lease_expires_at < {now_sql})) "
                 "RETURNING id, channel, payload, attempts, max_retries, timeout, "
                 "(SELECT status = 'running' FROM old)",
                 [
                     event_id,
-                    now + lease,
+                    until,
                     self.app.node_id,
                     event_id,
                     self.app.name,
-                    now + EARLY,
+                    early,
                     now,
                 ],
             )
         if not rows:
-            row = (
-                self._objects()
-                .filter(id=event_id)
-                .values_list("status", "lease_expires_at", "available_at")
-                .first()
+            # Seconds until it is due or its lease lapses, by the deciding clock.
+            now_sql, now = self.clock.at()
+            found = self._execute(
+                f"SELECT status, lease_expires_at - {now_sql}, available_at - "
+                f"{now_sql} FROM {self.table} WHERE id = %s AND app_name = %s",
+                [now, now, event_id, self.app.name],
             )
-            if row is None:
+            if not found:
                 return None
-            status, lease_expires_at, available_at = row
-            if status == "pending" and available_at > now + EARLY:
+            status, lapses_in, due_in = found[0]
+            if status == "pending" and due_in > EARLY:
                 # Not due yet (a message that came early: handed back at a
                 # shutdown, or a duplicate): look again when it is.
-                return available_at - time.time()
-            if status != "running" or lease_expires_at is None:
+                return due_in
+            if status != "running" or lapses_in is None:
                 return None
-            return max(0.0, lease_expires_at - time.time())
+            return max(0.0, lapses_in)
         return claimed_event(rows[0], None if was is None else was[0] == "running")
 
     def _create_claimed(
@@ -268,7 +284,11 @@ class CeleryStore(DatabaseEventBackend):
         a lease (committed lazily: a lost one is a message redelivered anyway),
         ``pending`` for a retry at ``available_at`` or ``dead``, after a failed
         attempt. False (and nothing written) when the event has a row already."""
-        now = time.time()
+        now_sql, now = self.clock.at()
+        due_sql, due = (
+            (now_sql, now) if available_at is None else self.clock.local(available_at)
+        )
+        until_sql, until = self.clock.at(lease or 0.0)
         running = status == "running"
         connection = connections[self.alias]
         lazy = f" FROM {LAZY_COMMIT}" if running and self.lazy() else ""
@@ -276,7 +296,9 @@ class CeleryStore(DatabaseEventBackend):
         return bool(
             self._execute(
                 f"INSERT INTO {self.table} ({_ROW_COLUMNS}, finished_at) SELECT %s, "
-                f"%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s{lazy} "
+                f"%s, %s, %s, %s, %s, %s, %s, %s, {due_sql}, "
+                f"CASE WHEN %s THEN {until_sql} END, %s, %s, %s, "
+                f"CASE WHEN %s THEN {now_sql} END{lazy} "
                 "WHERE true ON CONFLICT (id) DO NOTHING RETURNING id",
                 [
                     event.id,
@@ -288,12 +310,14 @@ class CeleryStore(DatabaseEventBackend):
                     0 if running else 1,
                     event.max_retries,
                     event.timeout,
-                    now if available_at is None else available_at,
-                    now + lease if running and lease is not None else None,
+                    due,
+                    running and lease is not None,
+                    until,
                     self.app.node_id if running else "",
                     error[:10_000],
                     connection.ops.adapt_datetimefield_value(timezone.now()),
-                    now if status == "dead" else None,
+                    status == "dead",
+                    now,
                 ],
             )
         )
@@ -301,11 +325,12 @@ class CeleryStore(DatabaseEventBackend):
     def renew(self, events: list[ClaimedEvent], *, lease: float) -> None:
         lazy = f" FROM {LAZY_COMMIT}" if self.lazy() else ""
         for event in events:
+            until_sql, until = self.clock.at(lease)
             self._execute(
-                f"UPDATE {self.table} SET lease_expires_at = %s{lazy} "
+                f"UPDATE {self.table} SET lease_expires_at = {until_sql}{lazy} "
                 f"WHERE id = %s AND {self.table}.status = 'running' "
                 f"AND {self.table}.attempts = %s",
-                [time.time() + lease, event.id, event.attempt],
+                [until, event.id, event.attempt],
             )
 
     def complete(self, event: ClaimedEvent) -> None:
@@ -325,10 +350,11 @@ class CeleryStore(DatabaseEventBackend):
                 try:
                     self._execute(
                         f"UPDATE {self.table} AS e SET status = 'succeeded', "
-                        "finished_at = %s, lease_expires_at = NULL FROM (VALUES "
+                        f"finished_at = {SERVER_EPOCH}, lease_expires_at = NULL "
+                        "FROM (VALUES "
                         f"{values}) AS v (id, attempts) WHERE e.id = v.id AND "
                         "e.status = 'running' AND e.attempts = v.attempts",
-                        [time.time(), *(x for item in batch for x in item[:2])],
+                        [*(x for item in batch for x in item[:2])],
                     )
                     outcome: Any = True
                 except Exception as exc:
