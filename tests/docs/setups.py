@@ -333,6 +333,27 @@ assert get_inbox(node).stats() == {"event:payments": {"recorded": 1, "skipped": 
 node.stop()
 """,
     ),
+    "docs/schedules.md": PageSetup(
+        # The page's "digest" job, declared for the default app, which the
+        # operating sample's get_schedules() starts.
+        settings="""
+MEGA_CLUSTER["SCHEDULES"] = {
+    "JOBS": {
+        "digest": {
+            "FUNCTION": "reports.jobs.send_digest",
+            "CRON": "0 7 * * mon-fri",
+            "TIMEZONE": "Europe/Paris",
+            "MAX_RETRIES": 5,
+        },
+    },
+}
+""",
+        after="""
+paused = {s.job.name: s.paused for s in schedules.status()}
+assert paused["digest"] is True, paused
+assert len(schedules.runs("digest")) == 1  # the run_now
+""",
+    ),
     "docs/tasks.md": PageSetup(
         requires="django.tasks",
         settings=TASKS_SETTINGS,

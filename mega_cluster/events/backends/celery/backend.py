@@ -191,9 +191,9 @@ class CeleryEventBackend(EventBackend):
         ``BOOKKEEPING = "failures"``, the messages waiting in the broker queues
         (lean events, which have no row until they need one)."""
         self.store.rows.flush()
-        with self.book.reading() as local:
+        with self.book.reading() as local:  # no lean row written meanwhile
             result = self.store.stats(channel)
-        running = self.book.rowless()
+            running = self.book.rowless()
         for key, extra in (("succeeded", local), ("running", running)):
             for name, n in extra.items():
                 if n and channel in (None, name):

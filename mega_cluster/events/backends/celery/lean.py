@@ -56,8 +56,9 @@ class LeanBook:
         self._lock = threading.Lock()
         self._running: dict[str, LeanEntry] = {}
         self._succeeded: dict[str, int] = {}
-        #: Held across a tally flush and across the reads of ``stats()``, so a
-        #: count is seen either in memory or in the table, never both or neither.
+        #: Held across a tally flush, a lease renewal's row writes and the reads
+        #: of ``stats()``, so a success or a running event is seen either in
+        #: memory or in the table, never both or neither.
         self._tally_lock = threading.Lock()
         #: Channels whose tally row exists (a lean channel is known to ``stats()``).
         self._catalogued: set[str] = set()
@@ -101,15 +102,16 @@ class LeanBook:
         with self._lock:
             entries = list(self._running.values())
         renew = []
-        for entry in entries:
-            with entry.lock:
-                if entry.done:
-                    continue
-                if not entry.rowed:
-                    self.store.lean_row(entry.event, "running", lease=lease)
-                    entry.rowed = True
-                    continue
-            renew.append(entry.event)
+        with self._tally_lock:  # not while stats() reads: counted once
+            for entry in entries:
+                with entry.lock:
+                    if entry.done:
+                        continue
+                    if not entry.rowed:
+                        self.store.lean_row(entry.event, "running", lease=lease)
+                        entry.rowed = True
+                        continue
+                renew.append(entry.event)
         return renew
 
     # successes --------------------------------------------------------------------
