@@ -212,11 +212,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return messages
 
 
-@register(Tags.caches)
+@register(Tags.caches, deploy=True)
 def check_redis_clusters(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E015: a one-server Redis client (a ``CACHES`` entry, a Redis LOCKS or PUBSUB
     section without ``CLUSTER``) pointed at a Redis Cluster node. Asks each server
-    once (``INFO cluster``, 1 s timeout); a server that does not answer is skipped."""
+    once (``INFO cluster``, 1 s timeout); a server that does not answer is skipped.
+    A deployment check (``check --deploy``): a plain ``check``, as ``migrate`` and
+    ``runserver`` run it, opens no connection."""
     from .redis_client.checks import check_cluster_clients
 
     parsed = conf.parse(getattr(settings, conf.SETTING_NAME, None))

@@ -63,3 +63,12 @@ def test_a_redis_section_on_a_cluster_node_without_cluster_names_the_option(
     assert f'MEGA_CLUSTER["{section}"]["OPTIONS"]["CLUSTER"] = True' in error.hint
     options["CLUSTER"] = True
     assert _errors(mega=mega) == []
+
+
+def test_e015_is_a_deployment_check():
+    """E015 connects, so it runs with ``check --deploy`` only: a plain ``check`` (and
+    the checks of ``migrate`` and ``runserver``) opens no connection."""
+    from django.core.checks.registry import registry
+
+    assert check_redis_clusters not in registry.get_checks()
+    assert check_redis_clusters in registry.get_checks(include_deployment_checks=True)
