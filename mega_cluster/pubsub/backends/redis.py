@@ -124,6 +124,9 @@ class RedisPubSubBackend(PubSubBackend):
         self._direct: Any = None
         self._names: dict[bytes, str] = {}
         self._confirmed: dict[str, asyncio.Future[None]] = {}
+        #: SUNSUBSCRIBEs we sent whose reply has not come yet, per channel: that
+        #: reply is ours even when the channel was subscribed again meanwhile.
+        self._unsubscribing: dict[str, int] = {}
         self._last_seen = 0.0
         self.ping_interval = float(self.options.get("PING_INTERVAL", PING_INTERVAL))
         self.socket_timeout = float(self.options.get("SOCKET_TIMEOUT", SOCKET_TIMEOUT))
@@ -285,6 +288,8 @@ class RedisPubSubBackend(PubSubBackend):
             on_message(reply[1].decode(), reply[2])
         elif kind == subscribed and len(reply) == 3:
             self._confirm(reply[1].decode())
+        elif kind == redis_shards.UNSUBSCRIBED and self._ours(reply):
+            pass
         elif kind == redis_shards.UNSUBSCRIBED and redis_shards.server_unsubscribed(
             reply, self.channels, self._connect_channel
         ):
@@ -292,6 +297,20 @@ class RedisPubSubBackend(PubSubBackend):
             raise ConnectionError(
                 f"Redis Cluster moved the slot of {reply[1].decode()!r}"
             )
+
+    def _ours(self, reply: list[Any]) -> bool:
+        """Whether a ``sunsubscribe`` reply answers one of our SUNSUBSCRIBEs."""
+        name = (
+            reply[1].decode() if len(reply) > 1 and isinstance(reply[1], bytes) else ""
+        )
+        pending = self._unsubscribing.get(name, 0)
+        if pending <= 0:
+            return False
+        if pending == 1:
+            del self._unsubscribing[name]
+        else:
+            self._unsubscribing[name] = pending - 1
+        return True
 
     async def _get_messages(self, pubsub: Any, on_message: Any) -> None:
         while True:
@@ -317,6 +336,7 @@ class RedisPubSubBackend(PubSubBackend):
     async def _drop(self) -> None:
         pubsub, client, node = self._pubsub, self._client, self._node
         self._pubsub = self._client = self._node = None
+        self._unsubscribing = {}
         for waiter in self._confirmed.values():
             if not waiter.done():
                 waiter.cancel()
@@ -352,6 +372,8 @@ class RedisPubSubBackend(PubSubBackend):
         self.channels.discard(wire_channel)
         if self.connected and self._pubsub is not None:
             if self.cluster:
+                pending = self._unsubscribing.get(wire_channel, 0)
+                self._unsubscribing[wire_channel] = pending + 1
                 await self._pubsub.sunsubscribe(wire_channel)
             else:
                 await self._pubsub.unsubscribe(wire_channel)
