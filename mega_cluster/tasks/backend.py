@@ -1,9 +1,10 @@
 """``ClusterTaskBackend``: the ``django.tasks`` backend (Django 6.0+).
 
-Enqueueing writes the task's ``TaskRun`` row and its event in one transaction of
-the event queue's database: on the ``database`` transport the event is a row of
-the same transaction (one commit); elsewhere (``memory``, ``celery``) it is queued
-when the transaction commits. Either way, inside the caller's ``atomic()`` block
+Enqueueing writes the task's ``TaskRun`` row and its event on the event queue's
+database: on the ``database`` transport the event is a row written with it, in one
+statement on PostgreSQL (one round trip, one commit) and one transaction
+elsewhere; with the other transports (``memory``, ``celery``) the event is queued
+when the row's transaction commits. Either way, inside the caller's ``atomic()`` block
 the task is queued only once the block commits, never on rollback, and a worker
 always finds the row.
 """
@@ -32,7 +33,7 @@ from ..exceptions import ConfigurationError, InvalidName
 from .channels import queue_channel
 from .options import TaskOptions, parse_options
 from .results import to_result
-from .store import rows
+from .store import insert_statement, new_row, rows
 
 __all__ = ["ClusterTask", "ClusterTaskBackend"]
 
@@ -156,35 +157,39 @@ class ClusterTaskBackend(BaseTaskBackend):
         )
         events = queue.backend
         alias = events.transaction_alias()
+        row = new_row(
+            id=event.id,
+            app_name=queue.app.name,
+            backend=self.alias,
+            task_path=task.module_path,
+            queue_name=task.queue_name,
+            priority=task.priority,
+            run_after=task.run_after,
+            args=args,
+            kwargs=kwargs,
+            max_retries=event.max_retries,
+            enqueued_at=now,
+        )
+        result = to_result(row, task)
+        if isinstance(events, DatabaseEventBackend):
+            # The event is a row of the same database, written with the result
+            # row: one statement on PostgreSQL, one transaction elsewhere (a
+            # worker sees both or neither); inside the caller's atomic() both
+            # are part of its transaction.
+            events.enqueue_with(event, insert_statement(alias, row))
+            transaction.on_commit(
+                lambda: task_enqueued.send(type(self), task_result=result),
+                using=alias,
+            )
+            return result
         outermost = not connections[alias].in_atomic_block
         try:
             with transaction.atomic(using=alias):
-                row = rows(alias).create(
-                    id=event.id,
-                    app_name=queue.app.name,
-                    backend=self.alias,
-                    task_path=task.module_path,
-                    queue_name=task.queue_name,
-                    priority=task.priority,
-                    run_after=task.run_after,
-                    args=args,
-                    kwargs=kwargs,
-                    max_retries=event.max_retries,
-                    enqueued_at=now,
+                row.save(using=alias, force_insert=True)
+                # queued elsewhere: only once the row is committed
+                transaction.on_commit(
+                    lambda: self._queue(events, event, result), using=alias
                 )
-                result = to_result(row, task)
-                if isinstance(events, DatabaseEventBackend):
-                    # The event is a row of the same database: one transaction,
-                    # one commit (a worker sees both or neither).
-                    events.enqueue(event)
-                    transaction.on_commit(
-                        lambda: task_enqueued.send(type(self), task_result=result),
-                        using=alias,
-                    )
-                else:  # queued elsewhere: only once the row is committed
-                    transaction.on_commit(
-                        lambda: self._queue(events, event, result), using=alias
-                    )
         except BaseException:
             if outermost:  # committed, but its event was not queued: forget it
                 with contextlib.suppress(Exception):

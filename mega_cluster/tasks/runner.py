@@ -8,6 +8,9 @@ or the error (class path and traceback) as ``READY`` when the task has retries
 left or ``FAILED`` on its last attempt. A failure is raised on to the event
 queue, which retries with its backoff or dead-letters the event, so the row and
 the event agree.
+On the ``database`` queue on PostgreSQL the start is one statement with the
+event's lease check, and a success one statement that also completes the event
+(the handler returns ``SETTLED``: the queue writes nothing more).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from django.tasks import TaskContext, task_backends
 from django.tasks.signals import task_finished, task_started
 from django.utils.json import normalize_json
 
+from ..events.attempts import SETTLED
 from ..exceptions import EventQueueError
 from .results import load_task, to_result
 from .store import Fence, fail_lost
@@ -68,7 +72,7 @@ class TaskHandler:
             lease=self.queue.settings["LEASE"],
         )
 
-    def __call__(self, payload: Any, ctx: EventContext) -> None:
+    def __call__(self, payload: Any, ctx: EventContext) -> Any:
         fence = self.fence(ctx)
         row = fence.start(self.queue.app.node_id)
         if row is None:
@@ -105,8 +109,9 @@ class TaskHandler:
             if isinstance(exc, Exception):
                 raise
             raise TaskInterrupted(f"{type(exc).__name__}: {exc}") from exc
-        row = fence.finish("SUCCESSFUL", return_value=value)
+        row, settled = fence.succeed(value)
         task_finished.send(sender=sender, task_result=to_result(row, task))
+        return SETTLED if settled else None
 
     def on_spent(self, ctx: EventContext, error: str) -> None:
         """The event was dead-lettered without running: its lost attempts spent

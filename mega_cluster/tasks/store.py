@@ -12,11 +12,13 @@ writes nothing: :class:`LeaseLost`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
+from ..events.backends.database import DatabaseEventBackend
 from ..exceptions import EventQueueError
 
 if TYPE_CHECKING:
@@ -41,6 +43,79 @@ def rows(alias: str) -> Any:
     return _model().objects.using(alias)
 
 
+def new_row(**fields: Any) -> TaskRun:
+    """An unsaved row."""
+    return _model()(**fields)
+
+
+def _fields() -> list[Any]:
+    return list(_model().objects.none().query.get_meta().concrete_fields)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The table's SQL names as one database vendor quotes them (built once)."""
+
+    table: str
+    #: The columns, in field order (as ``INSERT`` lists them).
+    columns: str
+    #: Every column qualified by the table (as ``RETURNING`` lists them).
+    returning: str
+
+
+_shapes: dict[str, _Shape] = {}
+
+
+def _shape(alias: str) -> _Shape:
+    connection = connections[alias]
+    shape = _shapes.get(connection.vendor)
+    if shape is None:
+        quote = connection.ops.quote_name
+        table = quote(_model().objects.none().query.get_meta().db_table)
+        columns = [quote(f.column) for f in _fields()]
+        shape = _shapes[connection.vendor] = _Shape(
+            table=table,
+            columns=", ".join(columns),
+            returning=", ".join(f"{table}.{c}" for c in columns),
+        )
+    return shape
+
+
+def _table(alias: str) -> str:
+    return _shape(alias).table
+
+
+def insert_statement(alias: str, row: TaskRun) -> tuple[str, list[Any]]:
+    """The ``INSERT`` of a new (unsaved) row, and its parameters: what
+    ``row.save()`` would send, as one statement to compose with the event's
+    (:meth:`DatabaseEventBackend.enqueue_with`)."""
+    connection = connections[alias]
+    fields = _fields()
+    shape = _shape(alias)
+    marks = ", ".join(["%s"] * len(fields))
+    params = [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
+    return f"INSERT INTO {shape.table} ({shape.columns}) VALUES ({marks})", params
+
+
+def _from_db(alias: str, values: tuple[Any, ...]) -> TaskRun:
+    """A row from a statement's ``RETURNING`` of every column (in field order)."""
+    connection = connections[alias]
+    fields = _fields()
+    loaded = []
+    for f, value in zip(fields, values, strict=True):
+        for convert in f.get_db_converters(connection):
+            value = convert(value, f, connection)
+        loaded.append(value)
+    return _model().from_db(alias, [f.attname for f in fields], loaded)
+
+
+def one_statement(events: EventBackend) -> bool:
+    """Whether an attempt's writes are single statements composed with the
+    event's (a data-modifying ``WITH`` on PostgreSQL, the event a row of the same
+    database): one round trip and one commit each, instead of a transaction."""
+    return isinstance(events, DatabaseEventBackend) and events.vendor == "postgresql"
+
+
 @dataclass(frozen=True)
 class Fence:
     """One attempt's claim on its result row: the event backend that leases the
@@ -59,12 +134,23 @@ class Fence:
             return None
         return rows(self.alias).select_for_update().filter(id=self.id).first()
 
+    @cached_property
+    def fused(self) -> DatabaseEventBackend | None:
+        """The event backend when the writes are single statements
+        (:func:`one_statement`)."""
+        return self.events if one_statement(self.events) else None  # type: ignore[return-value]
+
+    def _returning(self) -> str:
+        return _shape(self.alias).returning
+
     def start(self, worker_id: str) -> TaskRun | None:
         """Take the row for this attempt (``RUNNING``, this worker appended);
         None when the attempt must not run the task: it lost its event, the row is
         gone, the task already succeeded, or a final failure was recorded by an
         earlier attempt (a dead letter retried from the admin starts again at
         attempt 1 and runs)."""
+        if self.fused is not None:
+            return self._start_fused(self.fused, worker_id)
         with transaction.atomic(using=self.alias):
             row = self._locked()
             if row is None or row.status == "SUCCESSFUL":
@@ -90,6 +176,30 @@ class Fence:
             )
             return row
 
+    def _start_fused(
+        self, events: DatabaseEventBackend, worker_id: str
+    ) -> TaskRun | None:
+        # One statement: the event's hold (its lease extended), then the row's
+        # start, only for a held event (the UPDATE locks the row).
+        held, held_params = events.hold_statement(
+            self.id, self.attempt, lease=self.lease
+        )
+        table = _table(self.alias)
+        now = timezone.now()
+        sql = (
+            f"WITH held AS ({held}) UPDATE {table} SET status = 'RUNNING', "
+            "attempt = %s, started_at = COALESCE(started_at, %s), "
+            "last_attempted_at = %s, finished_at = NULL, "
+            "worker_ids = worker_ids || jsonb_build_array(%s::text) FROM held "
+            f"WHERE {table}.id = held.id AND {table}.status <> 'SUCCESSFUL' AND "
+            f"NOT ({table}.status = 'FAILED' AND {table}.attempt < %s) "
+            f"RETURNING {self._returning()}"
+        )
+        found = events.run_statement(
+            sql, [*held_params, self.attempt, now, now, worker_id, self.attempt]
+        )
+        return _from_db(self.alias, found[0]) if found else None
+
     def finish(
         self,
         status: str,
@@ -103,10 +213,7 @@ class Fence:
         with transaction.atomic(using=self.alias):
             row = self._locked()
             if row is None or row.attempt != self.attempt or row.status != "RUNNING":
-                raise LeaseLost(
-                    f"task {self.id}: attempt {self.attempt} lost its lease; its "
-                    "result was not written (another attempt runs the task)."
-                )
+                raise self._lost()
             row.status = status
             if status == "SUCCESSFUL":
                 row.return_value = return_value
@@ -116,6 +223,51 @@ class Fence:
                 row.finished_at = timezone.now()
             row.save(update_fields=["status", "return_value", "errors", "finished_at"])
             return row
+
+    def _lost(self) -> LeaseLost:
+        return LeaseLost(
+            f"task {self.id}: attempt {self.attempt} lost its lease; its "
+            "result was not written (another attempt runs the task)."
+        )
+
+    def succeed(self, return_value: Any) -> tuple[TaskRun, bool]:
+        """Record this attempt's success (as :meth:`finish`); with single
+        statements (:func:`one_statement`) the event's success is written in the
+        same statement, and the second value is True: the event queue has nothing
+        left to write. Raises :class:`LeaseLost` (nothing written) when the
+        attempt lost its event."""
+        events = self.fused
+        if events is None:
+            return self.finish("SUCCESSFUL", return_value=return_value), False
+        held, held_params = events.hold_statement(self.id, self.attempt, lease=None)
+        complete, complete_params = events.complete_statement(self.id, self.attempt)
+        table = _table(self.alias)
+        field = next(f for f in _fields() if f.name == "return_value")
+        connection = connections[self.alias]
+        # The event row locked first (held), the result written only for a held
+        # event and this attempt's running row, the event completed only when
+        # the result was written: all or nothing, one commit.
+        sql = (
+            f"WITH held AS ({held}), done AS (UPDATE {table} SET "
+            "status = 'SUCCESSFUL', return_value = %s, finished_at = %s FROM held "
+            f"WHERE {table}.id = held.id AND {table}.attempt = %s AND "
+            f"{table}.status = 'RUNNING' RETURNING {self._returning()}), "
+            f"settled AS ({complete} AND EXISTS (SELECT 1 FROM done) RETURNING 1) "
+            "SELECT * FROM done"
+        )
+        found = events.run_statement(
+            sql,
+            [
+                *held_params,
+                field.get_db_prep_save(return_value, connection),
+                timezone.now(),
+                self.attempt,
+                *complete_params,
+            ],
+        )
+        if not found:
+            raise self._lost()
+        return _from_db(self.alias, found[0]), True
 
 
 def fail_lost(alias: str, task_id: str, error: dict[str, str]) -> TaskRun | None:

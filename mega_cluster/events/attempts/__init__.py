@@ -8,6 +8,7 @@ queue → consumer → attempts → handler.
 """
 
 from .record import (
+    SETTLED,
     STORE_DOWN,
     STORE_RETRY_CAP,
     Attempt,
@@ -29,6 +30,7 @@ from .record import (
 from .runner import HandlerRunner, call_sync
 
 __all__ = [
+    "SETTLED",
     "STORE_DOWN",
     "STORE_RETRY_CAP",
     "Attempt",

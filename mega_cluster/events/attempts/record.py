@@ -191,13 +191,21 @@ class RetryingStore:
         self._write(event.id, event.channel, self._store.bury, event, error)
 
 
+#: What a handler returns when it wrote its event's success itself, in the
+#: statement that wrote its own result (``mega_cluster.tasks`` on the database
+#: queue): the consumer has nothing left to write for a success.
+SETTLED: Any = object()
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How an attempt ended: ``error`` is None on success; ``exc_info`` is what the
-    handler raised (its traceback is stored with the event)."""
+    handler raised (its traceback is stored with the event); ``settled``: the
+    handler recorded the success itself (it returned :data:`SETTLED`)."""
 
     error: str | None = None
     exc_info: BaseException | None = None
+    settled: bool = False
 
 
 def _nothing() -> None:
@@ -293,7 +301,8 @@ def finish_attempt(
     metrics.inc("event_attempts", app=app_name, channel=event.channel)
     error, exc_info = outcome.error, outcome.exc_info
     if error is None:
-        store.complete(event)
+        if not outcome.settled:
+            store.complete(event)
         logger.debug(
             "event %s on channel %s succeeded", event.id, event.channel, extra=extra
         )

@@ -28,7 +28,7 @@ from django.db import close_old_connections
 from ... import node
 from ..context import EventContext
 from ..pool import ThreadPool
-from .record import Attempt, Outcome
+from .record import SETTLED, Attempt, Outcome
 
 
 def call_sync(fn: Callable[..., Any], payload: Any, ctx: EventContext) -> Any:
@@ -155,9 +155,9 @@ class HandlerRunner:
         if attempt.timeout is not None:
             deadline = _Deadline(attempt)
             self._arm(deadline, attempt.timeout)
-        outcome = Outcome()
         try:
-            call_sync(attempt.sub.process, attempt.decoded(), attempt.ctx)
+            returned = call_sync(attempt.sub.process, attempt.decoded(), attempt.ctx)
+            outcome = Outcome(settled=returned is SETTLED)
         except Exception as exc:
             outcome = _failure(exc)
         if deadline is not None and self._disarm(deadline):
@@ -200,14 +200,14 @@ class HandlerRunner:
                 # The event stays this attempt's until the coroutine really ended.
                 await asyncio.wait({task})
                 return Outcome(f"timed out after {attempt.timeout:g}s")
-            task.result()
+            returned = task.result()
         except asyncio.CancelledError:
             ctx.cancelled.set()
             task.cancel()
             raise
         except Exception as exc:
             return _failure(exc)
-        return Outcome()
+        return Outcome(settled=returned is SETTLED)
 
 
 def _run_forever(loop: asyncio.AbstractEventLoop) -> None:

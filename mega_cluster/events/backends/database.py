@@ -55,6 +55,8 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
     #: they fail at once, and the consumer keeps trying at its own pace.
     store_calls: ClassVar[tuple[str, ...]] = (
         *EventBackend.guarded,
+        "enqueue_with",
+        "run_statement",
         "claim",
         "next_due",
         "renew",
@@ -127,7 +129,8 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
 
     # publishing -------------------------------------------------------------------
 
-    def enqueue(self, event: NewEvent) -> str:
+    def insert_statement(self, event: NewEvent) -> tuple[str, list[Any]]:
+        """The ``INSERT`` that stores ``event``, and its parameters."""
         connection = connections[self.alias]
         created = connection.ops.adapt_datetimefield_value(timezone.now())
         due_sql, due = self.clock.local(event.available_at)
@@ -148,16 +151,37 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
             due,
             created,
         ]
+        return insert, params
+
+    def _notifying(
+        self, event: NewEvent, before: tuple[str, list[Any]] | None = None
+    ) -> tuple[str, list[Any]]:
+        """One statement: ``before`` (a write of the caller's), the insert, and
+        on PostgreSQL the ``NOTIFY`` (sent when the transaction commits)."""
+        sql, params = self.insert_statement(event)
+        if not self.send_notify and before is None:
+            return sql, params
+        ctes, all_params = [], []
+        if before is not None:
+            ctes.append(f"pre AS ({before[0]})")
+            all_params += before[1]
+        ctes.append(f"ins AS ({sql} RETURNING id)")
+        all_params += params
         if self.send_notify:
-            insert = (
-                f"WITH ins AS ({insert} RETURNING id) SELECT pg_notify(%s, %s) FROM ins"
-            )
-            params += [self.pg_channel, event.channel]
-        in_block = connection.in_atomic_block
+            tail = "SELECT pg_notify(%s, %s) FROM ins"
+            all_params += [self.pg_channel, event.channel]
+        else:
+            tail = "SELECT id FROM ins"
+        return f"WITH {', '.join(ctes)} {tail}", all_params
+
+    def enqueue(self, event: NewEvent) -> str:
+        insert, params = self._notifying(event)
+        connection = connections[self.alias]
+        # In the caller's transaction a duplicate key must not abort it
+        # (PostgreSQL): a savepoint, needed only when a dedupe key can collide.
+        savepoint = connection.in_atomic_block and event.dedupe_key is not None
         try:
-            # in the caller's transaction, a savepoint: a duplicate key must not
-            # abort it (PostgreSQL)
-            with transaction.atomic(using=self.alias) if in_block else nullcontext():
+            with transaction.atomic(using=self.alias) if savepoint else nullcontext():
                 self._execute(insert, params)
         except IntegrityError:
             if event.dedupe_key is None:
@@ -172,6 +196,22 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
                 return self.enqueue(event)
             return existing
         # visible to local consumers once committed
+        transaction.on_commit(lambda: self.wake(event.channel), using=self.alias)
+        return event.id
+
+    def enqueue_with(self, event: NewEvent, before: tuple[str, list[Any]]) -> str:
+        """Store ``event`` (no dedupe key) together with ``before``, a write of the
+        caller's on this backend's database (SQL and parameters): one statement on
+        PostgreSQL (one round trip, autocommitted outside ``atomic()``), one
+        transaction elsewhere. Both are stored or neither."""
+        if event.dedupe_key is not None:
+            raise ValueError("enqueue_with() takes events without a dedupe key.")
+        if self.vendor == "postgresql":
+            self._execute(*self._notifying(event, before))
+        else:  # no data-modifying WITH: one transaction
+            with transaction.atomic(using=self.alias):
+                self._execute(*before)
+                self._execute(*self._notifying(event))
         transaction.on_commit(lambda: self.wake(event.channel), using=self.alias)
         return event.id
 
@@ -208,24 +248,50 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
                 [until, event.id, event.attempt],
             )
 
-    def hold(self, event_id: str, attempt: int, *, lease: float) -> bool:
+    def hold_statement(
+        self, event_id: str, attempt: int, *, lease: float | None
+    ) -> tuple[str, list[Any]]:
+        """The statement of :meth:`hold` (``RETURNING id`` when the attempt holds
+        the event; its lease extended by ``lease`` seconds), or with ``lease``
+        None a ``SELECT id … FOR UPDATE`` of the held event (the row locked until
+        the transaction ends, the lease left as it is)."""
         # Lapsed or not, by the deciding clock (database_sql).
         now_sql, now = self.clock.at()
-        until_sql, until = self.clock.at(lease)
         guard = f"{self._guard()} AND lease_expires_at >= {now_sql}"
-        sql = (
+        if lease is None:
+            return (
+                f"SELECT id FROM {self.table} {guard} FOR UPDATE",
+                [event_id, attempt, now],
+            )
+        until_sql, until = self.clock.at(lease)
+        return (
             f"UPDATE {self.table} SET lease_expires_at = {until_sql} {guard} "
-            "RETURNING id"
+            "RETURNING id",
+            [until, event_id, attempt, now],
         )
-        return bool(self._execute(sql, [until, event_id, attempt, now]))
 
-    def complete(self, event: ClaimedEvent) -> None:
+    def hold(self, event_id: str, attempt: int, *, lease: float) -> bool:
+        return bool(self._execute(*self.hold_statement(event_id, attempt, lease=lease)))
+
+    def complete_statement(self, event_id: str, attempt: int) -> tuple[str, list[Any]]:
+        """The statement of :meth:`complete` (it ends with its ``WHERE`` clause:
+        a caller may add ``AND`` conditions)."""
         now_sql, now = self.clock.at()
-        self._execute(
+        return (
             f"UPDATE {self.table} SET status = 'succeeded', finished_at = {now_sql}, "
             f"lease_expires_at = NULL {self._guard()}",
-            [now, event.id, event.attempt],
+            [now, event_id, attempt],
         )
+
+    def complete(self, event: ClaimedEvent) -> None:
+        self._execute(*self.complete_statement(event.id, event.attempt))
+
+    def run_statement(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """Run one statement a part built on this queue composed with the
+        statements above (``mega_cluster.tasks``: a result row's write fenced by
+        the event's lease); an outage counts as the store's, as for every call
+        here. Its rows."""
+        return self._execute(sql, params)
 
     def retry(self, event: ClaimedEvent, error: str, *, available_at: float) -> None:
         (due_sql, when), error = self.clock.local(available_at), error[:10_000]

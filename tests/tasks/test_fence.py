@@ -1,0 +1,129 @@
+"""The fenced writes of an attempt (mega_cluster.tasks.store.Fence) on the
+database transport, on SQLite (a transaction each) and PostgreSQL (one statement
+each, composed with the event's): the start and the success are written only for
+the attempt that holds its event, and a success is all or nothing — the result
+row and the event's completion together, or neither."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.db import connections
+from django.test import override_settings
+
+from mega_cluster.events import EventContext
+from mega_cluster.models import QueuedEvent, TaskRun
+from mega_cluster.registry import ClusterApp, registry
+from mega_cluster.tasks.store import Fence, LeaseLost, one_statement
+from mega_cluster.testing import cluster_settings
+from tests.events.conftest import ON_POSTGRES
+
+from . import jobs
+from .conftest import tasks_setting
+
+DATABASES = [
+    pytest.param("default", id="sqlite", marks=pytest.mark.django_db(transaction=True)),
+    pytest.param("postgres", id="postgresql", marks=ON_POSTGRES),
+]
+
+
+@pytest.fixture(params=DATABASES)
+def app(request: pytest.FixtureRequest, unique_name: str) -> Iterator[ClusterApp]:
+    """A started app on the database queue that does not consume: the test plays
+    the worker."""
+    queue = {
+        "BACKEND": "database",
+        "LEASE": 30.0,
+        "OPTIONS": {"DATABASE": request.param},
+    }
+    with (
+        cluster_settings({"APP_NAME": unique_name, "EVENT_QUEUE": queue}),
+        override_settings(TASKS=tasks_setting()),
+    ):
+        app = registry.get()
+        app.event_queue.consume = False
+        app.start()
+        try:
+            yield app
+        finally:
+            app.stop()
+
+
+def _claimed(app: ClusterApp) -> Fence:
+    """Enqueue a task, claim its event as a worker does: the attempt's fence."""
+    result = jobs.calculate_meaning_of_life.enqueue()
+    events = app.event_queue.backend
+    (claimed,) = events.claim("tasks.default", 1, lease=30.0)
+    assert claimed.id == result.id
+    ctx = EventContext(id=claimed.id, channel=claimed.channel, attempt=claimed.attempt)
+    return Fence(
+        events=events,
+        alias=events.transaction_alias(),
+        id=ctx.id,
+        attempt=ctx.attempt,
+        lease=30.0,
+    )
+
+
+def _event(fence: Fence) -> QueuedEvent:
+    return QueuedEvent.objects.using(fence.alias).get(id=fence.id)
+
+
+def _row(fence: Fence) -> TaskRun:
+    return TaskRun.objects.using(fence.alias).get(id=fence.id)
+
+
+def test_start_and_success(app: ClusterApp):
+    fence = _claimed(app)
+    started = fence.start("node-a")
+    assert started is not None
+    assert (started.status, started.attempt, started.worker_ids) == (
+        "RUNNING",
+        1,
+        ["node-a"],
+    )
+    assert started.started_at is not None and started.args == []
+    assert _row(fence).status == "RUNNING"
+    row, settled = fence.succeed({"answer": [4, 2]})
+    assert row.status == "SUCCESSFUL" and row.return_value == {"answer": [4, 2]}
+    assert row.finished_at is not None
+    assert _row(fence).return_value == {"answer": [4, 2]}
+    # On PostgreSQL the event is completed by the same statement; elsewhere the
+    # event queue completes it after the handler returned.
+    assert settled is one_statement(fence.events)
+    assert settled is (connections[fence.alias].vendor == "postgresql")
+    assert _event(fence).status == ("succeeded" if settled else "running")
+
+
+def test_success_of_an_attempt_that_lost_its_row_writes_nothing(app: ClusterApp):
+    """Another attempt took the row (its number moved on): the success is refused
+    and the event stays running — not completed without its result."""
+    fence = _claimed(app)
+    assert fence.start("node-a") is not None
+    TaskRun.objects.using(fence.alias).filter(id=fence.id).update(attempt=2)
+    with pytest.raises(LeaseLost):
+        fence.succeed(7)
+    assert _row(fence).status == "RUNNING" and _row(fence).return_value is None
+    assert _event(fence).status == "running"
+
+
+def test_lapsed_lease_refuses_start_and_success(app: ClusterApp):
+    fence = _claimed(app)
+    assert fence.start("node-a") is not None
+    QueuedEvent.objects.using(fence.alias).filter(id=fence.id).update(
+        lease_expires_at=0.0
+    )
+    with pytest.raises(LeaseLost):
+        fence.succeed(7)
+    assert _row(fence).status == "RUNNING"
+    assert _event(fence).status == "running"
+    assert fence.start("node-b") is None  # nor can it start again
+    assert _row(fence).worker_ids == ["node-a"]
+
+
+def test_start_of_a_finished_task_runs_nothing(app: ClusterApp):
+    fence = _claimed(app)
+    TaskRun.objects.using(fence.alias).filter(id=fence.id).update(status="SUCCESSFUL")
+    assert fence.start("node-a") is None
+    assert _row(fence).worker_ids == []
