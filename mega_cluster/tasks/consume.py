@@ -68,6 +68,7 @@ def subscribe_tasks(queue: EventQueue) -> None:
         for channel in backend.channels():
             if channel in subscribed:
                 continue
+            handler.hook(channel)
             queue.subscribe(
                 channel,
                 process=handler,

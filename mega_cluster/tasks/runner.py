@@ -26,10 +26,11 @@ from django.utils.json import normalize_json
 from ..events.attempts import SETTLED
 from ..exceptions import EventQueueError
 from .results import load_task, to_result
-from .store import Fence, fail_lost
+from .store import NOT_STARTED, Fence, StartOnClaim, fail_lost, one_statement
 
 if TYPE_CHECKING:
     from ..events import EventContext, EventQueue
+    from ..events.backends.database import DatabaseEventBackend
 
 logger = logging.getLogger("mega_cluster.tasks")
 
@@ -58,6 +59,18 @@ class TaskHandler:
     def __init__(self, alias: str, queue: EventQueue) -> None:
         self.alias = alias
         self.queue = queue
+        events = queue.backend
+        #: Starts the rows in the claims (PostgreSQL database queue), else None.
+        self.starts: StartOnClaim | None = None
+        self._claims: DatabaseEventBackend | None = None
+        if one_statement(events) and events.takes_claim_hooks():
+            self.starts = StartOnClaim(events.transaction_alias(), queue.app.node_id)
+            self._claims = events
+
+    def hook(self, channel: str) -> None:
+        """Start the rows of ``channel``'s tasks in its claims (when it can)."""
+        if self._claims is not None and self.starts is not None:
+            self._claims.add_claim_hook(channel, self.starts)
 
     def __repr__(self) -> str:
         return f"<TaskHandler backend={self.alias!r} app={self.queue.app.name!r}>"
@@ -74,7 +87,11 @@ class TaskHandler:
 
     def __call__(self, payload: Any, ctx: EventContext) -> Any:
         fence = self.fence(ctx)
-        row = fence.start(self.queue.app.node_id)
+        row = NOT_STARTED
+        if self.starts is not None:
+            row = self.starts.take(ctx.id, ctx.attempt)
+        if row is NOT_STARTED:
+            row = fence.start(self.queue.app.node_id)
         if row is None:
             logger.info(
                 "task %s: attempt %d has nothing to run (finished, gone, or its "
@@ -116,6 +133,8 @@ class TaskHandler:
     def on_spent(self, ctx: EventContext, error: str) -> None:
         """The event was dead-lettered without running: its lost attempts spent
         the budget. The row gets its final failure (unless it is final already)."""
+        if self.starts is not None:
+            self.starts.take(ctx.id, ctx.attempt)  # its claim may have started it
         row = fail_lost(
             self.queue.backend.transaction_alias(),
             ctx.id,

@@ -11,9 +11,11 @@ writes nothing: :class:`LeaseLost`.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from django.db import connections, transaction
 from django.utils import timezone
@@ -109,11 +111,66 @@ def _from_db(alias: str, values: tuple[Any, ...]) -> TaskRun:
     return _model().from_db(alias, [f.attname for f in fields], loaded)
 
 
-def one_statement(events: EventBackend) -> bool:
+def one_statement(events: EventBackend) -> TypeGuard[DatabaseEventBackend]:
     """Whether an attempt's writes are single statements composed with the
     event's (a data-modifying ``WITH`` on PostgreSQL, the event a row of the same
     database): one round trip and one commit each, instead of a transaction."""
     return isinstance(events, DatabaseEventBackend) and events.vendor == "postgresql"
+
+
+#: :meth:`StartOnClaim.take` found no row started by the claim.
+NOT_STARTED: Any = object()
+#: Rows started by claims and not yet taken, kept at most (a claimed event that
+#: never runs, e.g. handed back at shutdown, leaves its row here).
+STARTED_KEPT = 10_000
+
+
+class StartOnClaim:
+    """The claim hook of a task channel (``DatabaseEventBackend.add_claim_hook``,
+    PostgreSQL): the claimed tasks' rows start — ``RUNNING``, this attempt's
+    number, this worker appended — in the claim's own statement, so an attempt's
+    start costs no statement; the handler takes its row from here. The start is
+    what :meth:`Fence.start` writes: a task that succeeded, or whose final failure
+    an earlier attempt recorded, does not start (None)."""
+
+    def __init__(self, alias: str, worker_id: str) -> None:
+        self.alias = alias
+        self.worker_id = worker_id
+        self._rows: OrderedDict[tuple[str, int], tuple[Any, ...] | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def sql(self, claimed: str) -> tuple[str, list[Any]]:
+        table = _table(self.alias)
+        now = timezone.now()
+        return (
+            f"UPDATE {table} SET status = 'RUNNING', attempt = {claimed}.attempts, "
+            # Not before its enqueue: the statement was built before that commit.
+            f"started_at = COALESCE({table}.started_at, GREATEST(%s, "
+            f"{table}.enqueued_at)), last_attempted_at = GREATEST(%s, "
+            f"{table}.enqueued_at), "
+            f"finished_at = NULL, worker_ids = {table}.worker_ids || "
+            f"jsonb_build_array(%s::text) FROM {claimed} WHERE {table}.id = "
+            f"{claimed}.id AND {table}.status <> 'SUCCESSFUL' AND NOT "
+            f"({table}.status = 'FAILED' AND {table}.attempt < {claimed}.attempts) "
+            f"RETURNING {_shape(self.alias).returning}",
+            [now, now, self.worker_id],
+        )
+
+    def claimed(self, rows: list[tuple[str, int, tuple[Any, ...] | None]]) -> None:
+        with self._lock:
+            for event_id, attempt, values in rows:
+                self._rows[(event_id, attempt)] = values
+            while len(self._rows) > STARTED_KEPT:
+                self._rows.popitem(last=False)
+
+    def take(self, event_id: str, attempt: int) -> TaskRun | None:
+        """The row the claim of this attempt started (None: not to run), or
+        :data:`NOT_STARTED` when no claim here started it."""
+        with self._lock:
+            values = self._rows.pop((event_id, attempt), NOT_STARTED)
+        if values is NOT_STARTED or values is None:
+            return values
+        return _from_db(self.alias, values)
 
 
 @dataclass(frozen=True)
@@ -138,7 +195,7 @@ class Fence:
     def fused(self) -> DatabaseEventBackend | None:
         """The event backend when the writes are single statements
         (:func:`one_statement`)."""
-        return self.events if one_statement(self.events) else None  # type: ignore[return-value]
+        return self.events if one_statement(self.events) else None
 
     def _returning(self) -> str:
         return _shape(self.alias).returning

@@ -28,7 +28,7 @@ from django.utils import timezone
 from ...db_outage import translate
 from .base import ClaimedEvent, EventBackend, NewEvent, claimed_event
 from .database_ops import StoreOperations, table
-from .database_sql import ClaimStatements, Clock
+from .database_sql import COLUMNS, ClaimHook, ClaimStatements, Clock
 from .listen import Listener
 
 __all__ = ["DatabaseEventBackend", "claimed_event"]
@@ -92,6 +92,7 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
         #: NOTIFY on publish (off for the Celery backend, whose broker delivers).
         self.send_notify = self.vendor == "postgresql"
         self._listener = Listener(self.options, self.alias, self.pg_channel, self.wake)
+        self._claim_hooks: dict[str, ClaimHook] = {}
         if self._listener.pooled:  # it would hear nothing there: poll
             self.notifies = False  # type: ignore[misc]
 
@@ -110,6 +111,10 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
 
     def transaction_alias(self) -> str:
         return self.alias
+
+    def takes_claim_hooks(self) -> bool:
+        """Whether :meth:`add_claim_hook` hooks run (one statement: PostgreSQL)."""
+        return self.vendor == "postgresql"
 
     def _objects(self):
         return _model().objects.using(self.alias).filter(app_name=self.app.name)
@@ -222,7 +227,26 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
 
     # consuming ------------------------------------------------------------------
 
+    def add_claim_hook(self, channel: str, hook: ClaimHook) -> None:
+        """Make ``hook``'s write part of every claim of ``channel`` (PostgreSQL
+        only: elsewhere a hook is never called, see :meth:`takes_claim_hooks`)."""
+        self._claim_hooks[channel] = hook
+
     def claim(self, channel: str, limit: int, *, lease: float) -> list[ClaimedEvent]:
+        hook = self._claim_hooks.get(channel)
+        if hook is not None and self.takes_claim_hooks():
+            rows = self._execute(
+                *self.hooked_claim_statement(channel, limit, lease=lease, hook=hook)
+            )
+            width = len(COLUMNS.split(", ")) + 1
+            events = [claimed_event(row[:width]) for row in rows]
+            hook.claimed(
+                [
+                    (e.id, e.attempt, row[width:] if row[width] is not None else None)
+                    for e, row in zip(events, rows, strict=True)
+                ]
+            )
+            return events
         claimed: list[ClaimedEvent] = []
         for sql, params in self.claim_statements(channel, limit, lease=lease):
             if len(claimed) >= limit:

@@ -12,12 +12,29 @@ runs on the machine of every node that uses it: there, that machine's clock.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 COLUMNS = "id, channel, payload, attempts, max_retries, timeout"
 
 #: The database server's now as a Unix timestamp (PostgreSQL).
 SERVER_EPOCH = "EXTRACT(EPOCH FROM STATEMENT_TIMESTAMP())::float8"
+
+
+class ClaimHook(Protocol):
+    """A write made in the statement that claims a channel's events (PostgreSQL):
+    ``mega_cluster.tasks`` starts the claimed tasks' result rows there, so an
+    attempt's start costs no statement of its own."""
+
+    def sql(self, claimed: str) -> tuple[str, list[Any]]:
+        """A data-modifying statement over ``claimed``, the claimed events (columns
+        ``COLUMNS`` and ``lost``; ``attempts`` is the attempt's number), whose
+        ``RETURNING`` starts with ``id`` (an event's id), and its parameters."""
+        ...
+
+    def claimed(self, rows: list[tuple[str, int, tuple[Any, ...] | None]]) -> None:
+        """After the claim: ``(event id, attempt, the row the statement returned
+        for it or None)`` for each claimed event."""
+        ...
 
 
 class Clock:
@@ -109,6 +126,19 @@ class ClaimStatements:
                 ("pending", "available_at <=", 0),
             )
         ]
+
+    def hooked_claim_statement(
+        self, channel: str, limit: int, *, lease: float, hook: ClaimHook
+    ) -> tuple[str, list[Any]]:
+        """The claim with ``hook``'s write in the same statement (PostgreSQL): rows
+        of the claim's columns, then the hook's (NULLs where it returned none)."""
+        ((claim, params),) = self.claim_statements(channel, limit, lease=lease)
+        hooked, hook_params = hook.sql("claimed")
+        return (
+            f"WITH claimed AS ({claim}), hooked AS ({hooked}) SELECT claimed.*, "
+            "hooked.* FROM claimed LEFT JOIN hooked ON hooked.id = claimed.id",
+            [*params, *hook_params],
+        )
 
     def claim_statement(
         self, channel: str, limit: int, *, lease: float
