@@ -343,8 +343,7 @@ class Consumer:
                 return
             log_start(event)
             outcome = await self.runner.arun(attempt)
-            await self._io(
-                finish_attempt,
+            args = (
                 RetryingStore(self.backend, self._write),
                 self.config.app_name,
                 attempt,
@@ -352,6 +351,10 @@ class Consumer:
                 self.config.retry_base,
                 self.config.retry_cap,
             )
+            if outcome.settled and outcome.error is None:
+                finish_attempt(*args)  # nothing to write: no I/O thread
+            else:
+                await self._io(finish_attempt, *args)
         except asyncio.CancelledError:
             # Forced shutdown: hand the event back uncounted so another node runs it.
             try:
