@@ -22,6 +22,40 @@ def pytest_configure(config: pytest.Config) -> None:
     from mega_cluster.registry import registry
 
     registry.autostart = False
+    _flush_postgres_with_delete()
+
+
+def _flush_postgres_with_delete() -> None:
+    """Empty the PostgreSQL test database after a transactional test with ``DELETE``
+    instead of ``TRUNCATE``: the same empty tables, and neither resets a sequence
+    (the suite asks for no ``reset_sequences``), but ``TRUNCATE`` gives every table
+    new files, ~0.1 s per test on 500 tests; ``DELETE`` of a test's few rows takes
+    ~0.01 s. Django's foreign keys on PostgreSQL are ``DEFERRABLE INITIALLY
+    DEFERRED`` and the flush runs in one transaction, so the order of the tables
+    does not matter; a key that still points elsewhere fails the flush at commit,
+    as ``TRUNCATE`` without ``CASCADE`` would. The database has no triggers."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+
+    def sql_flush(
+        self, style, tables, *, reset_sequences=False, allow_cascade=False
+    ) -> list[str]:
+        if not tables or reset_sequences or allow_cascade:
+            return truncate(
+                self,
+                style,
+                tables,
+                reset_sequences=reset_sequences,
+                allow_cascade=allow_cascade,
+            )
+        return [
+            f"{style.SQL_KEYWORD('DELETE FROM')} "
+            f"{style.SQL_FIELD(self.quote_name(table))};"
+            for table in tables
+        ]
+
+    DatabaseOperations.sql_flush = sql_flush  # type: ignore[method-assign]
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config, items) -> None:
