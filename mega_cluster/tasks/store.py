@@ -144,10 +144,12 @@ class StartOnClaim:
         now = timezone.now()
         return (
             f"UPDATE {table} SET status = 'RUNNING', attempt = {claimed}.attempts, "
-            # Not before its enqueue: the statement was built before that commit.
+            # Not before its enqueue or its run_after (GREATEST skips a NULL): the
+            # statement is built before it runs, and may take a task that became
+            # due or was committed in between.
             f"started_at = COALESCE({table}.started_at, GREATEST(%s, "
-            f"{table}.enqueued_at)), last_attempted_at = GREATEST(%s, "
-            f"{table}.enqueued_at), "
+            f"{table}.enqueued_at, {table}.run_after)), last_attempted_at = "
+            f"GREATEST(%s, {table}.enqueued_at, {table}.run_after), "
             f"finished_at = NULL, worker_ids = {table}.worker_ids || "
             f"jsonb_build_array(%s::text) FROM {claimed} WHERE {table}.id = "
             f"{claimed}.id AND {table}.status <> 'SUCCESSFUL' AND NOT "

@@ -7,16 +7,19 @@ itself starts the row (its claim hook): an attempt's start costs no statement.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from django.db import connections
 from django.test import override_settings
+from django.utils import timezone
 
 from mega_cluster.events import EventContext
 from mega_cluster.models import QueuedEvent, TaskRun
 from mega_cluster.registry import ClusterApp, registry
-from mega_cluster.tasks.store import Fence, LeaseLost, one_statement
+from mega_cluster.tasks.store import Fence, LeaseLost, StartOnClaim, one_statement
 from mega_cluster.testing import cluster_settings
 from tests.events.conftest import ON_POSTGRES
 
@@ -163,3 +166,23 @@ def test_start_of_a_finished_task_runs_nothing(app: ClusterApp):
     TaskRun.objects.using(fence.alias).filter(id=fence.id).update(status="SUCCESSFUL")
     assert fence.start("node-a") is None
     assert "node-a" not in _row(fence).worker_ids
+
+
+def test_a_claim_built_before_the_task_was_due_starts_it_no_earlier(app: ClusterApp):
+    """The claim's statement is built before it runs, and may take a task that
+    became due in between: its start is never recorded before its run_after (nor
+    its enqueue)."""
+    if not _on_postgres(app):
+        pytest.skip("the claim starts rows on PostgreSQL only")
+    when = timezone.now() + timedelta(seconds=0.3)
+    result = jobs.noop_task.using(run_after=when).enqueue()
+    events = app.event_queue.backend
+    hook = StartOnClaim(events.transaction_alias(), "node-x")
+    sql, params = events.hooked_claim_statement(
+        "tasks.default", 1, lease=30.0, hook=hook
+    )
+    time.sleep(0.5)  # due now, by every clock
+    assert events.run_statement(sql, params)
+    row = TaskRun.objects.using(events.transaction_alias()).get(id=result.id)
+    assert row.status == "RUNNING" and row.worker_ids == ["node-x"]
+    assert row.started_at >= when and row.last_attempted_at >= when
