@@ -138,6 +138,40 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         client.close()
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's test databases; before they are dropped, the sessions still
+    open on the PostgreSQL one are ended (DROP DATABASE would wait 5 s for them,
+    then fail and leave the database behind). What they were is printed."""
+    yield
+    from django.db import connections
+
+    if "postgres" not in connections:
+        return
+    name = connections["postgres"].settings_dict["NAME"]
+    with django_db_blocker.unblock():
+        connections.close_all()
+        import psycopg
+
+        params = connections["postgres"].get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        params["dbname"] = "postgres"
+        try:
+            with psycopg.connect(**params, autocommit=True) as conn:
+                ended = conn.execute(
+                    "SELECT application_name, state, left(query, 120), "
+                    "pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                    "AND pid <> pg_backend_pid()",
+                    [name],
+                ).fetchall()
+        except psycopg.Error as exc:
+            print(f"\nending the sessions on {name} failed: {exc}")
+            return
+    for application, state, query, _ in ended:
+        print(f"\nended a session left on {name}: {application!r} {state}: {query}")
+
+
 @pytest.fixture
 def unique_name(request: pytest.FixtureRequest) -> str:
     """A cluster app name unique to this test and run (safe on shared servers)."""
