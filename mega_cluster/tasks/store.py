@@ -247,8 +247,9 @@ class Fence:
         now = timezone.now()
         sql = (
             f"WITH held AS ({held}) UPDATE {table} SET status = 'RUNNING', "
-            "attempt = %s, started_at = COALESCE(started_at, %s), "
-            "last_attempted_at = %s, finished_at = NULL, "
+            "attempt = %s, started_at = COALESCE(started_at, GREATEST(%s, "
+            "enqueued_at, run_after)), last_attempted_at = GREATEST(%s, "
+            "enqueued_at, run_after), finished_at = NULL, "
             "worker_ids = worker_ids || jsonb_build_array(%s::text) FROM held "
             f"WHERE {table}.id = held.id AND {table}.status <> 'SUCCESSFUL' AND "
             f"NOT ({table}.status = 'FAILED' AND {table}.attempt < %s) "
