@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from django.db import connections, transaction
@@ -50,8 +50,31 @@ def new_row(**fields: Any) -> TaskRun:
     return _model()(**fields)
 
 
-def _fields() -> list[Any]:
-    return list(_model().objects.none().query.get_meta().concrete_fields)
+@cache
+def _fields() -> tuple[Any, ...]:
+    """The model's columns, in field order (built once: enqueues and attempts
+    read them on every call)."""
+    return tuple(_model().objects.none().query.get_meta().concrete_fields)
+
+
+def _start_sql(table: str, attempt: str) -> tuple[str, str]:
+    """The ``SET`` and the ``WHERE`` conditions of an attempt's start, what
+    :meth:`Fence.start` decides in Python: ``RUNNING``, the attempt's number
+    (``attempt``, its SQL), this worker appended; never a task that succeeded or
+    whose final failure an earlier attempt recorded. Parameters of the ``SET``
+    after ``attempt``'s own: now, now, the worker id. The start is never recorded
+    before the enqueue or the run_after (``GREATEST`` skips a NULL): a statement
+    is built before it runs, and a claim may take a task that became due or was
+    committed in between."""
+    due = f"{table}.enqueued_at, {table}.run_after"
+    return (
+        f"status = 'RUNNING', attempt = {attempt}, started_at = "
+        f"COALESCE({table}.started_at, GREATEST(%s, {due})), last_attempted_at = "
+        f"GREATEST(%s, {due}), finished_at = NULL, worker_ids = "
+        f"{table}.worker_ids || jsonb_build_array(%s::text)",
+        f"{table}.status <> 'SUCCESSFUL' AND NOT ({table}.status = 'FAILED' AND "
+        f"{table}.attempt < {attempt})",
+    )
 
 
 @dataclass(frozen=True)
@@ -142,19 +165,10 @@ class StartOnClaim:
     def sql(self, claimed: str) -> tuple[str, list[Any]]:
         table = _table(self.alias)
         now = timezone.now()
+        start, startable = _start_sql(table, f"{claimed}.attempts")
         return (
-            f"UPDATE {table} SET status = 'RUNNING', attempt = {claimed}.attempts, "
-            # Not before its enqueue or its run_after (GREATEST skips a NULL): the
-            # statement is built before it runs, and may take a task that became
-            # due or was committed in between.
-            f"started_at = COALESCE({table}.started_at, GREATEST(%s, "
-            f"{table}.enqueued_at, {table}.run_after)), last_attempted_at = "
-            f"GREATEST(%s, {table}.enqueued_at, {table}.run_after), "
-            f"finished_at = NULL, worker_ids = {table}.worker_ids || "
-            f"jsonb_build_array(%s::text) FROM {claimed} WHERE {table}.id = "
-            f"{claimed}.id AND {table}.status <> 'SUCCESSFUL' AND NOT "
-            f"({table}.status = 'FAILED' AND {table}.attempt < {claimed}.attempts) "
-            f"RETURNING {_shape(self.alias).returning}",
+            f"UPDATE {table} SET {start} FROM {claimed} WHERE {table}.id = "
+            f"{claimed}.id AND {startable} RETURNING {_shape(self.alias).returning}",
             [now, now, self.worker_id],
         )
 
@@ -245,15 +259,10 @@ class Fence:
         )
         table = _table(self.alias)
         now = timezone.now()
+        start, startable = _start_sql(table, "%s")
         sql = (
-            f"WITH held AS ({held}) UPDATE {table} SET status = 'RUNNING', "
-            "attempt = %s, started_at = COALESCE(started_at, GREATEST(%s, "
-            "enqueued_at, run_after)), last_attempted_at = GREATEST(%s, "
-            "enqueued_at, run_after), finished_at = NULL, "
-            "worker_ids = worker_ids || jsonb_build_array(%s::text) FROM held "
-            f"WHERE {table}.id = held.id AND {table}.status <> 'SUCCESSFUL' AND "
-            f"NOT ({table}.status = 'FAILED' AND {table}.attempt < %s) "
-            f"RETURNING {self._returning()}"
+            f"WITH held AS ({held}) UPDATE {table} SET {start} FROM held WHERE "
+            f"{table}.id = held.id AND {startable} RETURNING {self._returning()}"
         )
         found = events.run_statement(
             sql, [*held_params, self.attempt, now, now, worker_id, self.attempt]
