@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from django.db import connections
 from django.test import override_settings
 
 from mega_cluster.checks import check_settings
@@ -270,6 +271,51 @@ def test_postgres_notify_wakes_another_node(unique_name):
         publisher.event_queue.publish("jobs", "hello")
         wait_until(lambda: seen, timeout=5, what="the notified event")
         assert seen == ["hello"]
+    finally:
+        consumer.stop()
+        publisher.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_postgres_only_consuming_nodes_listen(unique_name):
+    """A node that only publishes (a web node: CONSUME off) holds no LISTEN session,
+    so it is not sent, and does not answer, every NOTIFY of the cluster; a consumer
+    listens from its start until it stops, and one added later still wakes."""
+    publisher = make_app(
+        unique_name, queue_settings("database", "postgres", CONSUME=False)
+    )
+    consumer = make_app(
+        unique_name, queue_settings("database", "postgres", POLL_INTERVAL=30.0)
+    )
+
+    def listening() -> int:
+        with connections["postgres"].cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = %s",
+                [f'LISTEN "mc_events_{unique_name}"'],
+            )
+            return cursor.fetchone()[0]
+
+    try:
+        publisher.start()
+        publisher.event_queue.publish("jobs", "before")  # builds and starts it
+        backend = publisher.event_queue.backend
+        assert backend.listener_running is False
+        time.sleep(0.3)
+        assert listening() == 0
+        seen: list[str] = []
+        consumer.event_queue.subscribe("jobs", process=lambda p, c: seen.append(p))
+        consumer.start()
+        assert consumer.event_queue.backend.listener_running is True
+        wait_until(lambda: listening() == 1, timeout=5, what="the consumer's LISTEN")
+        wait_until(lambda: seen == ["before"], timeout=5, what="the first event")
+        time.sleep(0.3)  # asleep: a 30 s poll, so only the NOTIFY can wake it
+        publisher.event_queue.publish("jobs", "after")
+        wait_until(lambda: seen == ["before", "after"], timeout=5, what="NOTIFY")
+        assert backend.listener_running is False
+        consumer.stop()
+        assert consumer.event_queue.backend.listener_running is False
     finally:
         consumer.stop()
         publisher.stop()

@@ -6,7 +6,8 @@ SQLite runs the same statement without the locking clause (it serialises writers
 so a claim is atomic). Each claimed event is leased to its worker; a running
 event whose lease lapsed (its worker died) is claimable again and the attempt
 counter keeps counting. On PostgreSQL every publish sends ``NOTIFY`` in the same
-statement and every started node ``LISTEN``s, so consumers wake at once; other
+statement and every node that consumes ``LISTEN``s (a node that only publishes,
+such as a web node, does not), so consumers wake at once; other
 databases rely on ``POLL_INTERVAL`` across processes. ``LISTEN`` uses
 ``OPTIONS["LISTEN_DATABASE"]`` (default ``DATABASE``); an alias marked as going
 through a transaction pooler is never listened on (consumers poll).
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from typing import Any, ClassVar
 
@@ -93,6 +95,8 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
         self.send_notify = self.vendor == "postgresql"
         self._listener = Listener(self.options, self.alias, self.pg_channel, self.wake)
         self._claim_hooks: dict[str, ClaimHook] = {}
+        self._listen_lock = threading.Lock()
+        self._started = False
         if self._listener.pooled:  # it would hear nothing there: poll
             self.notifies = False  # type: ignore[misc]
 
@@ -346,9 +350,36 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
 
     # notifications ----------------------------------------------------------------
 
+    # The listener runs only while the backend is started and a consumer waits for
+    # wake-ups: a node that only publishes (a web node) would otherwise be sent
+    # every NOTIFY of the cluster and answer each with a query.
+
     def start(self) -> None:
-        if self.notifies:
-            self._listener.start()
+        with self._listen_lock:
+            self._started = True
+            self._listen()
 
     def stop(self) -> None:
-        self._listener.stop()
+        with self._listen_lock:
+            self._started = False
+            self._listener.stop()
+
+    def add_waker(self, callback: Callable[[str | None], None]) -> None:
+        with self._listen_lock:
+            super().add_waker(callback)
+            self._listen()
+
+    def remove_waker(self, callback: Callable[[str | None], None]) -> None:
+        with self._listen_lock:
+            super().remove_waker(callback)
+            if not self._wakers:
+                self._listener.stop()
+
+    def _listen(self) -> None:
+        if self._started and self._wakers and self.notifies:
+            self._listener.start()
+
+    @property
+    def listener_running(self) -> bool:
+        """Whether this node's ``LISTEN`` thread runs (started, with a consumer)."""
+        return self._listener.running

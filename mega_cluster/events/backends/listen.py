@@ -56,6 +56,10 @@ class Listener:
         would hear nothing (the backend then never listens: consumers poll)."""
         return through_pooler(self.alias)
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
     def start(self) -> None:
         if self._thread is None:
             self._stop.clear()
