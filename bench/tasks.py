@@ -3,7 +3,7 @@
 One command::
 
     ./dev bench tasks [--tasks 2000] [--samples 50] [--gap 1.0]
-        [--concurrency default,8] [--repeat 1]
+        [--concurrency default,8] [--repeat 1] [--no-alone]
         [--systems ours-database,ours-celery,tasks-db,ox,dj-queue]
 
 Every system runs the same no-op task (``bench/taskbench/jobs.py``) on the same
@@ -30,8 +30,14 @@ connections (``CONN_MAX_AGE = None``) for all.
 
 Measured by one enqueuing process (a web node: ours does not consume there):
 
-* **enqueue/s**: ``--tasks`` ``noop.enqueue()`` calls back to back (autocommit),
-  while the workers consume;
+* **enqueue/s, no worker running**: ``--tasks`` ``noop.enqueue()`` calls back to
+  back (autocommit) in a database of its own with no worker started: what one
+  enqueuing process can do (a web node, whose workers run on other machines);
+  skipped with ``--no-alone``;
+* **enqueue/s while consuming**: the same calls while the workers consume, with
+  how many of those tasks had run when the last call returned: a system whose
+  workers run tasks as they arrive shares the machine's CPUs with the enqueuing
+  process, one whose workers poll every second mostly runs them afterwards;
 * **tasks/s** end to end: from the first ``enqueue()`` call to the latest
   ``finished_at`` of those tasks' results (read through ``get_result()`` once
   every task ran; every one must be ``SUCCESSFUL``);
@@ -82,6 +88,8 @@ SYSTEMS = {
     "dj-queue": "dj-queue `dj_queue` (peer)",
 }
 PEERS = ("tasks-db", "ox", "dj-queue")
+#: The run with no worker started: enqueue/s of the enqueuing process alone.
+ALONE = "alone"
 #: What each system runs at its default concurrency, for the table.
 DEFAULTS = {
     "ours-database": "4 threads",
@@ -225,9 +233,10 @@ def run_one(
     pg(f'CREATE DATABASE "{db}" TEMPLATE "{TEMPLATE_DB}"')
     procs = Processes()
     try:
+        alone = concurrency == ALONE
         worker_env = environment(system, db, concurrency, sock)
         worker_env["MC_BENCH_ROLE"] = "worker"
-        for command in worker_commands(system, concurrency):
+        for command in [] if alone else worker_commands(system, concurrency):
             procs.start([sys.executable, "-m", "django", *command], worker_env, log)
         measuring = procs.start(
             [
@@ -238,8 +247,9 @@ def run_one(
                 str(args.samples),
                 str(args.gap),
                 str(out),
+                *(["alone"] if alone else []),
             ],
-            environment(system, db, concurrency, sock),
+            environment(system, db, "default" if alone else concurrency, sock),
             log,
         )
         try:
@@ -300,10 +310,10 @@ def report(
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
     )
     print(
-        "| system | concurrency | enqueue/s | x best peer | tasks/s | x best peer "
-        "| latency p50 ms | p99 ms |"
+        "| system | concurrency | enqueue/s while consuming | x best peer "
+        "| of them run meanwhile | tasks/s | x best peer | latency p50 ms | p99 ms |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for concurrency in concurrencies:
         medians: dict[str, dict[str, float]] = {}
         for system in chosen:
@@ -324,7 +334,7 @@ def report(
             failed = [r["error"] for r in results if "error" in r]
             if system not in medians:
                 why = failed[0] if failed else "not run"
-                print(f"| {label} | {where} | failed: {why} | | | | | |")
+                print(f"| {label} | {where} | failed: {why} | | | | | | |")
                 continue
             row = medians[system]
             ratios = [
@@ -335,12 +345,40 @@ def report(
             p50 = f"{statistics.median(latencies):.1f}" if latencies else "-"
             p99 = f"{percentile(latencies, 0.99):.1f}" if latencies else "-"
             note = f" ({len(failed)} run(s) failed: {failed[0]})" if failed else ""
+            during = statistics.median(
+                r.get("ran_during", 0) for r in results if "rate" in r
+            )
             print(
                 f"| {label}{note} | {where} | {row['enqueue_rate']:,.0f} | "
-                f"{ratios[0]} | {row['rate']:,.0f} | {ratios[1]} | {p50} | {p99} |"
+                f"{ratios[0]} | {during / args.tasks:.0%} | {row['rate']:,.0f} | "
+                f"{ratios[1]} | {p50} | {p99} |"
             )
     for system, why in skipped.items():
-        print(f"| {SYSTEMS[system]} | - | not run: {why} | | | | | |")
+        print(f"| {SYSTEMS[system]} | - | not run: {why} | | | | | | |")
+    report_alone(runs, chosen)
+
+
+def report_alone(
+    runs: dict[tuple[str, str], list[dict[str, Any]]], chosen: list[str]
+) -> None:
+    """The enqueue/s of the enqueuing process with no worker started."""
+    medians = {
+        system: statistics.median(r["enqueue_rate"] for r in results)
+        for system in chosen
+        if (results := [r for r in runs.get((system, ALONE), []) if "enqueue_rate" in r])
+    }
+    if not medians:
+        return
+    best = max((medians[p] for p in PEERS if p in medians), default=0.0)
+    print("\n| system | enqueue/s, no worker running | x fastest peer |")
+    print("|---|---:|---:|")
+    for system in chosen:
+        if system not in medians:
+            failed = [r["error"] for r in runs.get((system, ALONE), []) if "error" in r]
+            print(f"| {SYSTEMS[system]} | failed: {failed[0] if failed else '-'} | |")
+            continue
+        ratio = f"{medians[system] / best:.2f}" if best else "-"
+        print(f"| {SYSTEMS[system]} | {medians[system]:,.0f} | {ratio} |")
 
 
 def main() -> None:
@@ -359,6 +397,12 @@ def main() -> None:
         help="comma-separated: default (each system's own) and numbers",
     )
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--no-alone",
+        dest="alone",
+        action="store_false",
+        help="skip the enqueue/s run with no worker started",
+    )
     parser.add_argument(
         "--timeout", type=float, default=900, help="bound of one run, seconds"
     )
@@ -394,15 +438,18 @@ def main() -> None:
             migrate_template()
             n = 0
             for rep in range(args.repeat):
-                for concurrency in concurrencies:
+                for concurrency in ([ALONE] if args.alone else []) + concurrencies:
                     for system in chosen:
                         n += 1
                         result = run_one(system, concurrency, args, tmp, n)
                         runs.setdefault((system, concurrency), []).append(result)
                         figures = (
                             f"{result['enqueue_rate']:,.0f} enqueue/s, "
+                            f"{result['ran_during']} ran meanwhile, "
                             f"{result['rate']:,.0f} tasks/s"
                             if "rate" in result
+                            else f"{result['enqueue_rate']:,.0f} enqueue/s"
+                            if "enqueue_rate" in result
                             else result["error"]
                         )
                         print(

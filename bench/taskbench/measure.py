@@ -2,16 +2,20 @@
 
 ``python -m bench.taskbench.measure TASKS SAMPLES GAP OUT``, with the settings of one
 system (``bench.taskbench.settings``) and its workers already started by the caller.
-Writes a JSON dict to ``OUT``: ``enqueue_rate``, ``rate``, ``latencies`` (ms), or
-``error``.
+Writes a JSON dict to ``OUT``: ``enqueue_rate``, ``ran_during``, ``rate``,
+``latencies`` (ms), or ``error``.
 
 * warm-up: 20 tasks, waited for (the workers' start, connections, imports);
 * end to end: ``TASKS`` tasks enqueued back to back; from the first ``enqueue()``
   call to the latest ``finished_at`` of their results (each result is read once
-  every task has run, and must be SUCCESSFUL);
+  every task has run, and must be SUCCESSFUL); ``ran_during``: how many of them
+  had run when the last ``enqueue()`` returned;
 * latency: one task at a time, ``SAMPLES`` times, from the ``enqueue()`` call to
   its result's ``finished_at``; a random pause of up to ``GAP`` seconds before each,
   so that a worker that polls is met at any point of its interval.
+
+With a fifth argument ``alone`` (no worker started): only ``TASKS`` enqueues, timed
+after 20 to warm up; ``OUT`` gets ``enqueue_rate``.
 """
 
 from __future__ import annotations
@@ -84,6 +88,19 @@ def finished(backend: Any, ids: list[str], timeout: float) -> list[datetime]:
     return [done[result_id] for result_id in ids]
 
 
+def enqueue_only(tasks: int) -> dict[str, Any]:
+    """``TASKS`` enqueues with no worker running (after 20 to warm up): what the
+    enqueuing process alone can do, with nothing else on the machine's CPUs."""
+    from bench.taskbench.jobs import noop
+
+    for _ in range(20):
+        noop.enqueue()
+    start = time.time()
+    for _ in range(tasks):
+        noop.enqueue()
+    return {"enqueue_rate": tasks / (time.time() - start)}
+
+
 def measure(tasks: int, samples: int, gap: float) -> dict[str, Any]:
     from bench.taskbench.jobs import noop
 
@@ -99,6 +116,7 @@ def measure(tasks: int, samples: int, gap: float) -> dict[str, Any]:
     start = time.time()
     ids = [noop.enqueue().id for _ in range(tasks)]
     enqueued = time.time()
+    ran_during = ran.count - ran.base
     ran.wait(target, 600, f"{tasks} tasks")
     end = max(finished(backend, ids, 120)).timestamp()
 
@@ -113,6 +131,7 @@ def measure(tasks: int, samples: int, gap: float) -> dict[str, Any]:
         latencies.append((done.timestamp() - sent) * 1000)
     return {
         "enqueue_rate": tasks / (enqueued - start),
+        "ran_during": ran_during,
         "rate": tasks / (end - start),
         "latencies": latencies,
     }
@@ -129,7 +148,10 @@ def main() -> None:
 
     django.setup()
     try:
-        result = measure(tasks, samples, gap)
+        if sys.argv[5:] == ["alone"]:
+            result = enqueue_only(tasks)
+        else:
+            result = measure(tasks, samples, gap)
     except BaseException as exc:
         result = {"error": f"{type(exc).__name__}: {exc}"}
     with open(out, "w") as f:
