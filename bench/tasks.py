@@ -3,7 +3,7 @@
 One command::
 
     ./dev bench tasks [--tasks 2000] [--samples 50] [--gap 1.0]
-        [--concurrency default,8] [--repeat 1] [--no-alone]
+        [--concurrency default,8] [--repeat 1] [--no-alone] [--drain 8]
         [--systems ours-database,ours-celery,tasks-db,ox,dj-queue]
 
 Every system runs the same no-op task (``bench/taskbench/jobs.py``) on the same
@@ -33,7 +33,11 @@ Measured by one enqueuing process (a web node: ours does not consume there):
 * **enqueue/s, no worker running**: ``--tasks`` ``noop.enqueue()`` calls back to
   back (autocommit) in a database of its own with no worker started: what one
   enqueuing process can do (a web node, whose workers run on other machines);
-  skipped with ``--no-alone``;
+  skipped with ``--no-alone``; then workers are started at ``--drain`` concurrency
+  (default 8) on the tasks that run left: **drain tasks/s** and the **CPU per
+  task** of the workers' processes and of their PostgreSQL sessions (read from
+  ``/proc`` when the server is on this machine), from a tenth of the tasks run to
+  nine tenths;
 * **enqueue/s while consuming**: the same calls while the workers consume, with
   how many of those tasks had run when the last call returned: a system whose
   workers run tasks as they arrive shares the machine's CPUs with the enqueuing
@@ -61,6 +65,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -234,7 +239,9 @@ def run_one(
     procs = Processes()
     try:
         alone = concurrency == ALONE
-        worker_env = environment(system, db, concurrency, sock)
+        worker_env = environment(
+            system, db, (args.drain or "default") if alone else concurrency, sock
+        )
         worker_env["MC_BENCH_ROLE"] = "worker"
         for command in [] if alone else worker_commands(system, concurrency):
             procs.start([sys.executable, "-m", "django", *command], worker_env, log)
@@ -259,6 +266,10 @@ def run_one(
         if not out.exists():
             return {"error": f"the measuring process exited {measuring.returncode}"}
         result = json.loads(out.read_text())
+        if alone and args.drain and "error" not in result:
+            result.update(
+                drain(system, args, db, sock, procs, worker_env, log, args.tasks + 20)
+            )
         if "error" in result:
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
             print(f"    {result['error']}; log {log}:", file=sys.stderr)
@@ -270,6 +281,128 @@ def run_one(
         pg(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         if os.path.exists(sock):
             os.unlink(sock)
+
+
+def drain(
+    system: str,
+    args: argparse.Namespace,
+    db: str,
+    sock: str,
+    procs: Processes,
+    env: dict[str, str],
+    log: Path,
+    total: int,
+) -> dict[str, Any]:
+    """The ``total`` tasks the ``alone`` run left in the queue, run by workers
+    started now at ``args.drain`` concurrency: tasks/s and CPU per task of the
+    workers' processes and of their database sessions, counted from the tenth of
+    the tasks (the workers started and connected) to the ninth tenth."""
+    if os.path.exists(sock):
+        os.unlink(sock)
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(sock)
+    try:
+        started = [
+            procs.start([sys.executable, "-m", "django", *command], env, log)
+            for command in worker_commands(system, args.drain)
+        ]
+        low, high = total // 10, total * 9 // 10
+        deadline = time.monotonic() + args.timeout
+        count = 0
+        mark: tuple[float, float, dict[int, float]] = (0.0, 0.0, {})
+        while count < high:
+            rx.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                rx.recv(64)
+            except TimeoutError:
+                return {
+                    "drain_error": f"{count} of {total} ran in {args.timeout:.0f} s"
+                }
+            count += 1
+            if count == low:
+                mark = (time.monotonic(), _cpu_of(started), _db_cpu(db))
+        elapsed = time.monotonic() - mark[0]
+        workers = _cpu_of(started) - mark[1]
+        db_now = _db_cpu(db)
+        tasks = high - low
+        figures: dict[str, Any] = {
+            "drain_rate": tasks / elapsed,
+            "drain_cpu_ms": workers / tasks * 1000,
+        }
+        if db_now:
+            spent = sum(cpu - mark[2].get(pid, 0.0) for pid, cpu in db_now.items())
+            figures["drain_db_cpu_ms"] = spent / tasks * 1000
+        return figures
+    finally:
+        rx.close()
+
+
+def _cpu_of(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds of the processes in these processes' groups (each started in a
+    session of its own, so the group holds it and the children it forks)."""
+    total = 0.0
+    for proc in procs:
+        found = subprocess.run(
+            ["pgrep", "-g", str(proc.pid)], capture_output=True, text=True
+        ).stdout.split()
+        total += sum(_proc_cpu(int(pid)) for pid in found)
+    return total
+
+
+def _proc_cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _db_cpu(db: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL session on ``db``, when the server runs on
+    this machine (its process ids are then ours to read in /proc); else empty."""
+    if PG_HOST not in ("127.0.0.1", "localhost", "::1") and not PG_HOST.startswith("/"):
+        return {}
+    import psycopg
+
+    with psycopg.connect(
+        host=PG_HOST, user=PG_USER, dbname="postgres", autocommit=True
+    ) as conn:
+        pids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", [db]
+            )
+        ]
+    figures = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "postgres":
+                    continue
+        except OSError:
+            continue
+        figures[pid] = _proc_cpu(pid)
+    return figures
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One run's figures, for the progress lines."""
+    if "error" in result:
+        return str(result["error"])
+    line = f"{result['enqueue_rate']:,.0f} enqueue/s"
+    if "rate" in result:
+        return (
+            f"{line}, {result['ran_during']} ran meanwhile, "
+            f"{result['rate']:,.0f} tasks/s"
+        )
+    if "drain_rate" in result:
+        return (
+            f"{line}; then {result['drain_rate']:,.0f} tasks/s, CPU ms per task "
+            f"{result['drain_cpu_ms']:.2f} (workers) + "
+            f"{result.get('drain_db_cpu_ms', float('nan')):.2f} (database)"
+        )
+    return f"{line}; then {result.get('drain_error', 'no workers run')}"
 
 
 def clean_redis() -> None:
@@ -355,30 +488,64 @@ def report(
             )
     for system, why in skipped.items():
         print(f"| {SYSTEMS[system]} | - | not run: {why} | | | | | | |")
-    report_alone(runs, chosen)
+    report_alone(runs, chosen, args)
 
 
 def report_alone(
-    runs: dict[tuple[str, str], list[dict[str, Any]]], chosen: list[str]
+    runs: dict[tuple[str, str], list[dict[str, Any]]],
+    chosen: list[str],
+    args: argparse.Namespace,
 ) -> None:
     """The enqueue/s of the enqueuing process with no worker started."""
-    medians = {
-        system: statistics.median(r["enqueue_rate"] for r in results)
+
+    def median(results: list[dict[str, Any]], key: str) -> float | None:
+        values = [r[key] for r in results if key in r]
+        return statistics.median(values) if values else None
+
+    found = {
+        system: results
         for system in chosen
-        if (results := [r for r in runs.get((system, ALONE), []) if "enqueue_rate" in r])
+        if (
+            results := [r for r in runs.get((system, ALONE), []) if "enqueue_rate" in r]
+        )
     }
-    if not medians:
+    if not found:
         return
-    best = max((medians[p] for p in PEERS if p in medians), default=0.0)
-    print("\n| system | enqueue/s, no worker running | x fastest peer |")
-    print("|---|---:|---:|")
+    rates = {
+        system: median(results, "enqueue_rate") or 0.0
+        for system, results in found.items()
+    }
+    best = max((rates[p] for p in PEERS if p in rates), default=0.0)
+    print(
+        f"\n| system | enqueue/s, no worker running | x fastest peer "
+        f"| then run by workers at concurrency {args.drain}: tasks/s "
+        f"| CPU ms per task: workers | database sessions | together |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for system in chosen:
-        if system not in medians:
+        if system not in found:
             failed = [r["error"] for r in runs.get((system, ALONE), []) if "error" in r]
-            print(f"| {SYSTEMS[system]} | failed: {failed[0] if failed else '-'} | |")
+            print(
+                f"| {SYSTEMS[system]} | failed: {failed[0] if failed else '-'} | | | | | |"
+            )
             continue
-        ratio = f"{medians[system] / best:.2f}" if best else "-"
-        print(f"| {SYSTEMS[system]} | {medians[system]:,.0f} | {ratio} |")
+        results = found[system]
+        ratio = f"{rates[system] / best:.2f}" if best else "-"
+        drained = median(results, "drain_rate")
+        workers = median(results, "drain_cpu_ms")
+        db = median(results, "drain_db_cpu_ms")
+        errors = [r["drain_error"] for r in results if "drain_error" in r]
+        cells = [
+            f"{drained:,.0f}"
+            if drained is not None
+            else (errors[0] if errors else "-"),
+            f"{workers:.2f}" if workers is not None else "-",
+            f"{db:.2f}" if db is not None else "-",
+            f"{workers + db:.2f}" if workers is not None and db is not None else "-",
+        ]
+        print(
+            f"| {SYSTEMS[system]} | {rates[system]:,.0f} | {ratio} | {' | '.join(cells)} |"
+        )
 
 
 def main() -> None:
@@ -398,6 +565,12 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument(
+        "--drain",
+        default="8",
+        help="concurrency of the workers that run the tasks the no-worker run "
+        "left (tasks/s and CPU per task); 'none' skips it",
+    )
+    parser.add_argument(
         "--no-alone",
         dest="alone",
         action="store_false",
@@ -412,6 +585,12 @@ def main() -> None:
         help="comma-separated subset of: " + ", ".join(SYSTEMS),
     )
     args = parser.parse_args()
+    if args.drain == "none":
+        args.drain = None
+    elif args.drain != "default" and not (args.drain.isdigit() and int(args.drain) > 0):
+        parser.error(
+            f"--drain: 'default', 'none' or a positive number, not {args.drain!r}"
+        )
     wanted = args.systems.split(",")
     unknown = sorted(set(wanted) - set(SYSTEMS))
     if unknown:
@@ -443,15 +622,7 @@ def main() -> None:
                         n += 1
                         result = run_one(system, concurrency, args, tmp, n)
                         runs.setdefault((system, concurrency), []).append(result)
-                        figures = (
-                            f"{result['enqueue_rate']:,.0f} enqueue/s, "
-                            f"{result['ran_during']} ran meanwhile, "
-                            f"{result['rate']:,.0f} tasks/s"
-                            if "rate" in result
-                            else f"{result['enqueue_rate']:,.0f} enqueue/s"
-                            if "enqueue_rate" in result
-                            else result["error"]
-                        )
+                        figures = describe(result)
                         print(
                             f"  run {rep + 1}: {system}, concurrency {concurrency}: "
                             f"{figures}",

@@ -24,10 +24,17 @@ from contextlib import nullcontext
 from typing import Any, ClassVar
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    NotSupportedError,
+    connections,
+    transaction,
+)
 from django.utils import timezone
 
 from ...db_outage import translate
+from . import prepared
 from .base import ClaimedEvent, EventBackend, NewEvent, claimed_event
 from .database_ops import StoreOperations, table
 from .database_sql import COLUMNS, ClaimHook, ClaimStatements, Clock
@@ -95,6 +102,9 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
         self.send_notify = self.vendor == "postgresql"
         self._listener = Listener(self.options, self.alias, self.pg_channel, self.wake)
         self._claim_hooks: dict[str, ClaimHook] = {}
+        #: Whether its statements run prepared (``OPTIONS["PREPARE"]``, see
+        #: :mod:`.prepared`): PostgreSQL on psycopg 3, not through a pooler.
+        self.prepares: bool = prepared.usable(self.alias, self.options)
         self._listen_lock = threading.Lock()
         self._started = False
         if self._listener.pooled:  # it would hear nothing there: poll
@@ -111,7 +121,10 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
                 f"OPTIONS['DATABASE'] is {alias!r}, which is not a DATABASES alias "
                 f"(have {', '.join(settings.DATABASES) or 'none'})."
             ]
-        return Listener.check_options(options, alias) if cls.listening else []
+        problems = prepared.check_options(options)
+        if cls.listening:
+            problems += Listener.check_options(options, alias)
+        return problems
 
     def transaction_alias(self) -> str:
         return self.alias
@@ -126,6 +139,27 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
     def _execute(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         connection = connections[self.alias]
         try:
+            if self.prepares and not (
+                connection.queries_logged or connection.execute_wrappers
+            ):
+                try:
+                    return prepared.execute(connection, sql, params)
+                except NotSupportedError as exc:
+                    if not prepared.plan_changed(exc):
+                        raise
+                    # A migration changed a column a prepared statement returns
+                    # (it fails on every connection that prepared it): from now
+                    # on unprepared, as Django runs them; once more at once
+                    # outside a transaction (inside, the transaction is lost).
+                    self.prepares = False
+                    logger.warning(
+                        "event queue on database %r: a prepared statement's "
+                        "result type changed (a migration ran); its statements "
+                        "run unprepared until this process restarts",
+                        self.alias,
+                    )
+                    if connection.in_atomic_block:
+                        raise
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
                 return cursor.fetchall() if cursor.description else []
