@@ -93,6 +93,10 @@ def execute(
                 raw.prepare_threshold = _ONLY_WHEN_ASKED
             with psycopg.Cursor(raw) as cursor:
                 cursor.execute(sql, params, prepare=True)
-                return cursor.fetchall() if cursor.description else []
+                # (the result's field count: ``description`` builds its columns)
+                result = cursor.pgresult
+                return (
+                    cursor.fetchall() if result is not None and result.nfields else []
+                )
         finally:
             raw.prepare_threshold = threshold
