@@ -310,6 +310,8 @@ def drain(
         deadline = time.monotonic() + args.timeout
         count = 0
         mark: tuple[float, float, dict[int, float]] = (0.0, 0.0, {})
+        sessions: set[int] = set()
+        churned = False
         while count < high:
             rx.settimeout(max(0.01, deadline - time.monotonic()))
             try:
@@ -321,15 +323,28 @@ def drain(
             count += 1
             if count == low:
                 mark = (time.monotonic(), _cpu_of(started), _db_cpu(db))
+                sessions = set(mark[2])
+            elif count > low and count % 50 == 0:
+                # A session that ends takes its CPU time with it: sampled now and
+                # then, so that a system whose workers reconnect shows no figure
+                # rather than one too low.
+                now = set(_db_cpu(db))
+                churned = churned or bool(sessions - now)
+                sessions = now
         elapsed = time.monotonic() - mark[0]
         workers = _cpu_of(started) - mark[1]
         db_now = _db_cpu(db)
+        churned = churned or bool(sessions - set(db_now))
         tasks = high - low
         figures: dict[str, Any] = {
             "drain_rate": tasks / elapsed,
             "drain_cpu_ms": workers / tasks * 1000,
         }
-        if db_now:
+        if churned:
+            figures["drain_db_note"] = (
+                "its workers' database sessions ended and reopened"
+            )
+        elif db_now:
             spent = sum(cpu - mark[2].get(pid, 0.0) for pid, cpu in db_now.items())
             figures["drain_db_cpu_ms"] = spent / tasks * 1000
         return figures
@@ -400,7 +415,11 @@ def describe(result: dict[str, Any]) -> str:
         return (
             f"{line}; then {result['drain_rate']:,.0f} tasks/s, CPU ms per task "
             f"{result['drain_cpu_ms']:.2f} (workers) + "
-            f"{result.get('drain_db_cpu_ms', float('nan')):.2f} (database)"
+            + (
+                f"{result['drain_db_cpu_ms']:.2f} (database)"
+                if "drain_db_cpu_ms" in result
+                else f"- (database: {result.get('drain_db_note', 'not on this machine')})"
+            )
         )
     return f"{line}; then {result.get('drain_error', 'no workers run')}"
 
@@ -535,12 +554,13 @@ def report_alone(
         workers = median(results, "drain_cpu_ms")
         db = median(results, "drain_db_cpu_ms")
         errors = [r["drain_error"] for r in results if "drain_error" in r]
+        notes = [r["drain_db_note"] for r in results if "drain_db_note" in r]
         cells = [
             f"{drained:,.0f}"
             if drained is not None
             else (errors[0] if errors else "-"),
             f"{workers:.2f}" if workers is not None else "-",
-            f"{db:.2f}" if db is not None else "-",
+            f"{db:.2f}" if db is not None else (f"- ({notes[0]})" if notes else "-"),
             f"{workers + db:.2f}" if workers is not None and db is not None else "-",
         ]
         print(
