@@ -33,8 +33,9 @@ from django.utils.module_loading import import_string  # noqa: E402
 from mega_cluster import checks, conf  # noqa: E402
 from mega_cluster.registry import registry  # noqa: E402
 
-#: Modules that read a backend's OPTIONS for it.
-SHARED_READERS = {"mega_cluster.redis_client"}
+#: Modules that read a backend's OPTIONS for it (Redis: where it is; the
+#: database event queue and the celery store: PREPARE).
+SHARED_READERS = {"mega_cluster.redis_client", "mega_cluster.events.backends.prepared"}
 OPTION_READ = re.compile(r"options(?:\.get\(|\[)\s*[\"']([A-Z_]+)[\"']")
 
 
