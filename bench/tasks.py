@@ -301,6 +301,11 @@ def drain(
         os.unlink(sock)
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     rx.bind(sock)
+    import psycopg
+
+    pgconn = psycopg.connect(
+        host=PG_HOST, user=PG_USER, dbname="postgres", autocommit=True
+    )
     try:
         started = [
             procs.start([sys.executable, "-m", "django", *command], env, log)
@@ -322,18 +327,18 @@ def drain(
                 }
             count += 1
             if count == low:
-                mark = (time.monotonic(), _cpu_of(started), _db_cpu(db))
+                mark = (time.monotonic(), _cpu_of(started), _db_cpu(pgconn, db))
                 sessions = set(mark[2])
             elif count > low and count % 50 == 0:
                 # A session that ends takes its CPU time with it: sampled now and
                 # then, so that a system whose workers reconnect shows no figure
                 # rather than one too low.
-                now = set(_db_cpu(db))
+                now = set(_db_cpu(pgconn, db))
                 churned = churned or bool(sessions - now)
                 sessions = now
         elapsed = time.monotonic() - mark[0]
         workers = _cpu_of(started) - mark[1]
-        db_now = _db_cpu(db)
+        db_now = _db_cpu(pgconn, db)
         churned = churned or bool(sessions - set(db_now))
         tasks = high - low
         figures: dict[str, Any] = {
@@ -350,6 +355,7 @@ def drain(
         return figures
     finally:
         rx.close()
+        pgconn.close()
 
 
 def _cpu_of(procs: list[subprocess.Popen[bytes]]) -> float:
@@ -373,22 +379,18 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _db_cpu(db: str) -> dict[int, float]:
-    """CPU seconds of each PostgreSQL session on ``db``, when the server runs on
-    this machine (its process ids are then ours to read in /proc); else empty."""
+def _db_cpu(conn: Any, db: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL session on ``db`` (read through ``conn``,
+    one connection for the whole drain), when the server runs on this machine (its
+    process ids are then ours to read in /proc); else empty."""
     if PG_HOST not in ("127.0.0.1", "localhost", "::1") and not PG_HOST.startswith("/"):
         return {}
-    import psycopg
-
-    with psycopg.connect(
-        host=PG_HOST, user=PG_USER, dbname="postgres", autocommit=True
-    ) as conn:
-        pids = [
-            row[0]
-            for row in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s", [db]
-            )
-        ]
+    pids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", [db]
+        )
+    ]
     figures = {}
     for pid in pids:
         try:

@@ -31,6 +31,7 @@ from django.db import (
     connections,
     transaction,
 )
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from ...db_outage import translate
@@ -139,27 +140,9 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
     def _execute(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         connection = connections[self.alias]
         try:
-            if self.prepares and not (
-                connection.queries_logged or connection.execute_wrappers
-            ):
-                try:
-                    return prepared.execute(connection, sql, params)
-                except NotSupportedError as exc:
-                    if not prepared.plan_changed(exc):
-                        raise
-                    # A migration changed a column a prepared statement returns
-                    # (it fails on every connection that prepared it): from now
-                    # on unprepared, as Django runs them; once more at once
-                    # outside a transaction (inside, the transaction is lost).
-                    self.prepares = False
-                    logger.warning(
-                        "event queue on database %r: a prepared statement's "
-                        "result type changed (a migration ran); its statements "
-                        "run unprepared until this process restarts",
-                        self.alias,
-                    )
-                    if connection.in_atomic_block:
-                        raise
+            rows = self._execute_prepared(connection, sql, params)
+            if rows is not None:
+                return rows
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
                 return cursor.fetchall() if cursor.description else []
@@ -169,6 +152,37 @@ class DatabaseEventBackend(ClaimStatements, StoreOperations, EventBackend):
             if connection.connection is not None and not connection.is_usable():
                 connection.close()
             raise
+
+    def _execute_prepared(
+        self, connection: BaseDatabaseWrapper, sql: str, params: list[Any]
+    ) -> list[tuple[Any, ...]] | None:
+        """``sql``'s rows, run prepared (see :mod:`.prepared`); None when it is to
+        run through Django's cursor instead."""
+        if (
+            not self.prepares
+            or connection.queries_logged
+            or connection.execute_wrappers
+        ):
+            return None
+        try:
+            return prepared.execute(connection, sql, params)
+        except NotSupportedError as exc:
+            if not prepared.plan_changed(exc):
+                raise
+            # A migration changed a column a prepared statement returns (it fails
+            # on every connection that prepared it): from now on unprepared, as
+            # Django runs them; once more at once outside a transaction (inside,
+            # the transaction is lost).
+            self.prepares = False
+            logger.warning(
+                "event queue on database %r: a prepared statement's result type "
+                "changed (a migration ran); its statements run unprepared until "
+                "this process restarts",
+                self.alias,
+            )
+            if connection.in_atomic_block:
+                raise
+            return None
 
     # publishing -------------------------------------------------------------------
 
