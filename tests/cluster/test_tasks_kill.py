@@ -21,7 +21,7 @@ pytest.importorskip("django.tasks", reason="django.tasks needs Django 6.0+")
 
 from django.test import override_settings
 
-from mega_cluster.models import TaskRun
+from mega_cluster.models import QueuedEvent, TaskRun
 from mega_cluster.registry import registry
 from mega_cluster.testing import cluster_settings
 from tests.tasks.conftest import tasks_setting
@@ -37,6 +37,22 @@ pytestmark = [
 #: runworker consumes the task queue through --queues.
 QUEUES = ("--queues", "default")
 COUNT = int(os.environ.get("MC_TASKS_CHAOS_COUNT", "100"))
+
+
+def _stuck(rows) -> str:
+    """The tasks not final yet, each with its event's row (for a failure's report)."""
+    stuck = list(
+        rows.exclude(status__in=["SUCCESSFUL", "FAILED"]).values_list(
+            "id", "status", "attempt", "worker_ids"
+        )[:20]
+    )
+    events = {
+        e["id"]: e
+        for e in QueuedEvent.objects.using("postgres")
+        .filter(id__in=[row[0] for row in stuck])
+        .values("id", "status", "attempts", "lease_expires_at", "claimed_by")
+    }
+    return "\n".join(f"{row} event {events.get(row[0])}" for row in stuck)
 
 
 def _report(workers) -> str:
@@ -100,7 +116,9 @@ def test_kill_9_every_task_final_none_succeeds_twice(procs, unique_name, tmp_pat
             deadline = time.monotonic() + 60 + COUNT * 0.3
             while rows.exclude(status__in=["SUCCESSFUL", "FAILED"]).exists():
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"tasks still not final: {_report(workers)}")
+                    raise AssertionError(
+                        f"tasks still not final: {_stuck(rows)}\n{_report(workers)}"
+                    )
                 time.sleep(0.7)
                 busy = _running_pids(log)
                 started = [w for w in workers if w.poll() is None and w.pid in busy]
